@@ -1,0 +1,1 @@
+"""Building blocks shared by the environments: cards, rendering, formulas, the solver."""

@@ -1,0 +1,136 @@
+"""NumberLine: move a marker along a number line until it reaches the target."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from PIL import Image, ImageDraw
+
+from gym_cards.core.rendering import FRAME_SIZE, font
+from gym_cards.core.visual_env import VisualEnv
+
+BACKGROUND = (250, 250, 245)
+INK = (25, 25, 25)
+TARGET_COLOUR = (200, 40, 40)
+CURRENT_COLOUR = (30, 90, 200)
+
+
+def move(current: int, action: int, max_position: int) -> int:
+    """Position after ``action`` (0 = "-", 1 = "+"), kept inside [0, max_position]."""
+    return min(max_position, max(0, current + (1 if action == 1 else -1)))
+
+
+def step_reward(old: int, new: int, target: int) -> int:
+    """+1 on reaching the target, -1 when the move did not get closer, else 0."""
+    if new == target:
+        return 1
+    return -1 if abs(new - target) >= abs(old - target) else 0
+
+
+@lru_cache(maxsize=4096)
+def number_line_frame(max_position: int, target: int, current: int) -> np.ndarray:
+    """The observation image for a state: the two numbers as text over a drawn number line."""
+    image = Image.new("RGB", (FRAME_SIZE, FRAME_SIZE), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    big = font(34)
+    draw.text((30, 40), f"Target: {target}", font=big, fill=TARGET_COLOUR)
+    draw.text((30, 95), f"Current: {current}", font=big, fill=CURRENT_COLOUR)
+    left, right, y = 30, FRAME_SIZE - 30, 215
+    draw.line([(left, y), (right, y)], fill=INK, width=3)
+    small = font(14 if max_position <= 20 else 9)
+    for position in range(max_position + 1):
+        x = left + (right - left) * position / max(1, max_position)
+        draw.line([(x, y - 7), (x, y + 7)], fill=INK, width=2)
+        draw.text((x, y + 12), str(position), font=small, fill=INK, anchor="mt")
+    tx = left + (right - left) * target / max(1, max_position)
+    draw.line([(tx, y - 8), (tx, y - 48)], fill=TARGET_COLOUR, width=3)
+    draw.polygon([(tx, y - 48), (tx + 20, y - 41), (tx, y - 34)], fill=TARGET_COLOUR)
+    cx = left + (right - left) * current / max(1, max_position)
+    draw.ellipse([cx - 9, y - 9, cx + 9, y + 9], fill=CURRENT_COLOUR)
+    frame = np.asarray(image, dtype=np.uint8)
+    frame.flags.writeable = False
+    return frame
+
+
+class NumberLineEnv(VisualEnv):
+    """
+    ## Description
+    A marker stands on a number line from 0 to ``max_position``; the agent moves it one step left
+    or right until it reaches the target. The image shows "Target: x" and "Current: y" above a drawn
+    number line. From RL4VLM (Zhai et al., NeurIPS 2024).
+
+    ## Action Space
+    ``Discrete(2)``: 0 = ``"-"`` (move left), 1 = ``"+"`` (move right). Moves past either end stay
+    at the end.
+
+    ## Observation Space
+    ``Box(0, 255, (300, 300, 3), uint8)``: an RGB image.
+
+    ## Starting State
+    Target and start drawn uniformly from 0..max_position, start != target.
+
+    ## Rewards
+    +1 on reaching the target; -1 for a move that did not get closer; 0 otherwise.
+
+    ## Episode End
+    Terminates when the target is reached; truncated after ``2 * max_position`` steps (and by the
+    registered ``max_episode_steps=300``).
+
+    ## Arguments
+    ``max_position`` (int, default 5, at least 1), ``render_mode`` (``"rgb_array"``, ``"human"``, None).
+    ``info`` holds ``target``, ``current`` and ``success``.
+
+    ## Version History
+    * v0: first version, rules as published; frames cached per state, seeded by ``reset(seed=...)``.
+    """
+
+    action_names = ("-", "+")
+
+    def __init__(self, max_position: int = 5, render_mode: str | None = None) -> None:
+        super().__init__(render_mode)
+        if isinstance(max_position, bool) or not isinstance(max_position, (int, np.integer)) or max_position < 1:
+            raise ValueError(f"max_position must be an integer >= 1, got {max_position!r}")
+        self.max_position = int(max_position)
+        self.action_space = spaces.Discrete(2)
+        self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+        self.target = 0
+        self.current = 1
+        self.steps = 0
+
+    def _info(self, success: bool = False) -> dict[str, Any]:
+        return {"target": self.target, "current": self.current, "success": success}
+
+    def _observe(self) -> np.ndarray:
+        self._frame = number_line_frame(self.max_position, self.target, self.current)
+        return self._frame.copy()
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        self.target = int(self.np_random.integers(0, self.max_position + 1))
+        start = int(self.np_random.integers(0, self.max_position))
+        self.current = start if start < self.target else start + 1  # uniform over positions != target
+        self.steps = 0
+        observation = self._observe()
+        self._after_change()
+        return observation, self._info()
+
+    def step(self, action):
+        action = self._check_action(action)
+        old = self.current
+        self.current = move(old, action, self.max_position)
+        self.steps += 1
+        reward = step_reward(old, self.current, self.target)
+        terminated = self.current == self.target
+        truncated = not terminated and self.steps >= 2 * self.max_position
+        observation = self._observe()
+        self._after_change()
+        return observation, float(reward), terminated, truncated, self._info(success=terminated)
+
+    def describe(self) -> str:
+        return f"Target number: {self.target}. Current number: {self.current}. Positions range from 0 to {self.max_position}."
+
+    def expert_action(self) -> int:
+        return 1 if self.target > self.current else 0
