@@ -102,3 +102,18 @@ def test_completion_is_none_for_dead_ends():
     assert complete_formula([], [1, 1, 1, 1], 24) is None
     assert complete_formula(["5"], [1, 2, 3, 4], 24) is None  # 5 was never dealt
     assert complete_formula(["3", "*"], [3, 3, 8, 8], 24) is None
+
+
+@given(st.lists(st.integers(1, 10), min_size=4, max_size=4), st.data())
+@settings(max_examples=40, deadline=None)
+def test_completion_extends_any_prefix_of_any_solution(numbers, data):
+    found = solutions(tuple(sorted(numbers)), 24)
+    if not found:
+        assert complete_formula([], numbers, 24) is None
+        return
+    formula = data.draw(st.sampled_from(found))
+    cut = data.draw(st.integers(0, len(formula)))
+    completion = complete_formula(list(formula[:cut]), numbers, 24)
+    assert completion is not None and completion[:cut] == formula[:cut]
+    assert evaluate_formula(completion) == 24
+    assert sorted(int(t) for t in completion if t.isdigit()) == sorted(numbers)

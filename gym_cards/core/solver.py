@@ -128,60 +128,137 @@ def first_solution(numbers: tuple[int, ...], target: int, operators: str = "+-*/
     return items[0][1]
 
 
+# A partial formula is summarised, per open parenthesis level, by a frame
+# (sum of finished terms, sign of the current term, current product or None, pending "*"/"/"),
+# which is all that matters for how it can still end. Dead states are memoised per search.
+_Frame = tuple[Fraction, int, "Fraction | None", "str | None"]
+_EMPTY: _Frame = (Fraction(0), 1, None, None)
+
+
+def _add_factor(frame: _Frame, factor: Fraction) -> _Frame | None:
+    total, sign, product, pending = frame
+    if product is None:
+        return (total, sign, factor, None)
+    if pending == "/":
+        return None if factor == 0 else (total, sign, product / factor, None)
+    return (total, sign, product * factor, None)
+
+
+def _close(frame: _Frame) -> Fraction:
+    total, sign, product, _ = frame
+    return total + sign * product
+
+
+def _read_prefix(prefix: Sequence[str]) -> tuple[tuple[_Frame, ...], bool] | None:
+    """(frames, expecting an operand) after ``prefix``, or None when no formula starts so."""
+    frames: list[_Frame] = [(Fraction(0), 1, None, None)]
+    expect_operand = True
+    for token in prefix:
+        if expect_operand and is_number_token(token):
+            frame = _add_factor(frames[-1], Fraction(int(token)))
+            if frame is None:
+                return None
+            frames[-1], expect_operand = frame, False
+        elif expect_operand and token == "(":
+            frames.append((Fraction(0), 1, None, None))
+        elif not expect_operand and token in ("+", "-"):
+            frames[-1] = (_close(frames[-1]), 1 if token == "+" else -1, None, None)
+            expect_operand = True
+        elif not expect_operand and token in ("*", "/"):
+            total, sign, product, _ = frames[-1]
+            frames[-1], expect_operand = (total, sign, product, token), True
+        elif not expect_operand and token == ")" and len(frames) > 1:
+            value = _close(frames.pop())
+            frame = _add_factor(frames[-1], value)
+            if frame is None:
+                return None
+            frames[-1] = frame
+        else:
+            return None
+    return tuple(frames), expect_operand
+
+
 def _search_completion(
-    prefix: list[str],
-    remaining: Counter[int],
+    frames: tuple[_Frame, ...],
+    expect_operand: bool,
+    remaining: tuple[int, ...],
     target: Fraction,
     operators: str,
     allow_parentheses: bool,
-    max_length: int,
-    open_count: int,
-    new_opens: int,
+    budget: int,
+    dead: dict,
 ) -> list[str] | None:
-    """Depth-first search for tokens that complete ``prefix`` (bounded by ``max_length``)."""
-    expect_operand = not prefix or prefix[-1] in PRECEDENCE or prefix[-1] == "("
-    left = sum(remaining.values())
-    # Every remaining number needs one token and one operator; every open "(" one ")".
-    if len(prefix) + max(0, 2 * left - (1 if expect_operand else 0)) + open_count > max_length:
+    """Tokens (at most ``budget``) that finish the formula at the target, using ``remaining``.
+
+    ``dead`` maps a state to the largest budget it is known to fail with (less cannot succeed).
+    """
+    key = (frames, expect_operand, remaining)
+    if dead.get(key, -1) >= budget:
         return None
-    if left == 0 and not expect_operand:
-        closed = prefix + [")"] * open_count
-        if evaluate_formula(closed) == target:
-            return closed
+    left = len(remaining)
+    # Each remaining number needs a token and an operator before it; each open level a ")".
+    if max(0, 2 * left - (1 if expect_operand else 0)) + len(frames) - 1 > budget:
+        dead[key] = budget
         return None
-    if expect_operand:
-        for number in sorted(remaining):
-            if remaining[number] == 0:
-                continue
-            remaining[number] -= 1
-            found = _search_completion(
-                [*prefix, str(number)], remaining, target, operators, allow_parentheses,
-                max_length, open_count, new_opens,
-            )
-            remaining[number] += 1
-            if found is not None:
-                return found
-        if allow_parentheses and left >= 2 and new_opens < 3:
-            return _search_completion(
-                [*prefix, "("], remaining, target, operators, allow_parentheses,
-                max_length, open_count + 1, new_opens + 1,
-            )
-        return None
-    if allow_parentheses and open_count > 0:
-        found = _search_completion(
-            [*prefix, ")"], remaining, target, operators, allow_parentheses,
-            max_length, open_count - 1, new_opens,
-        )
-        if found is not None:
-            return found
-    if left > 0:
+    if not expect_operand:
+        if left == 0:
+            value = _close(frames[-1])
+            closed = frames
+            tokens: list[str] = []
+            while len(closed) > 1:
+                parent = _add_factor(closed[-2], value)
+                if parent is None:
+                    break
+                closed = (*closed[:-2], parent)
+                value = _close(parent)
+                tokens.append(")")
+            else:
+                if value == target:
+                    return tokens
+            dead[key] = budget
+            return None
         for operator in operators:
+            if operator in ("+", "-"):
+                frame = (_close(frames[-1]), 1 if operator == "+" else -1, None, None)
+            else:
+                frame = (*frames[-1][:3], operator)
             found = _search_completion(
-                [*prefix, operator], remaining, target, operators, allow_parentheses,
-                max_length, open_count, new_opens,
+                (*frames[:-1], frame), True, remaining, target, operators, allow_parentheses, budget - 1, dead
             )
             if found is not None:
-                return found
+                return [operator, *found]
+        if allow_parentheses and len(frames) > 1:
+            frame = _add_factor(frames[-2], _close(frames[-1]))
+            if frame is not None:
+                found = _search_completion(
+                    (*frames[:-2], frame), False, remaining, target, operators, allow_parentheses, budget - 1, dead
+                )
+                if found is not None:
+                    return [")", *found]
+    else:
+        for position, number in enumerate(remaining):
+            if position and remaining[position - 1] == number:
+                continue
+            frame = _add_factor(frames[-1], Fraction(number))
+            if frame is None:
+                continue
+            rest = remaining[:position] + remaining[position + 1 :]
+            found = _search_completion(
+                (*frames[:-1], frame), False, rest, target, operators, allow_parentheses, budget - 1, dead
+            )
+            if found is not None:
+                return [str(number), *found]
+        fresh = 0  # "(" levels just opened and still empty: k numbers never need more than k - 1
+        while fresh < len(frames) - 1 and frames[-1 - fresh] == _EMPTY:
+            fresh += 1
+        if allow_parentheses and left >= 2 and fresh < left - 1:
+            found = _search_completion(
+                (*frames, _EMPTY), True, remaining, target, operators,
+                allow_parentheses, budget - 1, dead,
+            )
+            if found is not None:
+                return ["(", *found]
+    dead[key] = budget
     return None
 
 
@@ -206,11 +283,12 @@ def complete_formula(
     formula = first_solution(tuple(sorted(numbers)), target, operators)
     if formula is not None and len(formula) <= max_length and list(formula[: len(prefix)]) == prefix:
         return formula
-    opened = prefix.count("(") - prefix.count(")")
-    if opened < 0 or any(not (is_number_token(t) or t in PRECEDENCE or t in "()") for t in prefix):
+    state = _read_prefix(prefix)
+    if state is None:
         return None
-    remaining = Counter(numbers) - Counter(numbers_in(prefix))
-    found = _search_completion(
-        prefix, remaining, Fraction(target), operators, allow_parentheses, max_length, opened, 0
+    remaining = tuple(sorted((Counter(numbers) - Counter(numbers_in(prefix))).elements()))
+    ops = "".join(op for op in "+-*/" if op in operators)
+    suffix = _search_completion(
+        state[0], state[1], remaining, Fraction(target), ops, allow_parentheses, max_length - len(prefix), {}
     )
-    return None if found is None else tuple(found)
+    return None if suffix is None else (*prefix, *suffix)
