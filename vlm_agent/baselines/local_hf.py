@@ -1,0 +1,102 @@
+"""A local Hugging Face vision-language model as an evaluation agent.
+
+Wraps :class:`vlm_agent.policy.VLMPolicy`, the policy the trainer optimises, so that a trained
+checkpoint, its SFT starting point and any image-text-to-text model folder are evaluated by the
+same loop, prompts and parser as the API baselines. Only sampling is used: no value head, no
+log-probabilities.
+
+This module imports torch; :mod:`vlm_agent.baselines` imports it only for ``local:`` methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vlm_agent.evaluation import AgentInput, TokenUsage
+from vlm_agent.models import ModelSettings
+from vlm_agent.policy import POLICY_SETTINGS_FILE, GenerationSettings, VLMPolicy
+
+
+class LocalHFAgent:
+    """Answers with a :class:`VLMPolicy`'s sampled text, one generate call per batch.
+
+    Args:
+        policy: The policy to sample from; its :class:`GenerationSettings` decide temperature
+            and answer length.
+        name: Row name in result tables.
+        seed: Seed of the per-batch sampling seeds: equal seeds, equal answers.
+
+    Example::
+
+        agent = LocalHFAgent.from_pretrained("runs/numberline/checkpoint-final")
+        result = evaluate_agent(agent, "gym_cards/NumberLine-v0", episodes=100, seed=0, num_envs=8)
+    """
+
+    uses_expert_action = False
+
+    def __init__(self, policy: VLMPolicy, *, name: str = "local", seed: int = 0) -> None:
+        self.policy = policy
+        self.name = name
+        self._rng = np.random.default_rng(seed)
+        self._usage = TokenUsage()
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, temperature: float = 0.2,
+                        max_new_tokens: int = 256, seed: int = 0,
+                        device: str | None = None) -> LocalHFAgent:
+        """Load a saved policy (``VLMPolicy.save_pretrained``) or a plain model folder.
+
+        Args:
+            path: A folder with ``policy_settings.json`` (a trained or SFT policy) or any
+                image-text-to-text model folder with its processor.
+            temperature: Sampling temperature (> 0; the paper: 0.2).
+            max_new_tokens: Answer length limit (the paper: 256).
+            seed: Sampling seed.
+            device: "cpu", "cuda", ...; None keeps the saved or automatic choice.
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            raise FileNotFoundError(
+                f"local model {str(path)!r} is not a folder; pass a saved policy "
+                "(VLMPolicy.save_pretrained) or a Hugging Face model folder, e.g. local:runs/ckpt"
+            )
+        settings = GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens)
+        if (folder / POLICY_SETTINGS_FILE).is_file():
+            policy = VLMPolicy.from_pretrained(folder, device=device, is_trainable=False)
+            policy.settings = GenerationSettings(temperature=temperature,
+                                                 max_new_tokens=max_new_tokens,
+                                                 cot_scale=policy.settings.cot_scale)
+        else:
+            model_settings = ModelSettings(model_name_or_path=str(folder), use_lora=False,
+                                           device=device or "auto")
+            policy = VLMPolicy.from_model(model_settings, settings, seed=seed)
+        return cls(policy.eval(), name=f"local:{folder.name}", seed=seed)
+
+    def respond(self, inputs: Sequence[AgentInput]) -> list[str]:
+        """Sample one answer per input in one batched generate call."""
+        if not inputs:
+            return []
+        model_inputs = self.policy.prepare_inputs([agent_input.image for agent_input in inputs],
+                                                  [agent_input.prompt for agent_input in inputs])
+        with torch.no_grad():
+            samples, _ = self.policy.sample(model_inputs, seed=int(self._rng.integers(0, 2**31 - 1)))
+        tokenizer = self.policy.processor.tokenizer
+        texts = [tokenizer.decode(sample.completion_ids.tolist(), skip_special_tokens=True)
+                 for sample in samples]
+        self._usage = self._usage + TokenUsage(
+            prompt_tokens=sum(int(sample.prompt_ids.numel()) for sample in samples),
+            completion_tokens=sum(int(sample.completion_ids.numel()) for sample in samples),
+            requests=len(inputs),
+        )
+        return texts
+
+    def usage(self) -> TokenUsage:
+        """Tokens read and generated so far (counted locally; nothing is billed)."""
+        return self._usage
+
+    def close(self) -> None:
+        """Nothing to release; the model is freed with the agent."""

@@ -1,0 +1,757 @@
+"""Evaluate any agent on the gym_cards environments with the trainer's prompts and parser.
+
+The evaluation loop is the same loop the trainer rolls out (environment -> prompt -> answer text ->
+parse -> step), but the "answer text" comes from any :class:`Agent`: a prompted API model
+(OpenAI-compatible or Gemini), a local Hugging Face policy, a random player or the environment's
+expert. Because every agent sees the same prompt (:func:`vlm_agent.prompts.prompt_for`) and every
+answer goes through the same parser (:func:`vlm_agent.parsing.parse_action`), the success rates of
+prompted frontier models and of our RL-trained agent compare like for like, as in Table 1 of the
+RL4VLM paper.
+
+Seeds. Evaluation episodes are held out from training: episode ``i`` of a run with seed ``s``
+resets its environment with ``held_out_seed(s, i) = EVAL_SEED_OFFSET + s + i`` where
+``EVAL_SEED_OFFSET = 1_000_000_000``. Training seeds each environment once with a small seed
+(``seed + env_index``, :mod:`vlm_agent.rollout`) and then follows its generator, so no
+evaluation episode starts from a training seed as long as training seeds stay below 10**9
+(small games such as NumberLine, with 30 start states, of course repeat states; held-out seeds
+keep the deal sequence independent, not the state space). Each episode's fallback random
+moves (the paper's answer to unusable text) draw from a generator seeded with that episode's seed,
+so a run's numbers do not depend on ``num_envs`` for deterministic agents.
+
+Example::
+
+    from vlm_agent.baselines.simple import ExpertAgent
+    from vlm_agent.evaluation import evaluate_agent
+
+    result = evaluate_agent(ExpertAgent(), "gym_cards/NumberLine-v0", episodes=50, seed=0)
+    print(result.success_rate, result.ci95)
+
+This module imports neither torch nor any API client; matplotlib is imported only when a plot
+is written.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from vlm_agent.parsing import InvalidActionPolicy
+    from vlm_agent.prompts import PromptTemplate
+
+EVAL_SEED_OFFSET = 1_000_000_000
+"""Added to every evaluation seed so that evaluation episodes never reuse a training seed."""
+
+Z_95 = 1.959963984540054
+"""Standard normal quantile for a two-sided 95% interval, Phi^-1(0.975)."""
+
+
+# --------------------------------------------------------------------------------------------
+# The agent protocol
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentInput:
+    """What an agent sees at one environment step.
+
+    Attributes:
+        image: The observation image, ``uint8`` array of shape (H, W, 3).
+        prompt: The task prompt rendered by :mod:`vlm_agent.prompts` for the current state.
+        legal_actions: The text actions legal now; the parsed answer must name one of them.
+        expert_action: Index into ``legal_actions`` that the environment's expert would play, or
+            ``None`` where the environment offers no expert. Only the expert baseline reads it.
+    """
+
+    image: np.ndarray
+    prompt: str
+    legal_actions: list[str]
+    expert_action: int | None
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token and request counters of an agent, cumulative since the agent was built.
+
+    Attributes:
+        prompt_tokens: Input tokens billed by the server (images included, as the server counts).
+        completion_tokens: Output tokens billed by the server.
+        requests: Requests that reached the server and got an answer (retries not included).
+        cache_hits: Answers served from the on-disk response cache (no request, no cost).
+        retries: Failed attempts that were retried (rate limits, server errors, timeouts).
+    """
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    cache_hits: int = 0
+    retries: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        """Prompt plus completion tokens."""
+        return self.prompt_tokens + self.completion_tokens
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(**{f.name: getattr(self, f.name) + getattr(other, f.name)
+                             for f in dataclasses.fields(self)})
+
+    def __sub__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(**{f.name: getattr(self, f.name) - getattr(other, f.name)
+                             for f in dataclasses.fields(self)})
+
+
+@runtime_checkable
+class Agent(Protocol):
+    """Anything that answers task prompts with text, one answer per input.
+
+    ``respond`` gets a batch (one input per parallel environment) and returns the raw answer
+    texts in the same order; the evaluation loop parses them with the trainer's parser. Agents
+    never see the environment itself, so an API model and our trained policy are judged by the
+    same rules.
+    """
+
+    name: str
+    """Row name in result tables, e.g. ``"openai:gpt-4o"``."""
+
+    uses_expert_action: bool
+    """True only for agents that read :attr:`AgentInput.expert_action` (the expert baseline).
+    For the others the loop leaves it ``None``: the expert can cost a search per step (Points24
+    from a dead-end formula)."""
+
+    def respond(self, inputs: Sequence[AgentInput]) -> list[str]:
+        """Return one raw answer text per input, in order."""
+        ...
+
+    def usage(self) -> TokenUsage:
+        """Return the cumulative token usage (all zeros for agents without a model server)."""
+        ...
+
+    def close(self) -> None:
+        """Release threads, connections or models the agent holds."""
+        ...
+
+
+# --------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------
+
+
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion.
+
+    With ``p = successes / trials`` and ``n = trials``::
+
+        centre    = (p + z^2 / (2n)) / (1 + z^2 / n)
+        halfwidth = z / (1 + z^2 / n) * sqrt(p (1 - p) / n + z^2 / (4 n^2))
+        interval  = (centre - halfwidth, centre + halfwidth)
+
+    (Wilson, 1927). Unlike the normal approximation it stays inside [0, 1] and is informative at
+    0% and 100% success, which is where many baselines sit. ``trials == 0`` gives (0, 1): nothing
+    is known.
+
+    Args:
+        successes: Number of successes, ``0 <= successes <= trials``.
+        trials: Number of trials.
+        z: Normal quantile; the default gives a 95% interval.
+
+    Returns:
+        ``(low, high)`` as fractions in [0, 1].
+    """
+    if trials < 0 or successes < 0 or successes > trials:
+        raise ValueError(
+            f"wilson_interval needs 0 <= successes <= trials, got successes={successes}, "
+            f"trials={trials}"
+        )
+    if trials == 0:
+        return (0.0, 1.0)
+    n = float(trials)
+    p = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2.0 * n)) / denominator
+    halfwidth = z / denominator * math.sqrt(p * (1.0 - p) / n + z * z / (4.0 * n * n))
+    # At p = 0 (p = 1) the lower (upper) end is exactly 0 (1); rounding would leave 1e-16 off.
+    low = 0.0 if successes == 0 else max(0.0, centre - halfwidth)
+    high = 1.0 if successes == trials else min(1.0, centre + halfwidth)
+    return (low, high)
+
+
+def held_out_seed(seed: int, episode: int) -> int:
+    """Reset seed of evaluation episode ``episode``: ``EVAL_SEED_OFFSET + seed + episode``."""
+    return EVAL_SEED_OFFSET + seed + episode
+
+
+# --------------------------------------------------------------------------------------------
+# Results
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EpisodeRecord:
+    """The outcome of one evaluation episode.
+
+    Attributes:
+        episode: Episode index within the run (0-based).
+        seed: The seed the environment was reset with.
+        success: ``info["success"]`` at the episode's last step.
+        episode_return: Sum of rewards.
+        length: Number of steps.
+        invalid_steps: Steps whose answer named no single legal action.
+    """
+
+    episode: int
+    seed: int
+    success: bool
+    episode_return: float
+    length: int
+    invalid_steps: int
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Summary of one agent on one environment.
+
+    Attributes:
+        method: The agent's name.
+        env_id: The Gymnasium id evaluated.
+        cot: Whether the prompt asked for chain-of-thought.
+        episodes: Episodes played.
+        successes: Episodes that ended with ``info["success"]``.
+        success_rate: ``successes / episodes``.
+        ci95: Wilson 95% interval of the success rate, ``(low, high)``.
+        mean_return: Mean episode return.
+        mean_length: Mean episode length in steps.
+        steps: Total environment steps.
+        invalid_rate: Share of steps whose answer was unusable (no single legal action named).
+        usage: Tokens and requests spent by this run (cache hits cost nothing).
+        records: One :class:`EpisodeRecord` per episode, in episode order.
+    """
+
+    method: str
+    env_id: str
+    cot: bool
+    episodes: int
+    successes: int
+    success_rate: float
+    ci95: tuple[float, float]
+    mean_return: float
+    mean_length: float
+    steps: int
+    invalid_rate: float
+    usage: TokenUsage
+    records: tuple[EpisodeRecord, ...] = field(repr=False)
+
+    @classmethod
+    def from_records(cls, method: str, env_id: str, cot: bool, records: Sequence[EpisodeRecord],
+                     usage: TokenUsage) -> EvalResult:
+        """Aggregate per-episode records into a result."""
+        episodes = len(records)
+        successes = sum(record.success for record in records)
+        steps = sum(record.length for record in records)
+        invalid = sum(record.invalid_steps for record in records)
+        return cls(
+            method=method,
+            env_id=env_id,
+            cot=cot,
+            episodes=episodes,
+            successes=successes,
+            success_rate=successes / episodes if episodes else 0.0,
+            ci95=wilson_interval(successes, episodes),
+            mean_return=float(np.mean([r.episode_return for r in records])) if records else 0.0,
+            mean_length=steps / episodes if episodes else 0.0,
+            steps=steps,
+            invalid_rate=invalid / steps if steps else 0.0,
+            usage=usage,
+            records=tuple(records),
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """Flat dictionary of the headline numbers (one CSV row), without per-episode records."""
+        return {
+            "method": self.method,
+            "env_id": self.env_id,
+            "cot": self.cot,
+            "episodes": self.episodes,
+            "successes": self.successes,
+            "success_rate": round(self.success_rate, 6),
+            "ci95_low": round(self.ci95[0], 6),
+            "ci95_high": round(self.ci95[1], 6),
+            "invalid_rate": round(self.invalid_rate, 6),
+            "mean_return": round(self.mean_return, 6),
+            "mean_length": round(self.mean_length, 6),
+            "steps": self.steps,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "requests": self.usage.requests,
+            "cache_hits": self.usage.cache_hits,
+            "retries": self.usage.retries,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# The evaluation loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _EpisodeInProgress:
+    """Book-keeping of the episode currently running in one environment slot."""
+
+    episode: int
+    seed: int
+    observation: np.ndarray
+    rng: np.random.Generator
+    episode_return: float = 0.0
+    length: int = 0
+    invalid_steps: int = 0
+
+
+def make_eval_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Build one environment by id, with an error that lists the known ids if it is unknown."""
+    import gymnasium as gym
+
+    import gym_cards  # noqa: F401  (registers the gym_cards/* ids)
+
+    try:
+        return gym.make(env_id, **dict(env_kwargs or {}))
+    except gym.error.Error as error:
+        known = sorted(spec_id for spec_id in gym.registry if spec_id.startswith("gym_cards/"))
+        raise ValueError(
+            f"cannot build environment {env_id!r} ({error}). Known gym_cards ids: "
+            f"{', '.join(known)}"
+        ) from error
+
+
+def _agent_input(env: Any, observation: np.ndarray, prompt_template: PromptTemplate, *,
+                 with_expert: bool) -> AgentInput:
+    """Build the agent's view of the current state through the env contract (docs/CONTRACTS.md)."""
+    unwrapped = env.unwrapped
+    legal_actions = list(unwrapped.legal_actions())
+    return AgentInput(
+        image=np.asarray(observation),
+        prompt=prompt_template.render(unwrapped.describe(), legal_actions),
+        legal_actions=legal_actions,
+        expert_action=int(unwrapped.expert_action()) if with_expert else None,
+    )
+
+
+def evaluate_agent(
+    agent: Agent,
+    env_id: str,
+    *,
+    episodes: int,
+    seed: int,
+    cot: bool = True,
+    invalid_policy: InvalidActionPolicy | str = "random",
+    num_envs: int = 1,
+    env_kwargs: Mapping[str, Any] | None = None,
+    show_state: bool = False,
+    prompt_template: PromptTemplate | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Play ``episodes`` held-out episodes of ``env_id`` with ``agent`` and summarise them.
+
+    Each step, every running environment's image, prompt (``prompt_for(env_id, cot=cot)``
+    rendered with ``describe()`` and ``legal_actions()``) and, for agents that use it, the
+    expert move go to the agent in one batch; each answer goes through
+    :func:`vlm_agent.parsing.parse_action`, and unusable ones are resolved with ``invalid_policy``
+    (:func:`vlm_agent.parsing.resolve_action`), exactly as in training. An episode succeeds when
+    its last step's ``info["success"]`` is true.
+
+    Args:
+        agent: Any :class:`Agent`.
+        env_id: Gymnasium id, e.g. ``"gym_cards/NumberLine-v0"``.
+        episodes: Number of episodes to play (> 0).
+        seed: Run seed; episode ``i`` resets with :func:`held_out_seed` ``(seed, i)``.
+        cot: Ask for chain-of-thought (``{"thoughts", "action"}``) instead of action only.
+        invalid_policy: What an unusable answer does: an
+            :class:`vlm_agent.parsing.InvalidActionPolicy` or its mode, ``"random"`` (a uniformly
+            random legal move, the paper's rule) or ``"penalty"`` (legal action 0 and -1 reward,
+            counted in ``mean_return``).
+        num_envs: Environments run side by side; their inputs reach the agent as one batch, so a
+            remote agent can send them concurrently.
+        env_kwargs: Keyword arguments for ``gym.make``.
+        show_state: Also write the state as text into the card-game prompts (for text-only
+            models, or as an ablation); the paper's prompts are image-only.
+        prompt_template: A template to use instead of ``prompt_for(env_id, ...)``, for
+            environments without a built-in prompt (see
+            :func:`vlm_agent.prompts.load_prompt_template`).
+        progress: Show a tqdm bar over episodes.
+
+    Returns:
+        The :class:`EvalResult`, with per-episode records in episode order.
+    """
+    if episodes <= 0:
+        raise ValueError(f"episodes must be positive, got {episodes}")
+    if num_envs <= 0:
+        raise ValueError(f"num_envs must be positive, got {num_envs}")
+    from vlm_agent.parsing import parse_action, resolve_action
+    from vlm_agent.prompts import prompt_for
+
+    policy = _invalid_action_policy(invalid_policy)
+    if prompt_template is None:
+        prompt_template = prompt_for(env_id, cot=cot, show_state=show_state)
+    envs = [make_eval_env(env_id, env_kwargs) for _ in range(min(num_envs, episodes))]
+    usage_before = agent.usage()
+    records: list[EpisodeRecord | None] = [None] * episodes
+    slots: list[_EpisodeInProgress | None] = [None] * len(envs)
+    next_episode = 0
+
+    def start_episode(slot: int) -> None:
+        nonlocal next_episode
+        if next_episode >= episodes:
+            slots[slot] = None
+            return
+        episode_seed = held_out_seed(seed, next_episode)
+        observation, _ = envs[slot].reset(seed=episode_seed)
+        slots[slot] = _EpisodeInProgress(
+            episode=next_episode, seed=episode_seed, observation=observation,
+            rng=np.random.default_rng(episode_seed),
+        )
+        next_episode += 1
+
+    bar = _progress_bar(episodes, f"{agent.name} on {env_id}", enabled=progress)
+    try:
+        for slot in range(len(envs)):
+            start_episode(slot)
+        while any(state is not None for state in slots):
+            active = [slot for slot, state in enumerate(slots) if state is not None]
+            inputs = [_agent_input(envs[slot], slots[slot].observation, prompt_template,
+                                   with_expert=agent.uses_expert_action) for slot in active]
+            answers = agent.respond(inputs)
+            if len(answers) != len(inputs):
+                raise RuntimeError(
+                    f"agent {agent.name!r} returned {len(answers)} answers for {len(inputs)} "
+                    "inputs; respond() must return exactly one answer per input"
+                )
+            for slot, agent_input, answer in zip(active, inputs, answers):
+                state = slots[slot]
+                parsed = parse_action(answer, agent_input.legal_actions)
+                action = resolve_action(parsed, agent_input.legal_actions, policy, state.rng)
+                observation, reward, terminated, truncated, info = envs[slot].step(action.index)
+                state.observation = observation
+                state.episode_return += float(reward) + action.reward_adjustment
+                state.length += 1
+                state.invalid_steps += int(action.invalid)
+                if terminated or truncated:
+                    if "success" not in info:
+                        raise KeyError(
+                            f"{env_id}'s step info has no 'success' entry; every environment "
+                            "evaluated here must report it (see docs/CONTRACTS.md)"
+                        )
+                    records[state.episode] = EpisodeRecord(
+                        episode=state.episode, seed=state.seed,
+                        success=bool(info["success"]),
+                        episode_return=state.episode_return, length=state.length,
+                        invalid_steps=state.invalid_steps,
+                    )
+                    bar.update(1)
+                    start_episode(slot)
+    finally:
+        bar.close()
+        for env in envs:
+            env.close()
+    finished = [record for record in records if record is not None]
+    return EvalResult.from_records(agent.name, env_id, cot, finished,
+                                   agent.usage() - usage_before)
+
+
+def _progress_bar(total: int, description: str, *, enabled: bool) -> Any:
+    """A tqdm bar over episodes; disabled (prints nothing) when ``enabled`` is false."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="episode", disable=not enabled)
+
+
+def _invalid_action_policy(policy: Any) -> Any:
+    """An ``InvalidActionPolicy`` from itself or from its mode name (``"random"``, ``"penalty"``)."""
+    from vlm_agent.parsing import InvalidActionPolicy
+
+    if isinstance(policy, InvalidActionPolicy):
+        return policy
+    if policy not in ("random", "penalty"):
+        raise ValueError(
+            f"unknown invalid-action policy {policy!r}: use 'random' (a random legal move, as in "
+            "the paper), 'penalty', or a vlm_agent.parsing.InvalidActionPolicy"
+        )
+    return InvalidActionPolicy(mode=policy)
+
+
+# --------------------------------------------------------------------------------------------
+# Results tables and plot (the paper's layout: rows = methods, columns = environments)
+# --------------------------------------------------------------------------------------------
+
+
+def env_short_name(env_id: str) -> str:
+    """Column title of an environment: ``"gym_cards/NumberLine-v0"`` -> ``"NumberLine"``."""
+    name = env_id.rsplit("/", 1)[-1]
+    return name.rsplit("-v", 1)[0]
+
+
+def _ordered(values: Sequence[str]) -> list[str]:
+    """Unique values in first-seen order."""
+    return list(dict.fromkeys(values))
+
+
+def results_markdown(results: Sequence[EvalResult], title: str = "Evaluation") -> str:
+    """Markdown table, one row per method and one column per environment.
+
+    Each cell reads ``success% [95% interval] · invalid% · n``; a missing (method, env) pair is
+    ``–``. A second table lists tokens spent, for API methods.
+    """
+    methods = _ordered([result.method for result in results])
+    env_ids = _ordered([result.env_id for result in results])
+    by_key = {(result.method, result.env_id): result for result in results}
+    lines = [
+        f"# {title}",
+        "",
+        (
+            "Episode success rate in % with its Wilson 95% interval, the share of steps whose "
+            "answer named no single legal action (invalid), and the number of episodes (n). "
+            f"Episodes use held-out seeds ({EVAL_SEED_OFFSET:,} + seed + episode)."
+        ),
+        "",
+        "| method | " + " | ".join(env_short_name(env_id) for env_id in env_ids) + " |",
+        "|---|" + "---|" * len(env_ids),
+    ]
+    for method in methods:
+        cells = []
+        for env_id in env_ids:
+            result = by_key.get((method, env_id))
+            if result is None:
+                cells.append("–")
+                continue
+            low, high = result.ci95
+            cells.append(
+                f"{100 * result.success_rate:.1f} [{100 * low:.1f}, {100 * high:.1f}] · "
+                f"invalid {100 * result.invalid_rate:.1f}% · n={result.episodes}"
+            )
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    spent = [result for result in results if result.usage.requests or result.usage.cache_hits]
+    if spent:
+        lines += [
+            "",
+            "| method | env | requests | cache hits | retries | prompt tokens | completion tokens |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for result in spent:
+            usage = result.usage
+            lines.append(
+                f"| {result.method} | {env_short_name(result.env_id)} | {usage.requests} | "
+                f"{usage.cache_hits} | {usage.retries} | {usage.prompt_tokens} | "
+                f"{usage.completion_tokens} |"
+            )
+    settings = _ordered([f"cot={result.cot}" for result in results])
+    lines += ["", f"Prompting: {', '.join(settings)}.", ""]
+    return "\n".join(lines)
+
+
+def results_csv(results: Sequence[EvalResult]) -> str:
+    """CSV text, one row per (method, environment) with every headline number."""
+    buffer = io.StringIO()
+    rows = [result.summary() for result in results]
+    fieldnames = list(rows[0]) if rows else list(_EMPTY_SUMMARY_FIELDS)
+    writer = csv.DictWriter(buffer, fieldnames=fieldnames, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+_EMPTY_SUMMARY_FIELDS = ("method", "env_id", "episodes", "success_rate")
+
+
+def plot_success_rates(results: Sequence[EvalResult], path: str | Path,
+                       title: str = "Episode success rate") -> Path:
+    """Grouped bar chart (environments on x, one bar per method) with Wilson 95% error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    methods = _ordered([result.method for result in results])
+    env_ids = _ordered([result.env_id for result in results])
+    by_key = {(result.method, result.env_id): result for result in results}
+    width = 0.8 / max(1, len(methods))
+    figure, axes = plt.subplots(figsize=(3.2 + 1.9 * len(env_ids), 4.0))
+    for index, method in enumerate(methods):
+        positions, heights, lower, upper = [], [], [], []
+        for env_index, env_id in enumerate(env_ids):
+            result = by_key.get((method, env_id))
+            if result is None:
+                continue
+            positions.append(env_index + (index - (len(methods) - 1) / 2) * width)
+            heights.append(100 * result.success_rate)
+            lower.append(max(0.0, 100 * (result.success_rate - result.ci95[0])))
+            upper.append(max(0.0, 100 * (result.ci95[1] - result.success_rate)))
+        axes.bar(positions, heights, width=width, label=method, yerr=[lower, upper], capsize=3)
+    axes.set_xticks(range(len(env_ids)), [env_short_name(env_id) for env_id in env_ids])
+    axes.set_ylabel("success rate (%)")
+    axes.set_ylim(0, 105)
+    axes.set_title(title)
+    axes.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axes.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def write_results(results: Sequence[EvalResult], out_dir: str | Path, stem: str,
+                  title: str = "Evaluation") -> dict[str, Path]:
+    """Write ``<stem>.md``, ``<stem>.csv``, ``<stem>.png`` and per-episode ``<stem>.json``.
+
+    Returns:
+        The written paths by suffix (``"md"``, ``"csv"``, ``"png"``, ``"json"``).
+    """
+    if not results:
+        raise ValueError("write_results needs at least one result")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {suffix: out / f"{stem}.{suffix}" for suffix in ("md", "csv", "png", "json")}
+    paths["md"].write_text(results_markdown(results, title), encoding="utf-8")
+    paths["csv"].write_text(results_csv(results), encoding="utf-8")
+    plot_success_rates(results, paths["png"], title=title)
+    episodes = [
+        {**result.summary(), "records": [dataclasses.asdict(record) for record in result.records]}
+        for result in results
+    ]
+    paths["json"].write_text(json.dumps(episodes) + "\n", encoding="utf-8")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# One call for command lines: build agents from method specs, evaluate, write the tables
+# --------------------------------------------------------------------------------------------
+
+CARD_ENV_IDS = (
+    "gym_cards/NumberLine-v0",
+    "gym_cards/EZPoints-v0",
+    "gym_cards/Points24-v0",
+    "gym_cards/Blackjack-v0",
+)
+"""The four card environments of the paper's Table 1, in the paper's column order."""
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``vlm-agent eval`` and ``benchmarks/prompting_baselines.py`` need.
+
+    Attributes:
+        methods: Method specs, each one of ``"random"``, ``"expert"``, ``"openai:MODEL"``,
+            ``"gemini:MODEL"``, ``"local:PATH"`` (a saved policy checkpoint); see
+            :func:`vlm_agent.baselines.build_agent`.
+        env_ids: Environments to evaluate every method on.
+        episodes: Episodes per (method, environment).
+        seed: Run seed; episode ``i`` uses ``held_out_seed(seed, i)``.
+        cot: Chain-of-thought prompt (True) or action-only prompt (False).
+        show_state: Also write the state as text into card-game prompts (text-only models).
+        invalid_policy: What an unusable answer does: ``"random"`` (the paper) or ``"penalty"``.
+        num_envs: Environments stepped side by side (one agent batch per step).
+        env_kwargs: Extra ``gym.make`` keyword arguments, applied to every environment.
+        base_url: Server of ``openai:`` methods (vLLM, SGLang, Ollama, ...) or of ``gemini:``
+            methods; None means the provider's public endpoint.
+        concurrency: Requests in flight at once per API method.
+        cache_dir: On-disk response cache of API methods (None: no cache).
+        timeout_s: Per-request timeout of API methods, seconds.
+        max_retries: Retries after a rate limit (429), server error (5xx) or timeout.
+        temperature: Sampling temperature (the paper: 0.2).
+        max_new_tokens: Answer length limit in tokens (the paper: 256).
+        out_dir: Folder for the Markdown, CSV, PNG and JSON results.
+        stem: File name stem of the results.
+        title: Title of the Markdown table and the plot.
+        progress: Show tqdm progress bars.
+    """
+
+    methods: tuple[str, ...] = ("random", "expert")
+    env_ids: tuple[str, ...] = CARD_ENV_IDS
+    episodes: int = 100
+    seed: int = 0
+    cot: bool = True
+    show_state: bool = False
+    invalid_policy: str = "random"
+    num_envs: int = 1
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    base_url: str | None = None
+    concurrency: int = 4
+    cache_dir: str | None = None
+    timeout_s: float = 60.0
+    max_retries: int = 6
+    temperature: float = 0.2
+    max_new_tokens: int = 256
+    out_dir: str = "eval_results"
+    stem: str = "evaluation"
+    title: str = "Evaluation"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.methods = tuple(self.methods)
+        self.env_ids = tuple(self.env_ids)
+        if not self.methods:
+            raise ValueError("methods is empty: name at least one, e.g. 'random' or 'openai:gpt-4o'")
+        if not self.env_ids:
+            raise ValueError("env_ids is empty: name at least one, e.g. 'gym_cards/NumberLine-v0'")
+        positive = {"episodes": self.episodes, "num_envs": self.num_envs,
+                    "concurrency": self.concurrency, "max_new_tokens": self.max_new_tokens}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        if self.max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.invalid_policy not in ("random", "penalty"):
+            raise ValueError(
+                f"invalid_policy must be 'random' or 'penalty', got {self.invalid_policy!r}"
+            )
+
+
+def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
+    """Evaluate every method of ``config`` on every environment and write the results.
+
+    Agents are built once per method (so an API method's cache, pool and token counters span
+    all environments) and closed at the end.
+
+    Returns:
+        The results in (method, environment) order and the written file paths (see
+        :func:`write_results`).
+    """
+    from vlm_agent.baselines import AgentOptions, build_agent
+
+    options = AgentOptions(
+        base_url=config.base_url,
+        concurrency=config.concurrency,
+        cache_dir=config.cache_dir,
+        timeout_s=config.timeout_s,
+        max_retries=config.max_retries,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
+    results: list[EvalResult] = []
+    for method in config.methods:
+        agent = build_agent(method, options)
+        try:
+            for env_id in config.env_ids:
+                results.append(evaluate_agent(
+                    agent, env_id, episodes=config.episodes, seed=config.seed, cot=config.cot,
+                    invalid_policy=config.invalid_policy, num_envs=config.num_envs,
+                    env_kwargs=config.env_kwargs, show_state=config.show_state,
+                    progress=config.progress,
+                ))
+        finally:
+            agent.close()
+    paths = write_results(results, config.out_dir, config.stem, config.title)
+    return results, paths

@@ -1,0 +1,171 @@
+"""The CoT-scaled log-probability of a generated answer (RL4VLM, Zhai et al. 2024, Sec. 4.2).
+
+A VLM answers with text such as ``{"thoughts": "...", "action": "+"}``. Its log-likelihood as
+a policy over the executed action is split at the ``"action"`` key:
+
+    log pi(a | o, v_in) = lambda * sum(log p(CoT tokens)) + sum(log p(action tokens))
+
+Which tokens are which is decided from the *decoded text* and the character span each generated
+token covers, never from hard-coded token ids (the original code matched three token ids of
+``"action":`` for one tokenizer version and broke for others).
+
+Definitions used throughout this project (tested in ``tests/test_log_probs.py``):
+
+* The *action part* of a completion starts at the opening quote of the first ``"action"`` key
+  (case-insensitive, followed by optional spaces and ``:``) and runs to the end of the completion:
+  the key, its value, the closing ``"}`` and the EOS token. The key itself counts as action: the
+  split point is then the same as in the original code, and every generated token lands in
+  exactly one of the two sums (no token is silently left without gradient). For a trained model
+  the key and the closing braces are near-deterministic (log p ~ 0), so they barely change the sum.
+* A token belongs to the action part when its characters *overlap* the action part (a BPE token
+  ``, "`` that ends with the key's opening quote counts as action).
+* The *CoT part* is every token before the action part, except the first generated token, which
+  is left out of the CoT sum as in the original implementation.
+* Without an ``"action"`` key (malformed output, truncated answer) the whole completion is CoT
+  (first token excepted) and the action mask is empty: the log-prob is ``lambda * sum(...)``.
+  The executed action is then a fallback the text did not choose, so the text is weighted as
+  reasoning, not as an action choice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Protocol
+
+import torch
+from trl.trainer.utils import entropy_from_logits, selective_log_softmax
+
+#: The ``"action"`` key of the JSON answer, where the action part begins.
+ACTION_KEY_PATTERN = re.compile(r'"action"\s*:', re.IGNORECASE)
+
+
+class _Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer these functions use."""
+
+    def decode(self, token_ids: Sequence[int], skip_special_tokens: bool = ...) -> str: ...
+
+
+def cot_scaled_log_prob(
+    token_log_probs: torch.Tensor,
+    thought_mask: torch.Tensor,
+    action_mask: torch.Tensor,
+    cot_scale: float,
+) -> torch.Tensor:
+    """Return ``cot_scale * sum(log p[thought]) + sum(log p[action])`` per sequence.
+
+    Formula (RL4VLM, Eq. 4): ``log pi(a|o) = lambda * sum_{t in CoT} log p_t + sum_{t in action} log p_t``.
+
+    Args:
+        token_log_probs: ``[..., T]`` per-token log-probabilities. Entries outside both masks may be
+            anything, ``-inf`` and ``NaN`` included (padding): they are selected away, never
+            multiplied by zero.
+        thought_mask: ``[..., T]`` bool, True on CoT tokens.
+        action_mask: ``[..., T]`` bool, True on action tokens.
+        cot_scale: lambda in [0, 1].
+
+    Returns:
+        ``[...]`` tensor of scaled log-probabilities.
+    """
+    if not 0.0 <= cot_scale <= 1.0:
+        raise ValueError(f"cot_scale must lie in [0, 1] (paper: 0.2-0.5), got {cot_scale}")
+    zero = torch.zeros((), dtype=token_log_probs.dtype, device=token_log_probs.device)
+    thought_sum = torch.where(thought_mask.bool(), token_log_probs, zero).sum(-1)
+    action_sum = torch.where(action_mask.bool(), token_log_probs, zero).sum(-1)
+    return cot_scale * thought_sum + action_sum
+
+
+def action_part_start(text: str) -> int | None:
+    """Character index where the action part of ``text`` begins, or None without ``"action"`` key."""
+    match = ACTION_KEY_PATTERN.search(text)
+    return None if match is None else match.start()
+
+
+def token_char_ends(tokenizer: _Tokenizer, token_ids: Sequence[int]) -> tuple[str, list[int]]:
+    """Decode ``token_ids`` and return ``(text, ends)``: ``text[:ends[i]]`` is what tokens ``0..i`` produce.
+
+    Works for any tokenizer that can decode (byte-level BPE, SentencePiece/Metaspace, WordPiece):
+    the end of token ``i`` is the length of the decoded prefix ``ids[: i + 1]``. Decoding prefixes,
+    not single tokens, is what makes this right for tokenizers whose decoding of a token depends on
+    its neighbours (Metaspace drops the leading space of the first token; byte-level BPE splits a
+    multi-byte character over tokens). Special tokens are kept in the text.
+    """
+    ids = [int(i) for i in token_ids]
+    text = tokenizer.decode(ids, skip_special_tokens=False)
+    ends: list[int] = []
+    previous = 0
+    for i in range(len(ids)):
+        prefix_length = len(tokenizer.decode(ids[: i + 1], skip_special_tokens=False))
+        # A prefix that ends inside a multi-byte character decodes to a replacement char; keep the
+        # ends monotone and inside the full text so that spans stay well-formed.
+        previous = min(max(previous, prefix_length), len(text))
+        ends.append(previous)
+    if ends:
+        ends[-1] = len(text)
+    return text, ends
+
+
+def thought_action_masks(tokenizer: _Tokenizer, completion_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boolean CoT and action masks over the generated tokens ``completion_ids`` (no padding).
+
+    See the module docstring for the definitions. Returns two ``[len(completion_ids)]`` bool tensors
+    that never overlap; their union is every token except the first one (and, without an
+    ``"action"`` key, the action mask is empty).
+    """
+    length = len(completion_ids)
+    thought = torch.zeros(length, dtype=torch.bool)
+    action = torch.zeros(length, dtype=torch.bool)
+    if length == 0:
+        return thought, action
+    text, ends = token_char_ends(tokenizer, completion_ids)
+    split = action_part_start(text)
+    for i, end in enumerate(ends):
+        if split is not None and end > split:
+            action[i] = True
+        elif i > 0:
+            thought[i] = True
+    return thought, action
+
+
+def suppress_token_logits(logits: torch.Tensor, suppressed_token_ids: Sequence[int]) -> torch.Tensor:
+    """Set the logits of ``suppressed_token_ids`` to the dtype's most negative finite value.
+
+    Generation suppresses special tokens (image placeholders, padding) with ``-inf``; recomputing
+    log-probs must apply the same restriction. A finite floor gives the same softmax (``exp`` of it
+    underflows to exactly 0) but keeps entropies finite (``0 * -inf`` would be NaN).
+    """
+    if len(suppressed_token_ids) == 0:
+        return logits
+    index = torch.as_tensor(list(suppressed_token_ids), dtype=torch.long, device=logits.device)
+    floor = torch.finfo(logits.dtype).min
+    return logits.index_fill(-1, index, floor)
+
+
+def token_log_probs_and_entropy(
+    logits: torch.Tensor,
+    token_ids: torch.Tensor,
+    token_mask: torch.Tensor,
+    *,
+    temperature: float,
+    suppressed_token_ids: Sequence[int] = (),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token log-probabilities and entropies of the sampling distribution ``softmax(logits / T)``.
+
+    Args:
+        logits: ``[B, T, V]`` raw logits predicting ``token_ids``.
+        token_ids: ``[B, T]`` the sampled tokens.
+        token_mask: ``[B, T]`` True on real tokens, False on padding.
+        temperature: the sampling temperature T (> 0).
+        suppressed_token_ids: ids that generation was not allowed to sample.
+
+    Returns:
+        ``(log_probs, entropy)``, both ``[B, T]`` float32, exactly 0 on padding (never NaN).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    scaled = logits.float() / temperature
+    scaled = suppress_token_logits(scaled, suppressed_token_ids)
+    log_probs = selective_log_softmax(scaled, token_ids, row_mask=token_mask)
+    entropy = entropy_from_logits(scaled)
+    entropy = torch.where(token_mask.bool(), entropy, torch.zeros_like(entropy))
+    return log_probs, entropy

@@ -1,0 +1,660 @@
+"""A Hugging Face vision-language model as a batched RL policy with a value head.
+
+The loop this module serves: prompt text + image -> :meth:`VLMPolicy.act` (sample an answer,
+parse it to a legal action, remember everything needed to score it again) -> environment step
+-> :meth:`VLMPolicy.evaluate` (re-score the stored answers with gradients for PPO).
+
+Example (the tiny model is randomly initialised, so its answers are junk until trained)::
+
+    import numpy as np
+    from vlm_agent.parsing import InvalidActionPolicy
+    from vlm_agent.policy import VLMPolicy
+    from vlm_agent.tiny_models import make_tiny_model
+
+    policy = VLMPolicy.from_model(make_tiny_model("qwen2_vl", "/tmp/tiny"))
+    image = np.zeros((112, 112, 3), dtype=np.uint8)
+    out = policy.act([image], ["Pick + or -."], [["-", "+"]],
+                     invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(0))
+    scores = policy.evaluate(out.samples)   # log_probs, values, entropy, with gradients
+
+Log-probabilities are the CoT-scaled ones of :mod:`vlm_agent.log_probs`, taken at the sampling
+temperature (logits / T) with the same special tokens suppressed as during sampling.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from peft import PeftModel
+from PIL import Image
+from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin
+
+from vlm_agent.log_probs import cot_scaled_log_prob, thought_action_masks, token_log_probs_and_entropy
+from vlm_agent.models import ModelSettings, load_model_and_processor, load_processor
+from vlm_agent.parsing import InvalidActionPolicy, ParsedAction, parse_action, resolve_action
+from vlm_agent.prompts import chat_messages
+from vlm_agent.value_head import ValueHead
+
+#: Processor outputs that hold one entry per prompt token; extended over the completion.
+PER_TOKEN_KEYS = ("attention_mask", "mm_token_type_ids", "token_type_ids")
+#: Settings file written next to the adapter by :meth:`VLMPolicy.save_pretrained`.
+POLICY_SETTINGS_FILE = "policy_settings.json"
+
+ImageLike = np.ndarray | Image.Image
+
+
+@dataclass
+class GenerationSettings:
+    """How the policy samples and scores its answers.
+
+    Attributes:
+        temperature: sampling temperature T (> 0); log-probs are computed at logits / T.
+            Paper: 0.2.
+        max_new_tokens: longest answer in tokens (paper: 256).
+        cot_scale: lambda of the CoT-scaled log-prob, in [0, 1] (paper: 0.5 cards, 0.2 ALFWorld).
+    """
+
+    temperature: float = 0.2
+    max_new_tokens: int = 256
+    cot_scale: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 (paper: 0.2), got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1 (paper: 256), got {self.max_new_tokens}")
+        if not 0.0 <= self.cot_scale <= 1.0:
+            raise ValueError(f"cot_scale must lie in [0, 1] (paper: 0.2-0.5), got {self.cot_scale}")
+
+
+@dataclass
+class PolicySample:
+    """One observation and the answer sampled for it: enough to run the forward again (CPU tensors).
+
+    Attributes:
+        prompt_ids: ``[P]`` prompt token ids, without padding.
+        prompt_token_inputs: per-token side inputs of the prompt (``mm_token_type_ids``, ...), ``[P]`` each.
+        image_inputs: this observation's image tensors as the processor made them, with a leading
+            image axis (Qwen: flat ``pixel_values`` ``[patches, dim]`` + ``image_grid_thw`` ``[1, 3]``;
+            LLaVA-NeXT: ``pixel_values`` ``[1, crops, 3, H, W]`` + ``image_sizes`` ``[1, 2]``).
+        completion_ids: ``[C]`` generated ids, up to and including the first EOS.
+        thought_mask: ``[C]`` bool, CoT tokens (see :mod:`vlm_agent.log_probs`).
+        action_mask: ``[C]`` bool, action tokens.
+        log_prob: CoT-scaled log-prob when it was sampled (the PPO "old" log-prob).
+        value: the value head's estimate when it was sampled.
+    """
+
+    prompt_ids: torch.Tensor
+    prompt_token_inputs: dict[str, torch.Tensor]
+    image_inputs: dict[str, torch.Tensor]
+    completion_ids: torch.Tensor
+    thought_mask: torch.Tensor
+    action_mask: torch.Tensor
+    log_prob: float
+    value: float
+
+
+@dataclass
+class ActOutput:
+    """What :meth:`VLMPolicy.act` returns for a batch of N observations (lists have length N)."""
+
+    texts: list[str]
+    parsed: list[ParsedAction]
+    action_indices: list[int]
+    invalid: list[bool]
+    reward_adjustments: list[float]
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    samples: list[PolicySample]
+
+
+@dataclass
+class EvaluateOutput:
+    """Scores of a mini-batch of stored samples (B rows), from one forward pass.
+
+    Attributes:
+        log_probs: ``[B]`` CoT-scaled log-probs (with gradients when evaluated with gradients).
+        values: ``[B]`` value-head outputs.
+        entropy: ``[B]`` mean per-token entropy of each answer at temperature T.
+        token_log_probs: ``[B, C]`` per-token log-probs, 0 on padding.
+        completion_mask: ``[B, C]`` True on real completion tokens.
+        ref_log_probs: ``[B]`` CoT-scaled log-probs with the LoRA adapter disabled (no gradients),
+            when asked for.
+    """
+
+    log_probs: torch.Tensor
+    values: torch.Tensor
+    entropy: torch.Tensor
+    token_log_probs: torch.Tensor
+    completion_mask: torch.Tensor
+    ref_log_probs: torch.Tensor | None = None
+
+
+@dataclass
+class CollatedBatch:
+    """Stored samples padded into model inputs: prompts left-padded, completions right-padded."""
+
+    model_inputs: dict[str, torch.Tensor]
+    completion_ids: torch.Tensor
+    completion_mask: torch.Tensor
+    thought_mask: torch.Tensor
+    action_mask: torch.Tensor
+    prompt_length: int = field(default=0)
+
+
+#: Model types whose forward derives 3-D rotary positions from the attention mask and image grid.
+MULTIMODAL_ROPE_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v"})
+
+
+def uses_multimodal_rope(model: PreTrainedModel) -> bool:
+    """True for models (Qwen2-VL family) that compute their own positions from the attention mask.
+
+    Every other model gets ``position_ids = cumsum(attention_mask) - 1`` in the training forward,
+    exactly what generation uses, so that left padding does not shift positions (a plain forward
+    would count the padding).
+    """
+    return model.config.model_type in MULTIMODAL_ROPE_MODEL_TYPES
+
+
+def _eos_token_ids(model: PreTrainedModel, processor: ProcessorMixin) -> list[int]:
+    ids: set[int] = set()
+    configured = model.generation_config.eos_token_id
+    if configured is not None:
+        ids.update([configured] if isinstance(configured, int) else configured)
+    if processor.tokenizer.eos_token_id is not None:
+        ids.add(processor.tokenizer.eos_token_id)
+    if not ids:
+        raise ValueError("the model has no EOS token: set tokenizer.eos_token or generation_config.eos_token_id")
+    return sorted(ids)
+
+
+def suppressed_special_ids(processor: ProcessorMixin, eos_token_ids: Sequence[int]) -> list[int]:
+    """Special token ids the policy may not generate: every special/added-special token except EOS.
+
+    A sampled image placeholder would make the completion unscorable ("image features and image
+    tokens do not match"), and padding or BOS inside an answer means nothing.
+    """
+    tokenizer = processor.tokenizer
+    special = set(tokenizer.all_special_ids)
+    special.update(index for index, token in tokenizer.added_tokens_decoder.items() if token.special)
+    return sorted(special - set(eos_token_ids))
+
+
+class VLMPolicy:
+    """A VLM policy for PPO: model (optionally with LoRA) + processor + value head + sampling settings.
+
+    Args:
+        model: an ``AutoModelForImageTextToText`` model, or a ``PeftModel`` around one.
+        processor: its processor (tokenizer with a chat template + image processor).
+        value_head: the critic; a fresh :class:`ValueHead` sized to the model when None.
+        settings: sampling and scoring settings.
+        model_settings: how the model was loaded (saved with the policy for reloading).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel | PeftModel,
+        processor: ProcessorMixin,
+        value_head: ValueHead | None = None,
+        settings: GenerationSettings | None = None,
+        model_settings: ModelSettings | None = None,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.settings = settings or GenerationSettings()
+        self.model_settings = model_settings
+        hidden_size = model.config.get_text_config().hidden_size
+        self.value_head = value_head if value_head is not None else ValueHead(hidden_size)
+        self.device = next(model.parameters()).device
+        self.value_head.to(self.device)
+        self.processor.tokenizer.padding_side = "left"
+        self.eos_token_ids = _eos_token_ids(self._base_model, processor)
+        self.suppressed_token_ids = suppressed_special_ids(processor, self.eos_token_ids)
+        pad_id = processor.tokenizer.pad_token_id
+        self.pad_token_id = self.eos_token_ids[0] if pad_id is None else pad_id
+        self.multimodal_rope = uses_multimodal_rope(self._base_model)
+
+    # ------------------------------------------------------------------ construction / saving
+    @classmethod
+    def from_model(
+        cls,
+        model_name_or_path: str | Path | ModelSettings,
+        settings: GenerationSettings | None = None,
+        *,
+        seed: int = 0,
+    ) -> VLMPolicy:
+        """Load a model (path, hub id or :class:`ModelSettings`) and wrap it with a fresh value head.
+
+        ``seed`` seeds the LoRA and value-head initialisation (the global torch RNG is left alone).
+        """
+        model_settings = (
+            model_name_or_path
+            if isinstance(model_name_or_path, ModelSettings)
+            else ModelSettings(model_name_or_path=str(model_name_or_path))
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model, processor = load_model_and_processor(model_settings)
+            value_head = ValueHead(model.config.get_text_config().hidden_size)
+        return cls(model, processor, value_head, settings, model_settings)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        base_model: str | Path | None = None,
+        device: str | None = None,
+        dtype: str | None = None,
+        is_trainable: bool = True,
+    ) -> VLMPolicy:
+        """Load a policy written by :meth:`save_pretrained` (adapter or full model + value head + processor).
+
+        Args:
+            directory: the saved policy.
+            base_model: base model for an adapter checkpoint, overriding the one recorded there.
+            device, dtype: override the recorded ones (e.g. "cpu", "float32").
+            is_trainable: load LoRA weights as trainable.
+        """
+        directory = Path(directory)
+        settings_path = directory / POLICY_SETTINGS_FILE
+        if not settings_path.is_file():
+            raise FileNotFoundError(
+                f"{directory} is not a saved policy (no {POLICY_SETTINGS_FILE}); "
+                "save one with VLMPolicy.save_pretrained, or load a plain model with VLMPolicy.from_model"
+            )
+        try:
+            saved = json.loads(settings_path.read_text())
+            generation = GenerationSettings(**saved["generation"])
+            model_settings = ModelSettings(**saved["model"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{settings_path} is unreadable ({error}); re-save the policy") from error
+        if device is not None:
+            model_settings.device = device
+        if dtype is not None:
+            model_settings.dtype = dtype
+        is_adapter = (directory / "adapter_config.json").is_file()
+        if is_adapter:
+            if base_model is not None:
+                model_settings.model_name_or_path = str(base_model)
+            model_settings.adapter_path = str(directory)
+            model_settings.adapter_trainable = is_trainable
+        else:
+            model_settings.model_name_or_path = str(directory)
+            model_settings.use_lora = False
+        model, _ = load_model_and_processor(model_settings)
+        processor = load_processor(directory)
+        value_head = ValueHead.from_pretrained(directory)
+        return cls(model, processor, value_head, generation, model_settings)
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the adapter (or the full model), the value head, the processor and the settings."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        self.value_head.save_pretrained(directory)
+        model_settings = self.model_settings or ModelSettings(
+            model_name_or_path=str(self._base_model.config.name_or_path), use_lora=self.has_adapter
+        )
+        record = {"generation": asdict(self.settings), "model": model_settings.to_dict()}
+        (directory / POLICY_SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        return directory
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def has_adapter(self) -> bool:
+        """True when the model carries LoRA adapters (PEFT)."""
+        return isinstance(self.model, PeftModel)
+
+    @property
+    def _base_model(self) -> PreTrainedModel:
+        return self.model.get_base_model() if isinstance(self.model, PeftModel) else self.model
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters PPO updates: trainable model weights (LoRA or all) and the value head."""
+        model_params = [p for p in self.model.parameters() if p.requires_grad]
+        return model_params + list(self.value_head.parameters())
+
+    def train(self, mode: bool = True) -> VLMPolicy:
+        """Set training mode (dropout) of model and value head."""
+        self.model.train(mode)
+        self.value_head.train(mode)
+        return self
+
+    def eval(self) -> VLMPolicy:
+        """Set evaluation mode of model and value head."""
+        return self.train(False)
+
+    @property
+    def generation_config(self) -> GenerationConfig:
+        """Pure ancestral sampling at T (no top-k/top-p) with special tokens other than EOS suppressed."""
+        return GenerationConfig(
+            do_sample=True,
+            temperature=self.settings.temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=self.settings.max_new_tokens,
+            suppress_tokens=self.suppressed_token_ids,
+            eos_token_id=self.eos_token_ids,
+            pad_token_id=self.pad_token_id,
+        )
+
+    # ------------------------------------------------------------------ acting
+    def prepare_inputs(self, images: Sequence[ImageLike], prompts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """Processor inputs (left-padded) for N (image, prompt text) pairs, on the model's device."""
+        if len(images) != len(prompts):
+            raise ValueError(f"got {len(images)} images but {len(prompts)} prompts; pass one image per prompt")
+        texts = [
+            self.processor.apply_chat_template(chat_messages(prompt), tokenize=False, add_generation_prompt=True)
+            for prompt in prompts
+        ]
+        inputs = self.processor(images=[[image] for image in images], text=texts, return_tensors="pt", padding=True)
+        return {name: value.to(self.device) for name, value in inputs.items()}
+
+    def act(
+        self,
+        images: Sequence[ImageLike],
+        prompts: Sequence[str],
+        legal_actions: Sequence[Sequence[str]],
+        *,
+        invalid_policy: InvalidActionPolicy,
+        rng: np.random.Generator,
+    ) -> ActOutput:
+        """Sample one answer per observation (all N at once), parse it, and score it.
+
+        Args:
+            images: N observations (uint8 ``[H, W, 3]`` arrays or PIL images).
+            prompts: N rendered prompt texts (``prompt_for(env_id).render(...)``).
+            legal_actions: N lists of legal action texts.
+            invalid_policy: what an unparseable answer executes (see :mod:`vlm_agent.parsing`).
+            rng: drives sampling (torch is seeded from it inside a forked RNG state) and the
+                fallback for invalid answers, so equal generators give equal results.
+
+        Runs under ``torch.no_grad()`` (not ``inference_mode``: the stored tensors may later meet
+        autograd) with the model in eval mode (restored afterwards).
+        """
+        n = len(prompts)
+        if len(legal_actions) != n:
+            raise ValueError(f"got {n} prompts but {len(legal_actions)} legal-action lists")
+        if any(len(legal) == 0 for legal in legal_actions):
+            raise ValueError("every observation needs at least one legal action")
+        inputs = self.prepare_inputs(images, prompts)
+        was_training = self.model.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                samples, _ = self.sample(inputs, seed=int(rng.integers(0, 2**31 - 1)))
+                scores = self.evaluate(samples)
+        finally:
+            self.train(was_training)
+
+        texts, parsed, indices, invalid, adjustments = [], [], [], [], []
+        for sample, legal in zip(samples, legal_actions, strict=True):
+            text = self.processor.tokenizer.decode(sample.completion_ids.tolist(), skip_special_tokens=True)
+            result = parse_action(text, list(legal))
+            index, is_invalid, adjustment = resolve_action(result, list(legal), invalid_policy, rng)
+            texts.append(text)
+            parsed.append(result)
+            indices.append(int(index))
+            invalid.append(bool(is_invalid))
+            adjustments.append(float(adjustment))
+        for sample, log_prob, value in zip(samples, scores.log_probs.tolist(), scores.values.tolist(), strict=True):
+            sample.log_prob = log_prob
+            sample.value = value
+        return ActOutput(
+            texts=texts,
+            parsed=parsed,
+            action_indices=indices,
+            invalid=invalid,
+            reward_adjustments=adjustments,
+            log_probs=scores.log_probs.detach().cpu(),
+            values=scores.values.detach().cpu(),
+            samples=samples,
+        )
+
+    def sample(
+        self, inputs: dict[str, torch.Tensor], *, seed: int, output_scores: bool = False
+    ) -> tuple[list[PolicySample], torch.Tensor | None]:
+        """Generate one answer per row of ``inputs`` (from :meth:`prepare_inputs`) and store them.
+
+        Sampling is seeded with ``seed`` inside a forked RNG state (the global torch RNG is left
+        as it was). Returns the samples (``log_prob``/``value`` still NaN: :meth:`act` fills them)
+        and, with ``output_scores``, generation's own per-token log-probs ``[N, C]`` (log-softmax
+        of the processed scores, i.e. of logits / T with suppression), 0 after each answer's end.
+        Call it under ``torch.no_grad()``.
+        """
+        cuda_index = self.device.index if self.device.index is not None else 0
+        devices = [cuda_index] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            config = self.generation_config
+            config.return_dict_in_generate = True
+            config.output_scores = output_scores
+            generated = self.model.generate(**inputs, generation_config=config)
+        completions = generated.sequences[:, inputs["input_ids"].shape[1] :]
+        samples = self._split_samples(inputs, completions)
+        if not output_scores:
+            return samples, None
+        scores = torch.stack(generated.scores, dim=1).float()
+        log_probs = torch.log_softmax(scores, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+        lengths = torch.tensor([len(s.completion_ids) for s in samples], device=log_probs.device)
+        real = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :] < lengths[:, None]
+        return samples, torch.where(real, log_probs, torch.zeros_like(log_probs)).cpu()
+
+    def _split_samples(self, inputs: dict[str, torch.Tensor], completions: torch.Tensor) -> list[PolicySample]:
+        """Cut a generated batch into per-observation CPU records (padding removed, EOS kept)."""
+        attention = inputs["attention_mask"].bool().cpu()
+        image_inputs = split_image_inputs(
+            {k: v for k, v in inputs.items() if k not in PER_TOKEN_KEYS and k != "input_ids"}, len(completions)
+        )
+        eos = torch.as_tensor(self.eos_token_ids)
+        samples = []
+        for row, completion in enumerate(completions.cpu()):
+            is_eos = torch.isin(completion, eos).nonzero()
+            length = int(is_eos[0]) + 1 if len(is_eos) else len(completion)
+            completion_ids = completion[:length].clone()
+            thought, action = thought_action_masks(self.processor.tokenizer, completion_ids.tolist())
+            keep = attention[row]
+            samples.append(
+                PolicySample(
+                    prompt_ids=inputs["input_ids"][row].cpu()[keep].clone(),
+                    prompt_token_inputs={
+                        k: inputs[k][row].cpu()[keep].clone()
+                        for k in PER_TOKEN_KEYS
+                        if k in inputs and k != "attention_mask"
+                    },
+                    image_inputs=image_inputs[row],
+                    completion_ids=completion_ids,
+                    thought_mask=thought,
+                    action_mask=action,
+                    log_prob=float("nan"),
+                    value=float("nan"),
+                )
+            )
+        return samples
+
+    # ------------------------------------------------------------------ scoring
+    def collate(self, samples: Sequence[PolicySample]) -> CollatedBatch:
+        """Pad stored samples into one forward's inputs (prompts left, completions right)."""
+        if not samples:
+            raise ValueError("collate needs at least one sample")
+        prompt_length = max(len(s.prompt_ids) for s in samples)
+        completion_length = max(len(s.completion_ids) for s in samples)
+        rows = len(samples)
+
+        def left_pad(values: list[torch.Tensor], fill: int) -> torch.Tensor:
+            out = torch.full((rows, prompt_length), fill, dtype=values[0].dtype)
+            for i, value in enumerate(values):
+                out[i, prompt_length - len(value) :] = value
+            return out
+
+        def right_pad(values: list[torch.Tensor], fill: int | bool) -> torch.Tensor:
+            out = torch.full((rows, completion_length), fill, dtype=values[0].dtype)
+            for i, value in enumerate(values):
+                out[i, : len(value)] = value
+            return out
+
+        prompt_ids = left_pad([s.prompt_ids for s in samples], self.pad_token_id)
+        prompt_mask = left_pad([torch.ones(len(s.prompt_ids), dtype=torch.long) for s in samples], 0)
+        completion_ids = right_pad([s.completion_ids for s in samples], self.pad_token_id)
+        completion_mask = right_pad([torch.ones(len(s.completion_ids), dtype=torch.bool) for s in samples], False)
+        model_inputs: dict[str, torch.Tensor] = {
+            "input_ids": torch.cat([prompt_ids, completion_ids], dim=1),
+            "attention_mask": torch.cat([prompt_mask, completion_mask.long()], dim=1),
+        }
+        # Every per-token side input must cover the completion too (text tokens: type 0).
+        for key in samples[0].prompt_token_inputs:
+            prompt_part = left_pad([s.prompt_token_inputs[key] for s in samples], 0)
+            completion_part = torch.zeros((rows, completion_length), dtype=prompt_part.dtype)
+            model_inputs[key] = torch.cat([prompt_part, completion_part], dim=1)
+        model_inputs.update(collate_image_inputs([s.image_inputs for s in samples]))
+        return CollatedBatch(
+            model_inputs=model_inputs,
+            completion_ids=completion_ids,
+            completion_mask=completion_mask,
+            thought_mask=right_pad([s.thought_mask for s in samples], False),
+            action_mask=right_pad([s.action_mask for s in samples], False),
+            prompt_length=prompt_length,
+        )
+
+    def evaluate(self, samples: Sequence[PolicySample], *, with_reference: bool = False) -> EvaluateOutput:
+        """Score stored samples in one forward: CoT-scaled log-probs, values, entropies.
+
+        Gradients flow when called outside ``torch.no_grad()``. The model's train/eval mode is
+        left as it is (LoRA dropout is active in train mode). ``with_reference`` adds the
+        log-probs of the base model, obtained by disabling the LoRA adapter (no second model);
+        it needs an adapter.
+        """
+        batch = self.collate(samples)
+        inputs = {k: v.to(self.device) for k, v in batch.model_inputs.items()}
+        completion_ids = batch.completion_ids.to(self.device)
+        completion_mask = batch.completion_mask.to(self.device)
+        thought_mask = batch.thought_mask.to(self.device)
+        action_mask = batch.action_mask.to(self.device)
+
+        logits, prompt_hidden = self._forward(inputs, batch.prompt_length, completion_ids.shape[1])
+        token_log_probs, entropy = token_log_probs_and_entropy(
+            logits,
+            completion_ids,
+            completion_mask,
+            temperature=self.settings.temperature,
+            suppressed_token_ids=self.suppressed_token_ids,
+        )
+        log_probs = cot_scaled_log_prob(token_log_probs, thought_mask, action_mask, self.settings.cot_scale)
+        values = self.value_head(prompt_hidden)
+        counts = completion_mask.sum(-1).clamp(min=1)
+        mean_entropy = entropy.sum(-1) / counts
+
+        ref_log_probs = None
+        if with_reference:
+            if not self.has_adapter:
+                raise ValueError(
+                    "reference log-probs come from disabling the LoRA adapter, but this model has none; "
+                    "load it with use_lora=True or set the KL coefficient to 0"
+                )
+            with torch.no_grad(), self.model.disable_adapter():
+                ref_logits, _ = self._forward(inputs, batch.prompt_length, completion_ids.shape[1])
+                ref_tokens, _ = token_log_probs_and_entropy(
+                    ref_logits,
+                    completion_ids,
+                    completion_mask,
+                    temperature=self.settings.temperature,
+                    suppressed_token_ids=self.suppressed_token_ids,
+                )
+                ref_log_probs = cot_scaled_log_prob(ref_tokens, thought_mask, action_mask, self.settings.cot_scale)
+        return EvaluateOutput(
+            log_probs=log_probs,
+            values=values,
+            entropy=mean_entropy,
+            token_log_probs=token_log_probs,
+            completion_mask=completion_mask,
+            ref_log_probs=ref_log_probs,
+        )
+
+    def state_values(self, images: Sequence[ImageLike], prompts: Sequence[str]) -> torch.Tensor:
+        """Value estimates ``[N]`` (CPU) of N observations from one forward over the prompts alone.
+
+        For bootstrapping GAE at the end of a rollout: the same hidden state (last prompt token) as
+        :meth:`evaluate`, without generating an answer. Runs under ``no_grad`` in eval mode.
+        """
+        inputs = self.prepare_inputs(images, prompts)
+        was_training = self.model.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                outputs = self._model_outputs(inputs, logits_to_keep=1)
+                values = self.value_head(outputs.hidden_states[-1][:, -1])
+        finally:
+            self.train(was_training)
+        return values.detach().cpu()
+
+    def _model_outputs(self, inputs: dict[str, torch.Tensor], *, logits_to_keep: int) -> Any:
+        """One forward with hidden states, positions as in generation (see :func:`uses_multimodal_rope`)."""
+        if not self.multimodal_rope:
+            positions = inputs["attention_mask"].long().cumsum(-1) - 1
+            inputs = {**inputs, "position_ids": positions.clamp(min=0)}
+        return self.model(**inputs, output_hidden_states=True, use_cache=False, logits_to_keep=logits_to_keep)
+
+    def _forward(
+        self, inputs: dict[str, torch.Tensor], prompt_length: int, completion_length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits predicting each completion token ``[B, C, V]`` and the last prompt token's hidden state."""
+        outputs = self._model_outputs(inputs, logits_to_keep=completion_length + 1)
+        logits = outputs.logits[:, :-1]
+        prompt_hidden = outputs.hidden_states[-1][:, prompt_length - 1]
+        return logits, prompt_hidden
+
+
+def split_image_inputs(image_inputs: dict[str, torch.Tensor], rows: int) -> list[dict[str, torch.Tensor]]:
+    """Split a batch's image tensors into one dict per row (one image per row), on CPU.
+
+    Qwen2-VL / Qwen2.5-VL flatten all images' patches into one ``pixel_values`` ``[sum, dim]``:
+    row ``i`` owns ``prod(image_grid_thw[i])`` consecutive patches. Every other tensor (LLaVA-NeXT
+    ``pixel_values`` ``[N, crops, 3, H, W]`` and ``image_sizes``, Idefics3 ``pixel_attention_mask``)
+    has the image axis first.
+    """
+    per_row: list[dict[str, torch.Tensor]] = [{} for _ in range(rows)]
+    grid = image_inputs.get("image_grid_thw")
+    for name, tensor in image_inputs.items():
+        tensor = tensor.detach().cpu()
+        if name == "pixel_values" and grid is not None:
+            counts = grid.cpu().prod(-1).tolist()
+            pieces = torch.split(tensor, counts, dim=0)
+        else:
+            if tensor.shape[0] != rows:
+                raise ValueError(
+                    f"cannot split image input {name!r} of shape {tuple(tensor.shape)} into {rows} observations; "
+                    "pass exactly one image per prompt"
+                )
+            pieces = torch.split(tensor, 1, dim=0)
+        for row, piece in enumerate(pieces):
+            per_row[row][name] = piece.clone()
+    return per_row
+
+
+def collate_image_inputs(per_row: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate per-row image tensors along the image axis.
+
+    Tensors whose later dims differ (LLaVA-NeXT images with different crop counts) are zero-padded
+    to the largest; the model reads the real count from ``image_sizes``.
+    """
+    merged: dict[str, torch.Tensor] = {}
+    for name in per_row[0]:
+        tensors = [row[name] for row in per_row]
+        if any(t.shape[1:] != tensors[0].shape[1:] for t in tensors) and tensors[0].ndim > 1:
+            target = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].ndim)]
+            padded = []
+            for t in tensors:
+                out = t.new_zeros((t.shape[0], *target))
+                out[(slice(None), *(slice(0, s) for s in t.shape[1:]))] = t
+                padded.append(out)
+            tensors = padded
+        merged[name] = torch.cat(tensors, dim=0)
+    return merged

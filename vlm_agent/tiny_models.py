@@ -1,0 +1,571 @@
+"""Tiny, randomly initialised vision-language models of real architectures, built offline.
+
+:func:`make_tiny_model` writes a directory that ``AutoModelForImageTextToText.from_pretrained`` and
+``AutoProcessor.from_pretrained`` load without any network access: a model of the real
+architecture (Qwen2-VL, Qwen2.5-VL, LLaVA-NeXT with a Mistral text backbone, Idefics3 with a
+Llama backbone, or Gemma 3) at toy size (hidden 128, 4 layers, vision width 64 x 2 layers,
+112 px images: about 1.2-1.4M parameters), a byte-level BPE tokenizer trained on the spot on a
+synthetic corpus of this project's prompts and JSON answers (digits split one per token), a chat
+template that places the image, and the architecture's image processor.
+
+**The weights are random.** Such a model emits near-uniform junk, not JSON; it exists so that tests
+and CPU demonstrations run the real code paths (processor, generation, LoRA, PPO) end to end. A
+demonstration that should learn needs a supervised warm start first (``vlm_agent.sft``).
+
+The same ``seed`` gives byte-identical weights and tokenizer.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    AutoModelForImageTextToText,
+    CLIPVisionConfig,
+    Gemma3Config,
+    Gemma3ImageProcessorPil,
+    Gemma3Processor,
+    Idefics3Config,
+    Idefics3ImageProcessorPil,
+    Idefics3Processor,
+    LlavaNextConfig,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    MistralConfig,
+    PreTrainedTokenizerFast,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2VLConfig,
+    Qwen2VLImageProcessorPil,
+)
+
+from vlm_agent.models import Qwen2_5_VLImageProcessorOnly, Qwen2VLImageProcessorOnly
+
+TINY_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "llava_next", "idefics3", "gemma3")
+
+#: Patch size of every tiny vision tower, and the side of the images the processors produce.
+PATCH_SIZE = 14
+IMAGE_SIZE = 112
+
+
+@dataclass(frozen=True)
+class _TokenSpec:
+    """Special tokens of one architecture's tokenizer; ``named`` become tokenizer attributes."""
+
+    pad: str
+    eos: str
+    bos: str | None = None
+    unk: str | None = None
+    named: dict[str, str] = field(default_factory=dict)
+    other: tuple[str, ...] = ()
+
+    def all_special(self) -> list[str]:
+        tokens = [self.pad, self.eos, *(t for t in (self.bos, self.unk) if t is not None)]
+        tokens += [t for t in (*self.named.values(), *self.other) if t not in tokens]
+        return tokens
+
+
+_QWEN_TOKENS = _TokenSpec(
+    pad="<|endoftext|>",
+    eos="<|im_end|>",
+    named={
+        "image_token": "<|image_pad|>",
+        "video_token": "<|video_pad|>",
+        "vision_start_token": "<|vision_start|>",
+        "vision_end_token": "<|vision_end|>",
+    },
+    other=("<|im_start|>",),
+)
+_TOKENS = {
+    "qwen2_vl": _QWEN_TOKENS,
+    "qwen2_5_vl": _QWEN_TOKENS,
+    "llava_next": _TokenSpec(pad="<pad>", eos="</s>", bos="<s>", unk="<unk>", named={"image_token": "<image>"}),
+    "idefics3": _TokenSpec(
+        pad="<|endoftext|>",
+        eos="<end_of_utterance>",
+        bos="<|im_start|>",
+        named={"image_token": "<image>"},
+        other=("<fake_token_around_image>", "<global-img>"),
+    ),
+    "gemma3": _TokenSpec(
+        pad="<pad>",
+        eos="<end_of_turn>",
+        bos="<bos>",
+        unk="<unk>",
+        named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+        other=("<start_of_turn>",),
+    ),
+}
+
+_QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Mistral-style [INST] format of llava-v1.6-mistral.
+_LLAVA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}[INST] "
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>\n"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %} [/INST]"
+    "{% else %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}</s>"
+    "{% endif %}"
+    "{% endfor %}"
+)
+# SmolVLM / Idefics3 format: "User:<image>text<end_of_utterance>\nAssistant: answer<end_of_utterance>".
+_IDEFICS3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ message['role'] | capitalize }}:"
+    "{% if message['content'] is string %} {{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<image>"
+    "{% elif item['type'] == 'text' %} {{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_utterance>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+# Gemma 3 turns; the processor expands <start_of_image> into the image token sequence.
+_GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "<start_of_turn>{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' %}<start_of_image>"
+    "{% elif item['type'] == 'text' %}{{ item['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}<end_of_turn>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+_CHAT_TEMPLATES = {
+    "qwen2_vl": _QWEN_CHAT_TEMPLATE,
+    "qwen2_5_vl": _QWEN_CHAT_TEMPLATE,
+    "llava_next": _LLAVA_CHAT_TEMPLATE,
+    "idefics3": _IDEFICS3_CHAT_TEMPLATE,
+    "gemma3": _GEMMA3_CHAT_TEMPLATE,
+}
+
+
+_CARD_NAMES = ("A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K")
+_ALFWORLD_COMMANDS = (
+    "go to countertop 1",
+    "go to cabinet 2",
+    "open fridge 1",
+    "close microwave 1",
+    "take mug 1 from countertop 1",
+    "put mug 1 in/on coffeemachine 1",
+    "clean mug 1 with sinkbasin 1",
+    "heat egg 2 with microwave 1",
+    "cool apple 1 with fridge 1",
+    "use desklamp 1",
+    "examine book 3",
+    "look",
+    "inventory",
+)
+
+
+def _card_value(card: str) -> int:
+    return {"A": 1, "J": 10, "Q": 10, "K": 10}.get(card, int(card) if card.isdigit() else 10)
+
+
+def _random_state(env_id: str, rng: np.random.Generator) -> tuple[dict, list[str], str]:
+    """A plausible (info, legal actions, state text) triple for one of the built-in prompts."""
+    if env_id.endswith("NumberLine-v0"):
+        current, target = (int(x) for x in rng.choice(6, size=2, replace=False))
+        return {"current": current, "target": target}, ["-", "+"], f"Current: {current}, Target: {target}"
+    if env_id.endswith("Blackjack-v0"):
+        cards = [str(rng.choice(_CARD_NAMES)) for _ in range(int(rng.integers(2, 5)))]
+        total = sum(_card_value(card) for card in cards)
+        dealer = str(rng.choice(_CARD_NAMES))
+        info = {"dealer_card": dealer, "player_cards": cards, "player_sum": total, "usable_ace": "A" in cards}
+        return info, ["stand", "hit"], f"Dealer shows {dealer}; you hold {', '.join(cards)}."
+    if env_id.endswith("ALFWorld-v0"):
+        legal = [str(c) for c in rng.choice(_ALFWORLD_COMMANDS, size=int(rng.integers(3, 8)), replace=False)]
+        state = "You are in the middle of a room. Your task is to: put a clean mug in coffeemachine."
+        return {}, legal, state
+    count, target = (2, 12) if env_id.endswith("EZPoints-v0") else (4, 24)
+    cards = [str(rng.choice(_CARD_NAMES)) for _ in range(count)]
+    numbers = [_card_value(card) for card in cards]
+    operators = ["+", "*", "="] if count == 2 else ["+", "-", "*", "/", "(", ")", "="]
+    formula = [str(rng.choice(numbers)), str(rng.choice(operators[:-1]))][: int(rng.integers(0, 3))]
+    info = {"cards": cards, "numbers": numbers, "formula": formula, "target": target}
+    return info, [str(n) for n in range(1, 11)] + operators, f"Cards: {', '.join(cards)}"
+
+
+def tokenizer_corpus(seed: int = 0, examples_per_prompt: int = 60) -> list[str]:
+    """Texts the tiny tokenizer is trained on: every built-in task prompt (CoT and action-only) and answers.
+
+    Built from :mod:`vlm_agent.prompts` (``prompt_for(...).render`` and ``answer_from_info``) on
+    random plausible states, so that the BPE merges fit what the policy reads and writes.
+    """
+    from vlm_agent.prompts import answer_from_info, known_env_ids, prompt_for
+
+    rng = np.random.default_rng(seed)
+    texts: list[str] = []
+    for env_id in known_env_ids():
+        for cot in (True, False):
+            template = prompt_for(env_id, cot=cot)
+            for _ in range(examples_per_prompt):
+                info, legal, state = _random_state(env_id, rng)
+                action = str(rng.choice(legal))
+                texts.append(template.render(state, legal))
+                texts.append(answer_from_info(template, info, action))
+    return texts
+
+
+def train_tokenizer(
+    arch: str, *, seed: int = 0, vocab_size: int = 1024, corpus: Sequence[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer (digits split) with the special tokens of ``arch``."""
+    if arch not in _TOKENS:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(TINY_ARCHITECTURES)}")
+    spec = _TOKENS[arch]
+    texts = list(corpus) if corpus is not None else tokenizer_corpus(seed)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=spec.all_special(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token=spec.eos,
+        pad_token=spec.pad,
+        bos_token=spec.bos,
+        unk_token=spec.unk,
+        padding_side="left",
+        chat_template=_CHAT_TEMPLATES[arch],
+        extra_special_tokens=dict(spec.named),
+    )
+    fast.add_special_tokens({"additional_special_tokens": [*spec.named.values(), *spec.other]})
+    return fast
+
+
+def _qwen_image_processor() -> Qwen2VLImageProcessorPil:
+    # longest_edge is a pixel count; a little slack above 112*112 keeps 112 x 112 (16 tokens).
+    return Qwen2VLImageProcessorPil(
+        size={"shortest_edge": 56 * 56, "longest_edge": IMAGE_SIZE * IMAGE_SIZE + 2000},
+        patch_size=PATCH_SIZE,
+        merge_size=2,
+        temporal_patch_size=2,
+    )
+
+
+def _qwen_text_config(vocab_size: int, tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> dict:
+    heads = 4
+    half = hidden // heads // 2
+    temporal = half // 4
+    height = (half - temporal) // 2
+    return {
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": 4 * hidden,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        # mrope sections (temporal, height, width) must sum to head_dim / 2.
+        "rope_parameters": {
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [temporal, height, half - temporal - height],
+        },
+        "bos_token_id": None,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "tie_word_embeddings": True,
+    }
+
+
+def _qwen_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
+    ids = tokenizer.convert_tokens_to_ids
+    return {
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+
+
+def _build_qwen2_vl(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
+    config = Qwen2VLConfig(
+        text_config=_qwen_text_config(len(tokenizer), tokenizer, hidden, layers),
+        vision_config={
+            "depth": 2,
+            "embed_dim": 64,
+            "hidden_size": hidden,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        tie_word_embeddings=True,
+        **_qwen_token_ids(tokenizer),
+    )
+    processor = Qwen2VLImageProcessorOnly(
+        image_processor=_qwen_image_processor(), tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE
+    )
+    return config, processor
+
+
+def _build_qwen2_5_vl(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
+    config = Qwen2_5_VLConfig(
+        text_config=_qwen_text_config(len(tokenizer), tokenizer, hidden, layers),
+        vision_config={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 4,
+            "out_hidden_size": hidden,
+            "patch_size": PATCH_SIZE,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": IMAGE_SIZE,
+            "fullatt_block_indexes": [1],
+        },
+        tie_word_embeddings=True,
+        **_qwen_token_ids(tokenizer),
+    )
+    processor = Qwen2_5_VLImageProcessorOnly(
+        image_processor=_qwen_image_processor(), tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE
+    )
+    return config, processor
+
+
+def _build_llava_next(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
+    pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
+    text_config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        sliding_window=None,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    vision_config = CLIPVisionConfig(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=IMAGE_SIZE,
+        patch_size=PATCH_SIZE,
+        projection_dim=64,
+    )
+    config = LlavaNextConfig(
+        vision_config=vision_config,
+        text_config=text_config,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        image_grid_pinpoints=pinpoints,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        tie_word_embeddings=True,
+    )
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=pinpoints,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        chat_template=_LLAVA_CHAT_TEMPLATE,
+        image_token="<image>",
+        num_additional_image_tokens=1,
+    )
+    return config, processor
+
+
+def _small_vision(hidden: int = 64) -> dict:
+    """A 2-layer ViT over 112 px images in 14 px patches (8 x 8 = 64 patch features)."""
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": 2 * hidden,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "image_size": IMAGE_SIZE,
+        "patch_size": PATCH_SIZE,
+    }
+
+
+def _build_idefics3(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
+    scale_factor = 2  # pixel shuffle: 64 patch features -> 16 image tokens
+    image_seq_len = (IMAGE_SIZE // PATCH_SIZE) ** 2 // scale_factor**2
+    config = Idefics3Config(
+        vision_config=_small_vision(),
+        text_config={
+            "model_type": "llama",
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": 4 * hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+            "tie_word_embeddings": True,
+        },
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        scale_factor=scale_factor,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False,
+        size={"longest_edge": IMAGE_SIZE},
+        max_image_size={"longest_edge": IMAGE_SIZE},
+    )
+    processor = Idefics3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=image_seq_len,
+        chat_template=_IDEFICS3_CHAT_TEMPLATE,
+    )
+    return config, processor
+
+
+def _build_gemma3(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
+    tokens_per_image = 16  # average pooling of the 8 x 8 patch features
+    head_dim = hidden // 4
+    config = Gemma3Config(
+        vision_config={"model_type": "siglip_vision_model", **_small_vision()},
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden,
+            "intermediate_size": 4 * hidden,
+            "num_hidden_layers": layers,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "head_dim": head_dim,
+            "query_pre_attn_scalar": head_dim,
+            "max_position_embeddings": 4096,
+            "sliding_window": 512,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        mm_tokens_per_image=tokens_per_image,
+        boi_token_index=tokenizer.convert_tokens_to_ids("<start_of_image>"),
+        eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"),
+        image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
+        tie_word_embeddings=True,
+    )
+    image_processor = Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = Gemma3Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        chat_template=_GEMMA3_CHAT_TEMPLATE,
+        image_seq_length=tokens_per_image,
+    )
+    return config, processor
+
+
+_BUILDERS = {
+    "qwen2_vl": _build_qwen2_vl,
+    "qwen2_5_vl": _build_qwen2_5_vl,
+    "llava_next": _build_llava_next,
+    "idefics3": _build_idefics3,
+    "gemma3": _build_gemma3,
+}
+
+
+def make_tiny_model(
+    arch: str,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    vocab_size: int = 1024,
+) -> Path:
+    """Build and save a tiny randomly initialised VLM of architecture ``arch``; return ``out_dir``.
+
+    Args:
+        arch: one of :data:`TINY_ARCHITECTURES` ("qwen2_vl", "qwen2_5_vl", "llava_next", "idefics3", "gemma3").
+        out_dir: directory to write (created; existing model files are overwritten).
+        seed: seeds tokenizer corpus and weights; equal seeds give identical files.
+        hidden_size: LM width (multiple of 32; 128 gives ~1.3M parameters).
+        num_layers: LM depth.
+        vocab_size: upper bound of the BPE vocabulary (the corpus may give fewer tokens).
+
+    The weights are random: see the module docstring.
+    """
+    if arch not in _BUILDERS:
+        raise ValueError(f"unknown tiny architecture {arch!r}; choose one of {', '.join(TINY_ARCHITECTURES)}")
+    if hidden_size % 32 or hidden_size < 32:
+        raise ValueError(f"hidden_size must be a positive multiple of 32, got {hidden_size}")
+    if num_layers < 1:
+        raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = train_tokenizer(arch, seed=seed, vocab_size=vocab_size)
+    config, processor = _BUILDERS[arch](tokenizer, hidden_size, num_layers)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = tokenizer.bos_token_id
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return out_dir
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``vlm-agent make-tiny-model --arch ARCH [--seed N] OUT``: build a tiny random model into OUT."""
+    parser = argparse.ArgumentParser(
+        prog="vlm-agent make-tiny-model",
+        description="Build a tiny, randomly initialised vision-language model (offline) for tests and CPU demos.",
+    )
+    parser.add_argument("out_dir", type=Path, help="Directory to write the model, tokenizer and processor to.")
+    parser.add_argument("--arch", choices=TINY_ARCHITECTURES, default="qwen2_vl", help="Architecture to build.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of weights and tokenizer corpus.")
+    parser.add_argument("--hidden-size", type=int, default=128, help="Language-model width (multiple of 32).")
+    parser.add_argument("--num-layers", type=int, default=4, help="Language-model depth.")
+    args = parser.parse_args(argv)
+    path = make_tiny_model(
+        args.arch, args.out_dir, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.num_layers
+    )
+    parameters = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(path).parameters())
+    print(f"wrote a tiny {args.arch} model ({parameters / 1e6:.2f}M random parameters) to {path}")
+    return 0
+
+
+__all__ = ["TINY_ARCHITECTURES", "main", "make_tiny_model", "tokenizer_corpus", "train_tokenizer"]
