@@ -18,6 +18,7 @@ from gymnasium.envs.registration import register, registry
 __version__ = "0.1.0.dev0"
 
 MAX_EPISODE_STEPS = 300
+ALFWORLD_MAX_EPISODE_STEPS = 50  # the shipped games are checked solvable within 50 steps
 
 CARD_ENV_IDS = (
     "gym_cards/NumberLine-v0",
@@ -40,9 +41,10 @@ _ENTRY_POINTS = {
 def _register_all() -> None:
     for env_id, entry_point in _ENTRY_POINTS.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, max_episode_steps=MAX_EPISODE_STEPS)
+            steps = ALFWORLD_MAX_EPISODE_STEPS if env_id == ALFWORLD_ENV_ID else MAX_EPISODE_STEPS
+            register(id=env_id, entry_point=entry_point, max_episode_steps=steps)
 
 
 _register_all()
 
-__all__ = ["ALFWORLD_ENV_ID", "CARD_ENV_IDS", "ENV_IDS", "MAX_EPISODE_STEPS", "__version__"]
+__all__ = ["ALFWORLD_ENV_ID", "ALFWORLD_MAX_EPISODE_STEPS", "CARD_ENV_IDS", "ENV_IDS", "MAX_EPISODE_STEPS", "__version__"]
