@@ -268,3 +268,12 @@ def test_basic_strategy_table():
     assert basic_strategy(18, 7, soft=True) == 0
     assert basic_strategy(11, 1, soft=False) == 1
     assert basic_strategy(17, 1, soft=False) == 0
+
+
+def test_number_line_image_is_text_only_unless_the_line_is_asked_for():
+    plain = gym.make("gym_cards/NumberLine-v0").reset(seed=1)[0]
+    drawn = gym.make("gym_cards/NumberLine-v0", show_number_line=True).reset(seed=1)[0]
+    assert not (plain == drawn).all()
+    # The published image is two lines of dark text on a light background: no coloured marker.
+    assert (plain.max(axis=2).astype(int) - plain.min(axis=2)).max() < 40
+    assert (drawn.max(axis=2).astype(int) - drawn.min(axis=2)).max() > 100

@@ -31,10 +31,18 @@ def step_reward(old: int, new: int, target: int) -> int:
 
 
 @lru_cache(maxsize=4096)
-def number_line_frame(max_position: int, target: int, current: int) -> np.ndarray:
-    """The observation image for a state: the two numbers as text over a drawn number line."""
+def number_line_frame(max_position: int, target: int, current: int, show_number_line: bool = False) -> np.ndarray:
+    """The observation image for a state: "Target: x" and "Current: y" as text, as published;
+    with ``show_number_line`` a drawn number line with a target flag and a position marker too."""
     image = Image.new("RGB", (FRAME_SIZE, FRAME_SIZE), BACKGROUND)
     draw = ImageDraw.Draw(image)
+    big = font(40)
+    if not show_number_line:
+        draw.text((FRAME_SIZE // 2, 105), f"Target: {target}", font=big, fill=INK, anchor="mm")
+        draw.text((FRAME_SIZE // 2, 195), f"Current: {current}", font=big, fill=INK, anchor="mm")
+        frame = np.asarray(image, dtype=np.uint8)
+        frame.flags.writeable = False
+        return frame
     big = font(34)
     draw.text((30, 40), f"Target: {target}", font=big, fill=TARGET_COLOUR)
     draw.text((30, 95), f"Current: {current}", font=big, fill=CURRENT_COLOUR)
@@ -59,8 +67,9 @@ class NumberLineEnv(VisualEnv):
     """
     ## Description
     A marker stands on a number line from 0 to ``max_position``; the agent moves it one step left
-    or right until it reaches the target. The image shows "Target: x" and "Current: y" above a drawn
-    number line. From RL4VLM (Zhai et al., NeurIPS 2024).
+    or right until it reaches the target. The image shows "Target: x" and "Current: y" as text, as
+    published; ``show_number_line=True`` adds a drawn number line with a target flag and the
+    marker. From RL4VLM (Zhai et al., NeurIPS 2024).
 
     ## Action Space
     ``Discrete(2)``: 0 = ``"-"`` (move left), 1 = ``"+"`` (move right). Moves past either end stay
@@ -80,20 +89,23 @@ class NumberLineEnv(VisualEnv):
     registered ``max_episode_steps=300``).
 
     ## Arguments
-    ``max_position`` (int, default 5, at least 1), ``render_mode`` (``"rgb_array"``, ``"human"``, None).
+    ``max_position`` (int, default 5, at least 1), ``show_number_line`` (bool, default False: the
+    published text-only image), ``render_mode`` (``"rgb_array"``, ``"human"``, None).
     ``info`` holds ``target``, ``current`` and ``success``.
 
     ## Version History
-    * v0: first version, rules as published; frames cached per state, seeded by ``reset(seed=...)``.
+    * v0: first version, rules and text-only image as published; optional drawn number line;
+      frames cached per state, seeded by ``reset(seed=...)``.
     """
 
     action_names = ("-", "+")
 
-    def __init__(self, max_position: int = 5, render_mode: str | None = None) -> None:
+    def __init__(self, max_position: int = 5, show_number_line: bool = False, render_mode: str | None = None) -> None:
         super().__init__(render_mode)
         if isinstance(max_position, bool) or not isinstance(max_position, (int, np.integer)) or max_position < 1:
             raise ValueError(f"max_position must be an integer >= 1, got {max_position!r}")
         self.max_position = int(max_position)
+        self.show_number_line = bool(show_number_line)
         self.action_space = spaces.Discrete(2)
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self.target = 0
@@ -104,7 +116,7 @@ class NumberLineEnv(VisualEnv):
         return {"target": self.target, "current": self.current, "success": success}
 
     def _observe(self) -> np.ndarray:
-        self._frame = number_line_frame(self.max_position, self.target, self.current)
+        self._frame = number_line_frame(self.max_position, self.target, self.current, self.show_number_line)
         return self._frame.copy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
