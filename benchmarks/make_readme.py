@@ -1,0 +1,281 @@
+"""Assemble ``benchmarks/README.md`` from the result files the benchmark scripts wrote.
+
+Nothing in the README is typed by hand except each section's short introduction (what the
+benchmark measures and the exact command that produces it), kept in :data:`SECTIONS` below.
+Every table and plot comes from ``benchmarks/results/<name>.{md,csv,png}``, written by the
+benchmark script itself together with the machine it ran on (see :func:`machine_description`).
+A benchmark whose results are missing gets one line naming the command that produces them.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.make_readme                 # writes benchmarks/README.md
+    python -m benchmarks.make_readme --check         # exit 1 if the README is out of date
+
+This module also defines the result-file conventions that the benchmark scripts share:
+:data:`RESULTS_DIR` and :func:`machine_description`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import os
+import platform
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+BENCHMARKS_DIR = Path(__file__).resolve().parent
+RESULTS_DIR = BENCHMARKS_DIR / "results"
+README_PATH = BENCHMARKS_DIR / "README.md"
+
+
+@dataclass(frozen=True)
+class BenchmarkSection:
+    """One README section: a hand-written introduction plus the generated result files.
+
+    Attributes:
+        name: stem of the result files, ``results/<name>.{md,csv,png}``.
+        title: section heading.
+        measures: one short paragraph, what the benchmark measures and how to read it.
+        command: the exact shell command, run from the repository root, that writes the results.
+    """
+
+    name: str
+    title: str
+    measures: str
+    command: str
+
+
+SECTIONS: tuple[BenchmarkSection, ...] = (
+    BenchmarkSection(
+        name="env_throughput",
+        title="Environment throughput",
+        measures=(
+            "Environment steps per second of the gym_cards environments (reset, step and render "
+            "the 300x300 frame), without any agent, against the original environments' speed."
+        ),
+        command="python -m benchmarks.env_throughput",
+    ),
+    BenchmarkSection(
+        name="rollout_throughput",
+        title="Rollout throughput (acting with a tiny VLM)",
+        measures=(
+            "Environment steps per second of the acting loop (prompt, generation, log-prob "
+            "evaluation, parsing, stepping and rendering) with a tiny random-weight VLM, for "
+            "N = 1, 4, 8, 16 parallel environments acting in one batched generation, and the "
+            "share of wall time in each stage. The speedup column is relative to N = 1."
+        ),
+        command="python -m benchmarks.rollout_throughput",
+    ),
+    BenchmarkSection(
+        name="policy_speed",
+        title="Policy speed",
+        measures=(
+            "Median seconds of one `VLMPolicy.act` (batched generation + scoring) and one `evaluate` "
+            "(forward + backward) on tiny random models, for batch sizes 1 and 8."
+        ),
+        command="python -m benchmarks.policy_speed",
+    ),
+    BenchmarkSection(
+        name="ppo_learning",
+        title="PPO learning (tiny VLM on CPU)",
+        measures=(
+            "Does PPO learn? A tiny VLM is warm-started by SFT on partly wrong expert demonstrations, "
+            "then trained with PPO on CPU; success on held-out seeds before and after, for "
+            "NumberLine (CoT-scale lambda 0, 0.5, 1 and the action-only prompt) and Blackjack."
+        ),
+        command="python -m benchmarks.ppo_learning",
+    ),
+    BenchmarkSection(
+        name="cnn_rl_baseline",
+        title="CNN + RL baseline (PPO on pixels)",
+        measures=(
+            "PPO (stable-baselines3, NatureCNN policy) trained on downscaled pixel observations "
+            "of each card game with the paper's environment-step budget (15000 steps), then "
+            "evaluated on held-out seeds; success rate with a 95% Wilson interval against the "
+            "paper's CNN + RL row. The plot shows the success rate of training episodes. Note when "
+            "comparing: our NumberLine frame also draws the number line with a target flag and a "
+            "position marker, while the original frame shows only the two numbers as text, so a CNN "
+            "has a spatial cue here that the paper's CNN did not."
+        ),
+        command="python -m benchmarks.cnn_rl_baseline",
+    ),
+    BenchmarkSection(
+        name="prompting_baselines",
+        title="Prompting baselines",
+        measures=(
+            "Success rate of agents that are not trained here (random, expert, prompted models) "
+            "on the card games, against the paper's prompting rows."
+        ),
+        command="python -m benchmarks.prompting_baselines",
+    ),
+    BenchmarkSection(
+        name="alfworld_speed",
+        title="ALFWorld adapter speed",
+        measures=(
+            "Reset and step times of the ALFWorld adapter (text backend) playing the expert, with and "
+            "without the engine caches."
+        ),
+        command="python -m benchmarks.alfworld_speed",
+    ),
+)
+
+
+def machine_description() -> str:
+    """One line naming the machine a benchmark ran on, for the benchmark's own result files.
+
+    CPU count, platform, Python and library versions (read from package metadata, so calling it
+    does not import torch) and the current 1-minute load average.
+    """
+    versions = []
+    for package in ("torch", "transformers", "gymnasium", "stable-baselines3"):
+        try:
+            versions.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    line = (
+        f"Machine: {os.cpu_count()} CPU cores ({platform.machine()}, {platform.system()}), "
+        f"Python {platform.python_version()}, " + ", ".join(versions)
+    )
+    if sys.platform != "win32":  # os.getloadavg exists on POSIX only
+        # Timings on a shared machine depend on what else runs: say how busy it was.
+        line += f"; load average {os.getloadavg()[0]:.1f} when the results were written"
+    return line
+
+
+_HEADING = re.compile(r"^(#{1,6})(\s)", re.MULTILINE)
+
+
+def demote_headings(markdown: str, levels: int) -> str:
+    """Add ``levels`` '#' to every ATX heading outside fenced code blocks (max depth 6).
+
+    Embedded result files keep their own structure but sit below the section's heading.
+    """
+    out_lines = []
+    in_fence = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_fence = not in_fence
+        elif not in_fence:
+            match = _HEADING.match(line)
+            if match:
+                depth = min(6, len(match.group(1)) + levels)
+                line = "#" * depth + line[len(match.group(1)) :]
+        out_lines.append(line)
+    return "\n".join(out_lines)
+
+
+def render_section(
+    section: BenchmarkSection, results_dir: Path, readme_dir: Path, heading_level: int = 2
+) -> tuple[str, bool]:
+    """Markdown for one section and whether its results exist.
+
+    The section embeds ``<name>.md`` (headings demoted below the section heading), shows
+    ``<name>.png`` and links ``<name>.csv`` when present. Without ``<name>.md`` the section says
+    which command produces it. An empty ``measures`` or ``command`` is left out.
+    """
+    md_path = results_dir / f"{section.name}.md"
+    lines = ["#" * heading_level + " " + section.title, ""]
+    if section.measures:
+        lines += [section.measures, ""]
+    if section.command:
+        lines += ["```bash", section.command, "```", ""]
+    if not md_path.is_file():
+        lines.append(f"_No results yet: run `{section.command}` to produce `{section.name}.md`._")
+        return "\n".join(lines) + "\n", False
+    lines.append(demote_headings(md_path.read_text(encoding="utf-8").strip(), levels=heading_level))
+    lines.append("")
+    png_path = results_dir / f"{section.name}.png"
+    if png_path.is_file():
+        rel = Path(os.path.relpath(png_path, readme_dir)).as_posix()
+        lines += [f"![{section.title}]({rel})", ""]
+    csv_path = results_dir / f"{section.name}.csv"
+    if csv_path.is_file():
+        rel = Path(os.path.relpath(csv_path, readme_dir)).as_posix()
+        lines += [f"Raw numbers: [`{rel}`]({rel}).", ""]
+    return "\n".join(lines) + "\n", True
+
+
+def assemble_readme(
+    sections: tuple[BenchmarkSection, ...] = SECTIONS,
+    results_dir: Path = RESULTS_DIR,
+    readme_path: Path = README_PATH,
+) -> tuple[str, list[str]]:
+    """The README text and the names of the sections whose results are missing."""
+    readme_dir = readme_path.resolve().parent
+    parts = [
+        "# Benchmarks",
+        "",
+        (
+            "<!-- Generated by `python -m benchmarks.make_readme`; edit benchmarks/make_readme.py "
+            "or re-run the benchmark instead of editing this file. -->"
+        ),
+        "",
+        (
+            "Every table and plot below was written by the benchmark script named in its section, "
+            "on the machine that the results themselves name; this file only assembles them. "
+            "Run the commands from the repository root with the package installed "
+            "(`pip install -e .[all]`)."
+        ),
+        "",
+    ]
+    parts += [f"- [{s.title}](#{_anchor(s.title)})" for s in sections]
+    parts.append("")
+    missing = []
+    for section in sections:
+        text, present = render_section(section, results_dir, readme_dir)
+        parts.append(text)
+        if not present:
+            missing.append(section.name)
+    known = {section.name for section in sections}
+    others = sorted(path.stem for path in results_dir.glob("*.md") if path.stem not in known)
+    if others:
+        parts += [
+            "## Other results",
+            "",
+            (
+                "Result files in `benchmarks/results/` that no section above introduces (e.g. a benchmark "
+                "run with another `--stem`), shown as written."
+            ),
+            "",
+        ]
+        for stem in others:
+            text, _ = render_section(BenchmarkSection(stem, stem, "", ""), results_dir, readme_dir, heading_level=3)
+            parts.append(text)
+    return "\n".join(parts).rstrip() + "\n", missing
+
+
+def _anchor(title: str) -> str:
+    """GitHub's heading anchor: lower case, punctuation dropped, spaces to '-'."""
+    return re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write (or with ``--check`` verify) the benchmarks README; report missing results."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the <name>.{md,csv,png} files are")
+    parser.add_argument("--output", type=Path, default=README_PATH, help="README file to write")
+    parser.add_argument("--check", action="store_true", help="do not write; exit 1 if the README differs")
+    args = parser.parse_args(argv)
+    if not args.results_dir.is_dir():
+        parser.error(f"results directory {args.results_dir} does not exist; run a benchmark first")
+    text, missing = assemble_readme(SECTIONS, args.results_dir, args.output)
+    for name in missing:
+        command = next(s.command for s in SECTIONS if s.name == name)
+        print(f"missing results for {name}: run `{command}`")
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.is_file() else ""
+        if current != text:
+            print(f"{args.output} is out of date: run `python -m benchmarks.make_readme`")
+            return 1
+        print(f"{args.output} is up to date")
+        return 0
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output} ({len(SECTIONS) - len(missing)} of {len(SECTIONS)} sections with results)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""Rollout throughput: environment steps per second of acting with a tiny VLM, N = 1, 4, 8, 16.
+
+One acting round steps N environments together: build N prompts, preprocess N (image, prompt)
+pairs, generate N answers in one batched ``generate``, score them (the log-probs and values PPO
+stores), parse them to actions, and step the N environments (which renders the next frames). The
+round does what :meth:`vlm_agent.policy.VLMPolicy.act` does, stage by stage through the policy's
+public methods, so that each stage can be timed on its own:
+
+* prompt building: ``describe()`` + ``legal_actions()`` of every env and ``PromptTemplate.render``;
+* preprocessing: ``VLMPolicy.prepare_inputs`` (chat template, tokenizer, image processor);
+* generation: ``VLMPolicy.sample`` (one batched ``generate``);
+* log-prob evaluation: ``VLMPolicy.evaluate`` (one forward over prompt + answer);
+* parsing: decode + ``parse_action`` + ``resolve_action``;
+* env step + rendering: the vector env's ``step`` (which draws the next frame) and resets.
+
+The share of each stage is its time over the wall time of the measured rounds; what no stage
+covers (the loop itself) is reported as "other". The model is a tiny random-weight VLM built
+offline (``vlm_agent.tiny_models.make_tiny_model``), all weights trainable as in the CPU demo
+config (``--lora`` adds the paper's r=128 adapters). Its answers are junk, so most are resolved by
+the random fallback and nearly every answer runs to ``--max-new-tokens`` (the worst case for
+generation).
+
+Writes ``benchmarks/results/rollout_throughput.{md,csv,png}``.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.rollout_throughput
+    python -m benchmarks.rollout_throughput --num-envs 1 8 --rounds 4 --max-new-tokens 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from benchmarks.make_readme import RESULTS_DIR, machine_description
+
+if TYPE_CHECKING:  # torch and transformers load only once a benchmark runs
+    from vlm_agent.policy import VLMPolicy
+
+RESULT_NAME = "rollout_throughput"
+STAGES = (
+    "prompt building",
+    "preprocessing",
+    "generation",
+    "log-prob evaluation",
+    "parsing",
+    "env step + rendering",
+)
+"""The timed stages of one acting round, in the order they run."""
+
+
+class StageTimer:
+    """Accumulates wall time per named stage (``time.perf_counter``)."""
+
+    def __init__(self, stages: tuple[str, ...] = STAGES) -> None:
+        self.seconds: dict[str, float] = dict.fromkeys(stages, 0.0)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Add the time spent inside the ``with`` block to stage ``name``."""
+        if name not in self.seconds:
+            raise KeyError(f"unknown stage {name!r}; stages are {list(self.seconds)}")
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - start
+
+
+def time_shares(stage_seconds: dict[str, float], total_seconds: float) -> dict[str, float]:
+    """Fraction of ``total_seconds`` spent in each stage, plus ``"other"`` for the rest.
+
+    ``share[s] = stage_seconds[s] / total_seconds`` and ``other = 1 - sum(share)``, so the shares
+    sum to 1 by construction; ``other`` is what the stages did not cover (it is negative only if
+    the stages were timed overlapping, which would be a bug).
+    """
+    if total_seconds <= 0:
+        raise ValueError(f"total_seconds must be positive, got {total_seconds}")
+    shares = {name: seconds / total_seconds for name, seconds in stage_seconds.items()}
+    shares["other"] = 1.0 - sum(shares.values())
+    return shares
+
+
+@dataclass
+class ThroughputConfig:
+    """Arguments of the rollout benchmark; each field's ``help`` becomes its ``--help`` line."""
+
+    env: str = field(default="NumberLine", metadata={"help": "card game to act in (gym_cards/<env>-v0)"})
+    num_envs: list[int] = field(
+        default_factory=lambda: [1, 4, 8, 16],
+        metadata={"help": "numbers of parallel environments acting in one batched generation"},
+    )
+    rounds: int = field(
+        default=6, metadata={"help": "timed acting rounds per N (after one warm-up round); env steps = rounds * N"}
+    )
+    arch: str = field(default="qwen2_vl", metadata={"help": "tiny architecture (qwen2_vl, qwen2_5_vl, llava_next)"})
+    lora: bool = field(
+        default=False,
+        metadata={"help": "act through LoRA adapters (paper: r=128); the CPU demo config trains all weights"},
+    )
+    max_new_tokens: int = field(
+        default=64,
+        metadata={
+            "help": "longest answer in tokens; a random model nearly always runs to it (CPU demo: 64, paper: 256)"
+        },
+    )
+    temperature: float = field(default=0.2, metadata={"help": "sampling temperature (paper: 0.2)"})
+    cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (the paper's main setting)"})
+    seed: int = field(default=0, metadata={"help": "seed of the tiny model, the environments and sampling"})
+    model_dir: Path | None = field(
+        default=None, metadata={"help": "an existing model directory to use instead of building a tiny one"}
+    )
+    out_dir: Path = field(default=RESULTS_DIR, metadata={"help": "directory for the result files"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        if not self.num_envs or any(n < 1 for n in self.num_envs):
+            raise ValueError(f"--num-envs must be positive integers, got {self.num_envs}")
+        if self.rounds < 1:
+            raise ValueError(f"--rounds must be >= 1, got {self.rounds}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if not self.temperature > 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+
+
+_ARGUMENT_KINDS: dict[str, dict[str, Any]] = {
+    "num_envs": {"type": int, "nargs": "+"},
+    "rounds": {"type": int},
+    "max_new_tokens": {"type": int},
+    "temperature": {"type": float},
+    "seed": {"type": int},
+    "model_dir": {"type": Path},
+    "out_dir": {"type": Path},
+    "lora": {"action": argparse.BooleanOptionalAction},
+    "cot": {"action": argparse.BooleanOptionalAction},
+    "progress": {"action": argparse.BooleanOptionalAction},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> ThroughputConfig:
+    """Build :class:`ThroughputConfig` from the command line (one flag per field)."""
+    defaults = ThroughputConfig()
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    for f in fields(ThroughputConfig):
+        default = getattr(defaults, f.name)
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            default=default,
+            help=f"{f.metadata['help']} (default: {default})",
+            **_ARGUMENT_KINDS.get(f.name, {}),
+        )
+    try:
+        return ThroughputConfig(**vars(parser.parse_args(argv)))
+    except ValueError as error:
+        parser.error(str(error))
+        raise  # unreachable: parser.error exits
+
+
+@dataclass
+class ActingRound:
+    """The outcome of one timed acting round over N environments."""
+
+    action_indices: list[int]
+    texts: list[str]
+    generated_tokens: int
+
+
+class ActingLoop:
+    """N environments acting with a :class:`VLMPolicy`, one batched generation per round.
+
+    Mirrors :meth:`VLMPolicy.act` (same calls, same use of ``rng``), split into timed stages.
+    """
+
+    def __init__(self, policy: VLMPolicy, env_id: str, num_envs: int, seed: int, cot: bool) -> None:
+        from vlm_agent.parsing import InvalidActionPolicy
+        from vlm_agent.prompts import prompt_for
+        from vlm_agent.rollout import make_vector_env
+
+        self.policy = policy
+        self.envs = make_vector_env(env_id, num_envs)
+        self.num_envs = num_envs
+        self.template = prompt_for(env_id, cot=cot)
+        self.invalid_policy = InvalidActionPolicy("random")
+        self.rng = np.random.default_rng(seed)
+        observations, _ = self.envs.reset(seed=[seed + i for i in range(num_envs)])
+        self.observations = np.asarray(observations)
+        self.timer = StageTimer()
+
+    def round(self) -> ActingRound:
+        """Act once in every environment; time each stage into ``self.timer``."""
+        import torch
+
+        from vlm_agent.parsing import parse_action, resolve_action
+
+        policy, timer = self.policy, self.timer
+        with timer.stage("prompt building"):
+            descriptions = self.envs.call("describe")
+            legal_actions = [list(actions) for actions in self.envs.call("legal_actions")]
+            prompts = [
+                self.template.render(text, legal) for text, legal in zip(descriptions, legal_actions, strict=True)
+            ]
+        with timer.stage("preprocessing"):
+            inputs = policy.prepare_inputs(list(self.observations), prompts)
+        with torch.no_grad():
+            with timer.stage("generation"):
+                samples, _ = policy.sample(inputs, seed=int(self.rng.integers(0, 2**31 - 1)))
+            with timer.stage("log-prob evaluation"):
+                scores = policy.evaluate(samples)
+        with timer.stage("parsing"):
+            texts, indices = [], []
+            for sample, legal in zip(samples, legal_actions, strict=True):
+                text = policy.processor.tokenizer.decode(sample.completion_ids.tolist(), skip_special_tokens=True)
+                index, _, _ = resolve_action(parse_action(text, legal), legal, self.invalid_policy, self.rng)
+                texts.append(text)
+                indices.append(int(index))
+        for sample, log_prob, value in zip(samples, scores.log_probs.tolist(), scores.values.tolist(), strict=True):
+            sample.log_prob, sample.value = log_prob, value  # what the PPO buffer would store
+        with timer.stage("env step + rendering"):
+            observations, _, terminated, truncated, _ = self.envs.step(np.asarray(indices))
+            observations = np.asarray(observations)
+            done = np.logical_or(terminated, truncated)
+            if done.any():
+                reset_observations, _ = self.envs.reset(options={"reset_mask": done})
+                observations[done] = np.asarray(reset_observations)[done]
+            self.observations = observations
+        return ActingRound(indices, texts, sum(len(s.completion_ids) for s in samples))
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+@dataclass
+class ThroughputResult:
+    """Measured rounds for one N."""
+
+    num_envs: int
+    rounds: int
+    seconds: float
+    generated_tokens: int
+    stage_seconds: dict[str, float]
+
+    @property
+    def env_steps(self) -> int:
+        return self.num_envs * self.rounds
+
+    @property
+    def steps_per_second(self) -> float:
+        return self.env_steps / self.seconds
+
+    @property
+    def shares(self) -> dict[str, float]:
+        return time_shares(self.stage_seconds, self.seconds)
+
+
+def measure(policy: VLMPolicy, config: ThroughputConfig, num_envs: int, bar: Any = None) -> ThroughputResult:
+    """One warm-up round, then ``config.rounds`` timed rounds with ``num_envs`` environments."""
+    loop = ActingLoop(policy, f"gym_cards/{config.env}-v0", num_envs, config.seed, config.cot)
+    try:
+        loop.round()  # warm-up: first calls allocate caches and buffers
+        loop.timer = StageTimer()
+        tokens = 0
+        seconds = 0.0  # summed per round, so that the progress bar's own time is not counted
+        for _ in range(config.rounds):
+            start = time.perf_counter()
+            tokens += loop.round().generated_tokens
+            seconds += time.perf_counter() - start
+            if bar is not None:
+                bar.update(num_envs)
+    finally:
+        loop.close()
+    return ThroughputResult(num_envs, config.rounds, seconds, tokens, dict(loop.timer.seconds))
+
+
+def build_policy(config: ThroughputConfig, model_dir: Path) -> VLMPolicy:
+    """The model as a :class:`VLMPolicy` on CPU, with LoRA when asked, at the config's sampling settings."""
+    from vlm_agent.models import ModelSettings
+    from vlm_agent.policy import GenerationSettings, VLMPolicy
+
+    settings = GenerationSettings(temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    model_settings = ModelSettings(model_name_or_path=str(model_dir), device="cpu", use_lora=config.lora)
+    return VLMPolicy.from_model(model_settings, settings, seed=config.seed).eval()
+
+
+def write_results(config: ThroughputConfig, results: list[ThroughputResult], model_note: str) -> None:
+    """Write ``rollout_throughput.{md,csv,png}`` into ``config.out_dir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    base = next((r for r in results if r.num_envs == 1), None)
+    columns = [*STAGES, "other"]
+    with open(out / f"{RESULT_NAME}.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(
+            ["num_envs", "env_steps", "seconds", "env_steps_per_s", "speedup_vs_1", "generated_tokens_per_s"]
+            + [f"share_{c.replace(' ', '_').replace('+', 'and')}" for c in columns]
+        )
+        for r in results:
+            speedup = r.steps_per_second / base.steps_per_second if base else float("nan")
+            writer.writerow(
+                [r.num_envs, r.env_steps, f"{r.seconds:.3f}", f"{r.steps_per_second:.3f}", f"{speedup:.2f}",
+                 f"{r.generated_tokens / r.seconds:.1f}"]
+                + [f"{100 * r.shares[c]:.2f}" for c in columns]
+            )  # fmt: skip
+
+    header = "| N envs | env steps/s | speedup vs N=1 | tokens/s | " + " | ".join(f"{c} %" for c in columns) + " |"
+    lines = [header, "|" + "---:|" * (4 + len(columns))]
+    for r in results:
+        speedup = f"{r.steps_per_second / base.steps_per_second:.1f}x" if base else "n/a"
+        lines.append(
+            f"| {r.num_envs} | {r.steps_per_second:.2f} | {speedup} | {r.generated_tokens / r.seconds:.0f} | "
+            + " | ".join(f"{100 * r.shares[c]:.1f}" for c in columns)
+            + " |"
+        )
+    eight = next((r for r in results if r.num_envs == 8), None)
+    if base and eight:
+        ratio = eight.steps_per_second / base.steps_per_second
+        lines += ["", f"Batching: N = 8 acts at {ratio:.1f}x the env steps/s of N = 1 (target: at least 5x)."]
+    command = "python -m benchmarks.rollout_throughput" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:]))
+    lines += [
+        "",
+        (
+            f"gym_cards/{config.env}-v0, {'CoT' if config.cot else 'action-only'} prompt, {model_note}, "
+            f"temperature {config.temperature:g}, up to {config.max_new_tokens} new tokens, "
+            f"{config.rounds} timed rounds per N after one warm-up round, seed {config.seed}, one torch thread. "
+            "Shares are of the wall time of the timed rounds; 'other' is the loop itself."
+        ),
+        "",
+        machine_description() + ".",
+        "",
+        f"Command: `{command}`",
+    ]
+    (out / f"{RESULT_NAME}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
+    labels = [str(r.num_envs) for r in results]
+    bars = left.bar(labels, [r.steps_per_second for r in results], color="tab:blue")
+    left.bar_label(bars, fmt="%.1f", fontsize=8)
+    left.set_xlabel("parallel environments N (one batched generation)")
+    left.set_ylabel("env steps / s")
+    left.set_title("Acting throughput")
+    left.grid(axis="y", alpha=0.3)
+    bottom = np.zeros(len(results))
+    for column in columns:
+        values = np.array([100 * max(0.0, r.shares[column]) for r in results])
+        right.bar(labels, values, bottom=bottom, label=column)
+        bottom += values
+    right.set_xlabel("parallel environments N")
+    right.set_ylabel("share of wall time (%)")
+    right.set_title("Where the time goes")
+    right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    fig.savefig(out / f"{RESULT_NAME}.png", dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or load) the tiny model, measure every N, write the result files, print the table."""
+    config = parse_args(argv)
+    try:
+        import torch
+        import transformers  # noqa: F401
+        from tqdm import tqdm
+    except ImportError as error:
+        raise ImportError(
+            f"the rollout benchmark needs the agent extra ({error}); "
+            'install it with `pip install "gym-cards-vlm[agent]"`'
+        ) from error
+
+    torch.set_num_threads(1)  # 2 shared cores: more threads slow everyone down
+    from vlm_agent.tiny_models import make_tiny_model
+
+    with tempfile.TemporaryDirectory(prefix="rollout_throughput_") as scratch:
+        model_dir = config.model_dir or make_tiny_model(config.arch, Path(scratch) / config.arch, seed=config.seed)
+        policy = build_policy(config, model_dir)
+        parameters = sum(p.numel() for p in policy.model.parameters())
+        kind = f"tiny random {config.arch}" if config.model_dir is None else str(config.model_dir)
+        lora = " incl. LoRA r=128" if config.lora else ""
+        model_note = f"{kind} ({parameters / 1e6:.2f}M parameters{lora})"
+        results = []
+        total = sum(config.rounds * n for n in config.num_envs)
+        with tqdm(total=total, desc="env steps", unit="step", disable=not config.progress) as bar:
+            for n in config.num_envs:
+                results.append(measure(policy, config, n, bar))
+    base = next((r for r in results if r.num_envs == 1), None)
+    for r in results:
+        speedup = f", {r.steps_per_second / base.steps_per_second:.1f}x N=1" if base else ""
+        shares = ", ".join(f"{name} {100 * share:.0f}%" for name, share in r.shares.items())
+        print(f"N={r.num_envs}: {r.steps_per_second:.2f} env steps/s{speedup} ({shares})")
+    write_results(config, results, model_note)
+    print(f"wrote {config.out_dir / RESULT_NAME}.{{md,csv,png}}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

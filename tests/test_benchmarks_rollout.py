@@ -1,0 +1,103 @@
+"""benchmarks/rollout_throughput.py: timing-share accounting and the acting loop, on a tiny real model.
+
+Correctness only: no assertion here depends on how fast the machine is.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.rollout_throughput import (
+    STAGES,
+    ActingLoop,
+    StageTimer,
+    ThroughputConfig,
+    main,
+    parse_args,
+    time_shares,
+)
+
+
+def test_time_shares_hand_computed() -> None:
+    shares = time_shares({"a": 1.0, "b": 2.5}, 4.0)
+    assert shares == pytest.approx({"a": 0.25, "b": 0.625, "other": 0.125})
+    with pytest.raises(ValueError, match="positive"):
+        time_shares({"a": 1.0}, 0.0)
+
+
+def test_stage_timer_accumulates_and_rejects_unknown_stages() -> None:
+    timer = StageTimer(("x", "y"))
+    for _ in range(2):
+        with timer.stage("x"):
+            time.sleep(0.01)
+    assert timer.seconds["x"] >= 0.02 and timer.seconds["y"] == 0.0
+    with pytest.raises(KeyError, match="unknown stage"), timer.stage("z"):
+        pass
+
+
+@pytest.mark.parametrize(("argv", "message"), [(["--num-envs", "0"], "--num-envs"), (["--rounds", "0"], "--rounds")])
+def test_bad_flags_get_one_clear_error(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_acting_round_does_what_policy_act_does(tiny_model_dir: Callable[[str], Path]) -> None:
+    """The stage-by-stage round gives the same answers and actions as VLMPolicy.act with the same rng."""
+    from vlm_agent.models import ModelSettings
+    from vlm_agent.parsing import InvalidActionPolicy
+    from vlm_agent.policy import GenerationSettings, VLMPolicy
+
+    settings = GenerationSettings(temperature=1.0, max_new_tokens=6)
+    model_settings = ModelSettings(str(tiny_model_dir("qwen2_vl")), device="cpu", use_lora=False)
+    policy = VLMPolicy.from_model(model_settings, settings)
+    loop = ActingLoop(policy, "gym_cards/NumberLine-v0", num_envs=3, seed=5, cot=True)
+    try:
+        legal = [list(a) for a in loop.envs.call("legal_actions")]
+        prompts = [loop.template.render(d, a) for d, a in zip(loop.envs.call("describe"), legal, strict=True)]
+        expected = policy.act(
+            list(loop.observations), prompts, legal,
+            invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(5),
+        )  # fmt: skip
+        got = loop.round()
+    finally:
+        loop.close()
+    assert got.texts == expected.texts
+    assert got.action_indices == expected.action_indices
+    assert got.generated_tokens == sum(len(s.completion_ids) for s in expected.samples)
+    assert all(seconds > 0 for seconds in loop.timer.seconds.values())
+
+
+def test_tiny_run_shares_cover_the_wall_time(tmp_path: Path, tiny_model_dir: Callable[[str], Path]) -> None:
+    argv = [
+        "--num-envs", "1", "2", "--rounds", "2", "--max-new-tokens", "4", "--temperature", "1.0",
+        "--model-dir", str(tiny_model_dir("qwen2_vl")), "--out-dir", str(tmp_path), "--no-progress",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    with open(tmp_path / "rollout_throughput.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["num_envs"]) for r in rows] == [1, 2]
+    assert [int(r["env_steps"]) for r in rows] == [2, 4]
+    for row in rows:
+        shares = {k: float(v) for k, v in row.items() if k.startswith("share_")}
+        assert len(shares) == len(STAGES) + 1
+        assert sum(shares.values()) == pytest.approx(100.0, abs=0.1)
+        # The timed stages cover the round: what they miss ("other") is loop bookkeeping only.
+        assert -0.5 <= shares["share_other"] <= 15.0
+        assert all(v >= 0 for k, v in shares.items() if k != "share_other")
+        assert shares["share_generation"] > 0 and shares["share_log-prob_evaluation"] > 0
+        assert float(row["env_steps_per_s"]) == pytest.approx(int(row["env_steps"]) / float(row["seconds"]), rel=1e-2)
+    assert float(rows[0]["speedup_vs_1"]) == 1.0
+    md = (tmp_path / "rollout_throughput.md").read_text()
+    assert md.startswith("| N envs | env steps/s |") and "Machine:" in md and "| 2 |" in md
+    assert (tmp_path / "rollout_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_defaults_measure_one_to_sixteen_envs() -> None:
+    assert ThroughputConfig().num_envs == [1, 4, 8, 16]
