@@ -4,24 +4,21 @@ Random actions, resets included, one process. Each env is measured alone and as 
 vector env. Both wall-clock and process-CPU rates are printed: on a shared machine the CPU rate is
 the steadier number. Results go to ``benchmarks/results/env_throughput.{md,csv}``.
 
-    python benchmarks/env_throughput.py [--steps 50000] [--num-envs 8]
+    python -m benchmarks.env_throughput [--steps 50000] [--num-envs 8]
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
-import platform
 import time
 from pathlib import Path
 
 import gymnasium as gym
-import numpy as np
 
 import gym_cards
+from benchmarks.make_readme import RESULTS_DIR, machine_description
 
-RESULTS = Path(__file__).resolve().parent / "results"
 # Steps/s of the original implementation on this machine class (from the project's issue tracker).
 ORIGINAL = {"NumberLine-v0": 1604, "EZPoints-v0": 89, "Points24-v0": 97, "Blackjack-v0": 16}
 TARGET = 20_000
@@ -61,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50_000, help="timed steps per measurement")
     parser.add_argument("--num-envs", type=int, default=8, help="envs in the vector env")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the result files")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="folder for the result files")
     args = parser.parse_args(argv)
 
     rows = []
@@ -92,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     header = list(rows[0])
     lines = [
-        f"Machine: {os.cpu_count()} CPUs, {platform.processor() or platform.machine()}, Python {platform.python_version()}, "
-        f"numpy {np.__version__}, gymnasium {gym.__version__}; {args.steps} timed steps per cell, random actions, "
-        f"resets included; target {TARGET} steps/s (single env, CPU time).",
+        f"{machine_description()}. {args.steps} timed steps per cell, random actions, resets included; "
+        f"target {TARGET} steps/s (single env, process CPU time; wall time depends on what else runs).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

@@ -22,7 +22,8 @@ def is_number_token(token: str) -> bool:
     return token.isascii() and token.isdigit() and not token.startswith("0")
 
 
-def _apply(operator: str, left: Fraction, right: Fraction) -> Fraction | None:
+def apply_operator(operator: str, left: Fraction, right: Fraction) -> Fraction | None:
+    """``left operator right`` exactly; ``None`` for a division by zero."""
     if operator == "+":
         return left + right
     if operator == "-":
@@ -54,7 +55,7 @@ def evaluate_formula(tokens: Sequence[str]) -> Fraction | None:
         operator = pending.pop()
         right = values.pop()
         left = values.pop()
-        result = _apply(operator, left, right)
+        result = apply_operator(operator, left, right)
         if result is None:
             return False
         values.append(result)

@@ -18,19 +18,9 @@ from fractions import Fraction
 from functools import lru_cache
 from itertools import permutations
 
-from gym_cards.core.formula import PRECEDENCE, evaluate_formula, is_number_token, numbers_in
+from gym_cards.core.formula import PRECEDENCE, apply_operator, evaluate_formula, is_number_token, numbers_in
 
 _ATOM = 3  # precedence of a number or a parenthesised expression
-
-
-def _combine(operator: str, left: Fraction, right: Fraction) -> Fraction | None:
-    if operator == "+":
-        return left + right
-    if operator == "-":
-        return left - right
-    if operator == "*":
-        return left * right
-    return None if right == 0 else left / right
 
 
 @lru_cache(maxsize=65536)
@@ -43,7 +33,7 @@ def _reachable(values: tuple[Fraction, ...], target: Fraction, operators: str) -
                 continue  # with only commutative operators each pair is tried once
             rest = [values[k] for k in range(len(values)) if k not in (i, j)]
             for operator in operators:
-                result = _combine(operator, values[i], values[j])
+                result = apply_operator(operator, values[i], values[j])
                 if result is None:
                     continue
                 if _reachable(tuple(sorted([*rest, result])), target, operators):
@@ -62,7 +52,7 @@ def is_solvable(numbers: Sequence[int], target: int, operators: str = "+-*/") ->
 
 def _serialise(operator: str, left: tuple[Fraction, tuple[str, ...], int], right: tuple[Fraction, tuple[str, ...], int]):
     """Combine two (value, tokens, precedence) items with ``operator``, minimal parentheses."""
-    value = _combine(operator, left[0], right[0])
+    value = apply_operator(operator, left[0], right[0])
     if value is None:
         return None
     prec = PRECEDENCE[operator]
