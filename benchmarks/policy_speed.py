@@ -1,12 +1,17 @@
-"""Time VLMPolicy.act (generation + scoring) and evaluate (forward + backward) on tiny models.
+"""Policy speed: VLMPolicy.act (generation + scoring) and evaluate (forward + backward) on tiny models.
 
-Usage::
-
-    python benchmarks/policy_speed.py --arch qwen2_vl --batch-sizes 1 8 --new-tokens 64 --repeats 3
-
-Prints a Markdown table (median seconds over ``--repeats`` after one warm-up) and, with
-``--csv PATH``, writes the same rows as CSV. The tiny models are random, so they rarely stop
+``act`` is timed both ways it can score its answers: from what generation measured on the way (the
+default: each drawn token's log-prob, the prompt's last hidden state from the prefill) and with
+``recompute_scores=True`` (a second forward over prompt + answer). The two are timed interleaved,
+so that a busy shared machine slows both alike. The tiny models are random, so they rarely stop
 before ``--new-tokens``: every answer is full length, the worst case. One torch thread.
+
+Writes ``benchmarks/results/policy_speed.{md,csv}``.
+
+Usage (from the repository root)::
+
+    python -m benchmarks.policy_speed
+    python -m benchmarks.policy_speed --arch qwen2_vl llava_next --batch-sizes 1 8 --new-tokens 64 --repeats 5
 """
 
 from __future__ import annotations
@@ -14,60 +19,148 @@ from __future__ import annotations
 import argparse
 import csv
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from vlm_agent.models import ModelSettings
-from vlm_agent.parsing import InvalidActionPolicy
-from vlm_agent.policy import GenerationSettings, VLMPolicy
-from vlm_agent.prompts import prompt_for
-from vlm_agent.tiny_models import TINY_ARCHITECTURES, make_tiny_model
+from benchmarks.make_readme import RESULTS_DIR, machine_description
+
+RESULT_NAME = "policy_speed"
+COLUMNS = (
+    "arch",
+    "batch",
+    "new_tokens",
+    "act_s",
+    "act_cpu_s",
+    "act_recompute_s",
+    "act_recompute_cpu_s",
+    "act_speedup",
+    "evaluate_backward_s",
+    "generated_tokens_per_s",
+)
 
 
-def time_policy(policy: VLMPolicy, batch: int, repeats: int) -> dict[str, float]:
-    """Median seconds of one act() and of one evaluate() + backward() over ``batch`` observations."""
+def _timed(function: Callable[[], Any]) -> tuple[Any, float, float]:
+    """``(result, wall seconds, process CPU seconds)`` of one call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = function()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def time_policy(policy: Any, batch: int, repeats: int) -> dict[str, float]:
+    """Medians over ``repeats`` (after one warm-up) of act, act with recomputed scores, and evaluate + backward."""
+    from vlm_agent.parsing import InvalidActionPolicy
+    from vlm_agent.prompts import prompt_for
+
     rng = np.random.default_rng(0)
     template = prompt_for("gym_cards/NumberLine-v0")
     images = [rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8) for _ in range(batch)]
     prompts = [template.render("", ["-", "+"])] * batch
     legal = [["-", "+"]] * batch
-    act_times, evaluate_times, tokens = [], [], []
+    invalid = InvalidActionPolicy("random")
+    times: dict[str, list[float]] = {name: [] for name in ("act", "act_cpu", "recompute", "recompute_cpu", "evaluate")}
+    tokens = []
     for repeat in range(repeats + 1):
-        start = time.perf_counter()
-        out = policy.act(images, prompts, legal, invalid_policy=InvalidActionPolicy("random"), rng=rng)
-        act_seconds = time.perf_counter() - start
+        out, act_wall, act_cpu = _timed(lambda: policy.act(images, prompts, legal, invalid_policy=invalid, rng=rng))
+        _, recompute_wall, recompute_cpu = _timed(
+            lambda: policy.act(images, prompts, legal, invalid_policy=invalid, rng=rng, recompute_scores=True)
+        )
         policy.train()
-        start = time.perf_counter()
-        scores = policy.evaluate(out.samples)
-        (scores.log_probs.mean() + scores.values.mean()).backward()
-        evaluate_seconds = time.perf_counter() - start
+
+        def evaluate_backward(samples: list = out.samples) -> None:
+            scores = policy.evaluate(samples)
+            (scores.log_probs.mean() + scores.values.mean()).backward()
+
+        _, evaluate_wall, _ = _timed(evaluate_backward)
         policy.eval()
+        for parameter in policy.trainable_parameters():
+            parameter.grad = None
         if repeat > 0:  # the first round warms up allocators and kernels
-            act_times.append(act_seconds)
-            evaluate_times.append(evaluate_seconds)
+            for name, value in zip(
+                times, (act_wall, act_cpu, recompute_wall, recompute_cpu, evaluate_wall), strict=True
+            ):
+                times[name].append(value)
             tokens.append(sum(len(s.completion_ids) for s in out.samples))
-    act_median = statistics.median(act_times)
+    medians = {name: statistics.median(values) for name, values in times.items()}
     return {
-        "act_s": act_median,
-        "evaluate_backward_s": statistics.median(evaluate_times),
-        "generated_tokens_per_s": statistics.median(tokens) / act_median,
+        "act_s": medians["act"],
+        "act_cpu_s": medians["act_cpu"],
+        "act_recompute_s": medians["recompute"],
+        "act_recompute_cpu_s": medians["recompute_cpu"],
+        "act_speedup": medians["recompute"] / medians["act"],
+        "evaluate_backward_s": medians["evaluate"],
+        "generated_tokens_per_s": statistics.median(tokens) / medians["act"],
     }
 
 
+def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Sequence[str]) -> Path:
+    """Write ``policy_speed.{md,csv}`` into ``args.out_dir``; returns the Markdown path."""
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / f"{RESULT_NAME}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+    lines = [
+        (
+            "| arch | batch | new tokens | act (s) | act CPU (s) | act, recomputed scores (s) | act speedup "
+            "| evaluate + backward (s) | generated tokens/s |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['arch']} | {r['batch']} | {r['new_tokens']} | {r['act_s']:.3f} | {r['act_cpu_s']:.3f} | "
+            f"{r['act_recompute_s']:.3f} | {r['act_speedup']:.2f}x | {r['evaluate_backward_s']:.3f} | "
+            f"{r['generated_tokens_per_s']:.0f} |"
+        )
+    command = "python -m benchmarks.policy_speed" + ("" if not argv else " " + " ".join(argv))
+    lines += [
+        "",
+        (
+            f"Median of {args.repeats} timed repeats after one warm-up, {args.threads} torch thread(s), tiny random "
+            "models with LoRA r=8, 300x300 random images, NumberLine CoT prompt. 'act' scores answers from what "
+            "generation measured (no second forward); 'act, recomputed scores' re-scores them with a second forward "
+            "(`recompute_scores=True`), timed interleaved with it; 'act speedup' is the ratio of the two. "
+            "'evaluate + backward' is one PPO mini-batch step's model work."
+        ),
+        "",
+        machine_description() + ".",
+        "",
+        f"Command: `{command}`",
+    ]
+    path = out / f"{RESULT_NAME}.md"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Time every (arch, batch size), print the table, write the result files."""
+    from vlm_agent.tiny_models import TINY_ARCHITECTURES
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=TINY_ARCHITECTURES, nargs="+", default=["qwen2_vl"])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--csv", type=Path, default=None, help="Also write the rows to this CSV file.")
+    parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR, help="directory for the result files")
     args = parser.parse_args(argv)
+    if args.repeats < 1 or args.new_tokens < 1 or any(b < 1 for b in args.batch_sizes):
+        parser.error("--repeats, --new-tokens and --batch-sizes must be positive")
+
+    import torch
+
+    from vlm_agent.models import ModelSettings
+    from vlm_agent.policy import GenerationSettings, VLMPolicy
+    from vlm_agent.tiny_models import make_tiny_model
+
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,19 +171,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             for batch in args.batch_sizes:
                 rows.append({"arch": arch, "batch": batch, "new_tokens": args.new_tokens,
                              **time_policy(policy, batch, args.repeats)})  # fmt: skip
-    header = "| arch | batch | new tokens | act (s) | evaluate+backward (s) | generated tokens/s |"
-    print(f"torch {torch.__version__}, {args.threads} thread(s), median of {args.repeats}\n")
-    print(header)
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['arch']} | {row['batch']} | {row['new_tokens']} | {row['act_s']:.3f} | "
-              f"{row['evaluate_backward_s']:.3f} | {row['generated_tokens_per_s']:.0f} |")  # fmt: skip
-    if args.csv is not None:
-        args.csv.parent.mkdir(parents=True, exist_ok=True)
-        with args.csv.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+    path = write_results(rows, args, list(sys.argv[1:] if argv is None else argv))
+    print(path.read_text(encoding="utf-8"))
+    print(f"wrote {path.with_suffix('')}.{{md,csv}}")
     return 0
 
 

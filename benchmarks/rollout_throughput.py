@@ -8,13 +8,18 @@ public methods, so that each stage can be timed on its own:
 
 * prompt building: ``describe()`` + ``legal_actions()`` of every env and ``PromptTemplate.render``;
 * preprocessing: ``VLMPolicy.prepare_inputs`` (chat template, tokenizer, image processor);
-* generation: ``VLMPolicy.sample`` (one batched ``generate``);
-* log-prob evaluation: ``VLMPolicy.evaluate`` (one forward over prompt + answer);
+* generation: ``VLMPolicy.sample_scored`` (one batched ``generate`` that also records each sampled
+  token's log-prob and the prompt's last hidden state on the way);
+* scoring: ``VLMPolicy.score_samples`` (CoT-scaled log-probs + value head, from what generation
+  recorded); with ``--recompute-scores``, ``VLMPolicy.evaluate`` instead (a second forward over
+  prompt + answer, the slower path ``act(..., recompute_scores=True)`` takes);
 * parsing: decode + ``parse_action`` + ``resolve_action``;
 * env step + rendering: the vector env's ``step`` (which draws the next frame) and resets.
 
-The share of each stage is its time over the wall time of the measured rounds; what no stage
-covers (the loop itself) is reported as "other". The model is a tiny random-weight VLM built
+The rounds of all N are interleaved (round 1 of every N, then round 2, ...) so that load from
+other processes on a shared machine hits every N alike; env steps/s is N over the median round
+time, wall and process CPU. The share of each stage is its time over the wall time of the measured
+rounds; what no stage covers (the loop itself) is reported as "other". The model is a tiny random-weight VLM built
 offline (``vlm_agent.tiny_models.make_tiny_model``), all weights trainable as in the CPU demo
 config (``--lora`` adds the paper's r=128 adapters). Its answers are junk, so most are resolved by
 the random fallback and nearly every answer runs to ``--max-new-tokens`` (the worst case for
@@ -32,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import statistics
 import sys
 import tempfile
 import time
@@ -53,7 +59,7 @@ STAGES = (
     "prompt building",
     "preprocessing",
     "generation",
-    "log-prob evaluation",
+    "scoring",
     "parsing",
     "env step + rendering",
 )
@@ -102,7 +108,7 @@ class ThroughputConfig:
         metadata={"help": "numbers of parallel environments acting in one batched generation"},
     )
     rounds: int = field(
-        default=6, metadata={"help": "timed acting rounds per N (after one warm-up round); env steps = rounds * N"}
+        default=8, metadata={"help": "timed acting rounds per N (after one warm-up round); env steps = rounds * N"}
     )
     arch: str = field(default="qwen2_vl", metadata={"help": "tiny architecture (qwen2_vl, qwen2_5_vl, llava_next)"})
     lora: bool = field(
@@ -117,6 +123,10 @@ class ThroughputConfig:
     )
     temperature: float = field(default=0.2, metadata={"help": "sampling temperature (paper: 0.2)"})
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (the paper's main setting)"})
+    recompute_scores: bool = field(
+        default=False,
+        metadata={"help": "score answers with a second forward (evaluate) instead of from generation's own scores"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of the tiny model, the environments and sampling"})
     model_dir: Path | None = field(
         default=None, metadata={"help": "an existing model directory to use instead of building a tiny one"}
@@ -145,6 +155,7 @@ _ARGUMENT_KINDS: dict[str, dict[str, Any]] = {
     "out_dir": {"type": Path},
     "lora": {"action": argparse.BooleanOptionalAction},
     "cot": {"action": argparse.BooleanOptionalAction},
+    "recompute_scores": {"action": argparse.BooleanOptionalAction},
     "progress": {"action": argparse.BooleanOptionalAction},
 }
 
@@ -175,6 +186,8 @@ class ActingRound:
     action_indices: list[int]
     texts: list[str]
     generated_tokens: int
+    log_probs: list[float]
+    values: list[float]
 
 
 class ActingLoop:
@@ -183,7 +196,9 @@ class ActingLoop:
     Mirrors :meth:`VLMPolicy.act` (same calls, same use of ``rng``), split into timed stages.
     """
 
-    def __init__(self, policy: VLMPolicy, env_id: str, num_envs: int, seed: int, cot: bool) -> None:
+    def __init__(
+        self, policy: VLMPolicy, env_id: str, num_envs: int, seed: int, cot: bool, recompute_scores: bool = False
+    ) -> None:
         from vlm_agent.parsing import InvalidActionPolicy
         from vlm_agent.prompts import prompt_for
         from vlm_agent.rollout import make_vector_env
@@ -191,6 +206,7 @@ class ActingLoop:
         self.policy = policy
         self.envs = make_vector_env(env_id, num_envs)
         self.num_envs = num_envs
+        self.recompute_scores = recompute_scores
         self.template = prompt_for(env_id, cot=cot)
         self.invalid_policy = InvalidActionPolicy("random")
         self.rng = np.random.default_rng(seed)
@@ -213,11 +229,22 @@ class ActingLoop:
             ]
         with timer.stage("preprocessing"):
             inputs = policy.prepare_inputs(list(self.observations), prompts)
+        seed = int(self.rng.integers(0, 2**31 - 1))
         with torch.no_grad():
-            with timer.stage("generation"):
-                samples, _ = policy.sample(inputs, seed=int(self.rng.integers(0, 2**31 - 1)))
-            with timer.stage("log-prob evaluation"):
-                scores = policy.evaluate(samples)
+            if self.recompute_scores:
+                with timer.stage("generation"):
+                    samples, _ = policy.sample(inputs, seed=seed)
+                with timer.stage("scoring"):
+                    scores = policy.evaluate(samples)
+                for sample, log_prob, value in zip(
+                    samples, scores.log_probs.tolist(), scores.values.tolist(), strict=True
+                ):
+                    sample.log_prob, sample.value = log_prob, value  # what the PPO buffer would store
+            else:
+                with timer.stage("generation"):
+                    samples, generation_scores = policy.sample_scored(inputs, seed=seed)
+                with timer.stage("scoring"):
+                    policy.score_samples(samples, generation_scores)  # fills sample.log_prob / .value
         with timer.stage("parsing"):
             texts, indices = [], []
             for sample, legal in zip(samples, legal_actions, strict=True):
@@ -225,8 +252,6 @@ class ActingLoop:
                 index, _, _ = resolve_action(parse_action(text, legal), legal, self.invalid_policy, self.rng)
                 texts.append(text)
                 indices.append(int(index))
-        for sample, log_prob, value in zip(samples, scores.log_probs.tolist(), scores.values.tolist(), strict=True):
-            sample.log_prob, sample.value = log_prob, value  # what the PPO buffer would store
         with timer.stage("env step + rendering"):
             observations, _, terminated, truncated, _ = self.envs.step(np.asarray(indices))
             observations = np.asarray(observations)
@@ -235,7 +260,13 @@ class ActingLoop:
                 reset_observations, _ = self.envs.reset(options={"reset_mask": done})
                 observations[done] = np.asarray(reset_observations)[done]
             self.observations = observations
-        return ActingRound(indices, texts, sum(len(s.completion_ids) for s in samples))
+        return ActingRound(
+            indices,
+            texts,
+            sum(len(s.completion_ids) for s in samples),
+            [s.log_prob for s in samples],
+            [s.value for s in samples],
+        )
 
     def close(self) -> None:
         self.envs.close()
@@ -243,44 +274,71 @@ class ActingLoop:
 
 @dataclass
 class ThroughputResult:
-    """Measured rounds for one N."""
+    """Measured rounds for one N: wall and process CPU seconds of each round, stage totals."""
 
     num_envs: int
-    rounds: int
-    seconds: float
+    round_seconds: list[float]
+    round_cpu_seconds: list[float]
     generated_tokens: int
     stage_seconds: dict[str, float]
+
+    @property
+    def rounds(self) -> int:
+        return len(self.round_seconds)
 
     @property
     def env_steps(self) -> int:
         return self.num_envs * self.rounds
 
     @property
+    def seconds(self) -> float:
+        """Total wall time of the timed rounds."""
+        return sum(self.round_seconds)
+
+    @property
     def steps_per_second(self) -> float:
-        return self.env_steps / self.seconds
+        """``N / median(round wall time)``: a round slowed by another process on the machine barely moves it."""
+        return self.num_envs / statistics.median(self.round_seconds)
+
+    @property
+    def cpu_steps_per_second(self) -> float:
+        """``N / median(round process CPU time)``: what this process itself spent, waiting excluded."""
+        return self.num_envs / statistics.median(self.round_cpu_seconds)
 
     @property
     def shares(self) -> dict[str, float]:
         return time_shares(self.stage_seconds, self.seconds)
 
 
-def measure(policy: VLMPolicy, config: ThroughputConfig, num_envs: int, bar: Any = None) -> ThroughputResult:
-    """One warm-up round, then ``config.rounds`` timed rounds with ``num_envs`` environments."""
-    loop = ActingLoop(policy, f"gym_cards/{config.env}-v0", num_envs, config.seed, config.cot)
+def measure_interleaved(policy: VLMPolicy, config: ThroughputConfig, bar: Any = None) -> list[ThroughputResult]:
+    """One warm-up round per N, then ``config.rounds`` timed rounds of every N taken in turn.
+
+    Interleaving (round 1 of N = 1, 4, 8, 16, then round 2 of each, ...) exposes every N to the
+    same load on a shared machine, so that the ratios between them stay meaningful.
+    """
+    loops = {
+        n: ActingLoop(policy, f"gym_cards/{config.env}-v0", n, config.seed, config.cot, config.recompute_scores)
+        for n in config.num_envs
+    }
+    wall: dict[int, list[float]] = {n: [] for n in loops}
+    cpu: dict[int, list[float]] = {n: [] for n in loops}
+    tokens = dict.fromkeys(loops, 0)
     try:
-        loop.round()  # warm-up: first calls allocate caches and buffers
-        loop.timer = StageTimer()
-        tokens = 0
-        seconds = 0.0  # summed per round, so that the progress bar's own time is not counted
+        for loop in loops.values():
+            loop.round()  # warm-up: first calls allocate caches and buffers
+            loop.timer = StageTimer()
         for _ in range(config.rounds):
-            start = time.perf_counter()
-            tokens += loop.round().generated_tokens
-            seconds += time.perf_counter() - start
-            if bar is not None:
-                bar.update(num_envs)
+            for n, loop in loops.items():
+                start, start_cpu = time.perf_counter(), time.process_time()
+                tokens[n] += loop.round().generated_tokens
+                wall[n].append(time.perf_counter() - start)
+                cpu[n].append(time.process_time() - start_cpu)
+                if bar is not None:
+                    bar.update(n)
     finally:
-        loop.close()
-    return ThroughputResult(num_envs, config.rounds, seconds, tokens, dict(loop.timer.seconds))
+        for loop in loops.values():
+            loop.close()
+    return [ThroughputResult(n, wall[n], cpu[n], tokens[n], dict(loops[n].timer.seconds)) for n in loops]
 
 
 def build_policy(config: ThroughputConfig, model_dir: Path) -> VLMPolicy:
@@ -307,38 +365,59 @@ def write_results(config: ThroughputConfig, results: list[ThroughputResult], mod
     with open(out / f"{RESULT_NAME}.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["num_envs", "env_steps", "seconds", "env_steps_per_s", "speedup_vs_1", "generated_tokens_per_s"]
+            ["num_envs", "env_steps", "seconds", "env_steps_per_s", "speedup_vs_1", "cpu_env_steps_per_s",
+             "cpu_speedup_vs_1", "generated_tokens_per_s"]
             + [f"share_{c.replace(' ', '_').replace('+', 'and')}" for c in columns]
-        )
+        )  # fmt: skip
         for r in results:
             speedup = r.steps_per_second / base.steps_per_second if base else float("nan")
+            cpu_speedup = r.cpu_steps_per_second / base.cpu_steps_per_second if base else float("nan")
             writer.writerow(
                 [r.num_envs, r.env_steps, f"{r.seconds:.3f}", f"{r.steps_per_second:.3f}", f"{speedup:.2f}",
-                 f"{r.generated_tokens / r.seconds:.1f}"]
+                 f"{r.cpu_steps_per_second:.3f}", f"{cpu_speedup:.2f}", f"{r.generated_tokens / r.seconds:.1f}"]
                 + [f"{100 * r.shares[c]:.2f}" for c in columns]
             )  # fmt: skip
 
-    header = "| N envs | env steps/s | speedup vs N=1 | tokens/s | " + " | ".join(f"{c} %" for c in columns) + " |"
-    lines = [header, "|" + "---:|" * (4 + len(columns))]
+    header = (
+        "| N envs | env steps/s | speedup vs N=1 | env steps per CPU s | CPU speedup | tokens/s | "
+        + " | ".join(f"{c} %" for c in columns)
+        + " |"
+    )
+    lines = [header, "|" + "---:|" * (6 + len(columns))]
     for r in results:
         speedup = f"{r.steps_per_second / base.steps_per_second:.1f}x" if base else "n/a"
+        cpu_speedup = f"{r.cpu_steps_per_second / base.cpu_steps_per_second:.1f}x" if base else "n/a"
         lines.append(
-            f"| {r.num_envs} | {r.steps_per_second:.2f} | {speedup} | {r.generated_tokens / r.seconds:.0f} | "
-            + " | ".join(f"{100 * r.shares[c]:.1f}" for c in columns)
-            + " |"
+            f"| {r.num_envs} | {r.steps_per_second:.2f} | {speedup} | {r.cpu_steps_per_second:.2f} | {cpu_speedup} | "
+            f"{r.generated_tokens / r.seconds:.0f} | " + " | ".join(f"{100 * r.shares[c]:.1f}" for c in columns) + " |"
         )
     eight = next((r for r in results if r.num_envs == 8), None)
     if base and eight:
         ratio = eight.steps_per_second / base.steps_per_second
-        lines += ["", f"Batching: N = 8 acts at {ratio:.1f}x the env steps/s of N = 1 (target: at least 5x)."]
+        cpu_ratio = eight.cpu_steps_per_second / base.cpu_steps_per_second
+        lines += [
+            "",
+            (
+                f"Batching: N = 8 acts at {ratio:.1f}x the env steps/s of N = 1 ({cpu_ratio:.1f}x per CPU second; "
+                "target: at least 5x)."
+            ),
+        ]
     command = "python -m benchmarks.rollout_throughput" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:]))
     lines += [
         "",
         (
             f"gym_cards/{config.env}-v0, {'CoT' if config.cot else 'action-only'} prompt, {model_note}, "
             f"temperature {config.temperature:g}, up to {config.max_new_tokens} new tokens, "
-            f"{config.rounds} timed rounds per N after one warm-up round, seed {config.seed}, one torch thread. "
-            "Shares are of the wall time of the timed rounds; 'other' is the loop itself."
+            f"{config.rounds} timed rounds per N after one warm-up round, the N taken in turn round by round, "
+            f"seed {config.seed}, one torch thread. Env steps/s is N over the median wall time of a round; per CPU "
+            "second, over the median process CPU time (what a busy shared machine changes least). "
+            + (
+                "Scoring re-runs the model over prompt + answer (`--recompute-scores`). "
+                if config.recompute_scores
+                else "Scoring reuses what generation measured (each drawn token's log-prob, the prompt's last "
+                "hidden state from the prefill): no second forward. "
+            )
+            + "Shares are of the wall time of the timed rounds; 'other' is the loop itself."
         ),
         "",
         machine_description() + ".",
@@ -392,16 +471,17 @@ def main(argv: list[str] | None = None) -> int:
         kind = f"tiny random {config.arch}" if config.model_dir is None else str(config.model_dir)
         lora = " incl. LoRA r=128" if config.lora else ""
         model_note = f"{kind} ({parameters / 1e6:.2f}M parameters{lora})"
-        results = []
         total = sum(config.rounds * n for n in config.num_envs)
         with tqdm(total=total, desc="env steps", unit="step", disable=not config.progress) as bar:
-            for n in config.num_envs:
-                results.append(measure(policy, config, n, bar))
+            results = measure_interleaved(policy, config, bar)
     base = next((r for r in results if r.num_envs == 1), None)
     for r in results:
         speedup = f", {r.steps_per_second / base.steps_per_second:.1f}x N=1" if base else ""
         shares = ", ".join(f"{name} {100 * share:.0f}%" for name, share in r.shares.items())
-        print(f"N={r.num_envs}: {r.steps_per_second:.2f} env steps/s{speedup} ({shares})")
+        print(
+            f"N={r.num_envs}: {r.steps_per_second:.2f} env steps/s{speedup}, "
+            f"{r.cpu_steps_per_second:.2f} per CPU second ({shares})"
+        )
     write_results(config, results, model_note)
     print(f"wrote {config.out_dir / RESULT_NAME}.{{md,csv,png}}")
     return 0

@@ -18,6 +18,7 @@ from benchmarks.rollout_throughput import (
     ActingLoop,
     StageTimer,
     ThroughputConfig,
+    ThroughputResult,
     main,
     parse_args,
     time_shares,
@@ -48,8 +49,9 @@ def test_bad_flags_get_one_clear_error(argv: list[str], message: str, capsys: py
     assert message in capsys.readouterr().err
 
 
-def test_acting_round_does_what_policy_act_does(tiny_model_dir: Callable[[str], Path]) -> None:
-    """The stage-by-stage round gives the same answers and actions as VLMPolicy.act with the same rng."""
+@pytest.mark.parametrize("recompute_scores", [False, True])
+def test_acting_round_does_what_policy_act_does(recompute_scores: bool, tiny_model_dir: Callable[[str], Path]) -> None:
+    """The stage-by-stage round gives the same answers, actions and scores as VLMPolicy.act with the same rng."""
     from vlm_agent.models import ModelSettings
     from vlm_agent.parsing import InvalidActionPolicy
     from vlm_agent.policy import GenerationSettings, VLMPolicy
@@ -57,13 +59,16 @@ def test_acting_round_does_what_policy_act_does(tiny_model_dir: Callable[[str], 
     settings = GenerationSettings(temperature=1.0, max_new_tokens=6)
     model_settings = ModelSettings(str(tiny_model_dir("qwen2_vl")), device="cpu", use_lora=False)
     policy = VLMPolicy.from_model(model_settings, settings)
-    loop = ActingLoop(policy, "gym_cards/NumberLine-v0", num_envs=3, seed=5, cot=True)
+    loop = ActingLoop(
+        policy, "gym_cards/NumberLine-v0", num_envs=3, seed=5, cot=True, recompute_scores=recompute_scores
+    )
     try:
         legal = [list(a) for a in loop.envs.call("legal_actions")]
         prompts = [loop.template.render(d, a) for d, a in zip(loop.envs.call("describe"), legal, strict=True)]
         expected = policy.act(
             list(loop.observations), prompts, legal,
             invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(5),
+            recompute_scores=recompute_scores,
         )  # fmt: skip
         got = loop.round()
     finally:
@@ -71,6 +76,8 @@ def test_acting_round_does_what_policy_act_does(tiny_model_dir: Callable[[str], 
     assert got.texts == expected.texts
     assert got.action_indices == expected.action_indices
     assert got.generated_tokens == sum(len(s.completion_ids) for s in expected.samples)
+    assert got.log_probs == pytest.approx(expected.log_probs.tolist(), abs=1e-5)
+    assert got.values == pytest.approx(expected.values.tolist(), abs=1e-6)
     assert all(seconds > 0 for seconds in loop.timer.seconds.values())
 
 
@@ -91,13 +98,43 @@ def test_tiny_run_shares_cover_the_wall_time(tmp_path: Path, tiny_model_dir: Cal
         # The timed stages cover the round: what they miss ("other") is loop bookkeeping only.
         assert -0.5 <= shares["share_other"] <= 15.0
         assert all(v >= 0 for k, v in shares.items() if k != "share_other")
-        assert shares["share_generation"] > 0 and shares["share_log-prob_evaluation"] > 0
-        assert float(row["env_steps_per_s"]) == pytest.approx(int(row["env_steps"]) / float(row["seconds"]), rel=1e-2)
-    assert float(rows[0]["speedup_vs_1"]) == 1.0
+        assert shares["share_generation"] > 0 and shares["share_scoring"] > 0
+        assert float(row["env_steps_per_s"]) > 0 and float(row["cpu_env_steps_per_s"]) > 0
+    assert float(rows[0]["speedup_vs_1"]) == 1.0 and float(rows[0]["cpu_speedup_vs_1"]) == 1.0
+    assert float(rows[1]["speedup_vs_1"]) == pytest.approx(
+        float(rows[1]["env_steps_per_s"]) / float(rows[0]["env_steps_per_s"]), abs=0.01
+    )
     md = (tmp_path / "rollout_throughput.md").read_text()
     assert md.startswith("| N envs | env steps/s |") and "Machine:" in md and "| 2 |" in md
     assert (tmp_path / "rollout_throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_round_rates_are_medians_of_rounds() -> None:
+    result = ThroughputResult(
+        num_envs=4, round_seconds=[1.0, 9.0, 2.0], round_cpu_seconds=[0.5, 0.5, 4.0], generated_tokens=30,
+        stage_seconds={"x": 6.0},
+    )  # fmt: skip
+    assert result.env_steps == 12 and result.seconds == 12.0
+    assert result.steps_per_second == pytest.approx(4 / 2.0) and result.cpu_steps_per_second == pytest.approx(4 / 0.5)
+    assert result.shares == pytest.approx({"x": 0.5, "other": 0.5})
+
+
 def test_defaults_measure_one_to_sixteen_envs() -> None:
     assert ThroughputConfig().num_envs == [1, 4, 8, 16]
+
+
+def test_policy_speed_writes_both_act_paths(tmp_path: Path, tiny_model_dir: Callable[[str], Path]) -> None:
+    """benchmarks/policy_speed.py times act both ways and writes policy_speed.{md,csv} (values not checked)."""
+    from benchmarks import policy_speed
+
+    tiny_model_dir("qwen2_vl")  # one thread for torch, as every model test
+    argv = ["--batch-sizes", "1", "2", "--new-tokens", "3", "--repeats", "1", "--out-dir", str(tmp_path)]
+    assert policy_speed.main(argv) == 0
+    with open(tmp_path / "policy_speed.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["arch"], int(r["batch"])) for r in rows] == [("qwen2_vl", 1), ("qwen2_vl", 2)]
+    for row in rows:
+        assert float(row["act_speedup"]) == pytest.approx(float(row["act_recompute_s"]) / float(row["act_s"]), rel=1e-2)
+        assert all(float(row[k]) > 0 for k in ("act_s", "act_cpu_s", "act_recompute_s", "evaluate_backward_s"))
+    md = (tmp_path / "policy_speed.md").read_text()
+    assert md.startswith("| arch | batch |") and "Machine:" in md and "recompute_scores=True" in md

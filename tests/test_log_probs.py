@@ -177,6 +177,29 @@ def test_masks_partition_any_answer(thoughts: str, action: str, with_key: bool) 
         assert action_mask[first:].all()
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    thoughts=st.text(
+        alphabet=st.characters(min_codepoint=32, max_codepoint=0x1F600, exclude_categories=("Cs",)), max_size=30
+    ),
+    action=st.sampled_from(["+", "é", "hit", "go to cabinet 2"]),
+    with_key=st.booleans(),
+)
+def test_masks_follow_the_overlap_definition_over_all_char_ends(thoughts: str, action: str, with_key: bool) -> None:
+    """thought_action_masks stops decoding at the first action token; the result must equal the
+    definition applied to every token's end (multi-byte characters included)."""
+    tokenizer = train_tokenizer("qwen2_vl", corpus=CORPUS, vocab_size=400)
+    answer = f'{{"thoughts": "{thoughts}", "action": "{action}"}}' if with_key else thoughts
+    ids = encode_answer(tokenizer, answer)
+    text, ends = token_char_ends(tokenizer, ids)
+    split = action_part_start(text)
+    expected_action = [split is not None and end > split for end in ends]
+    expected_thought = [i > 0 and not is_action for i, is_action in enumerate(expected_action)]
+    thought, action_mask = thought_action_masks(tokenizer, ids)
+    assert action_mask.tolist() == expected_action
+    assert thought.tolist() == expected_thought
+
+
 def test_token_log_probs_match_log_softmax_at_temperature() -> None:
     torch.manual_seed(0)
     logits = torch.randn(2, 4, 7)

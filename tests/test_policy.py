@@ -11,7 +11,7 @@ import torch
 
 from vlm_agent.models import ModelSettings
 from vlm_agent.parsing import InvalidActionPolicy, parse_action
-from vlm_agent.policy import GenerationSettings, PolicySample, VLMPolicy
+from vlm_agent.policy import GenerationSettings, PolicySample, VLMPolicy, draw_from_probabilities
 from vlm_agent.prompts import prompt_for
 from vlm_agent.tiny_models import TINY_ARCHITECTURES
 
@@ -96,6 +96,83 @@ def test_recomputed_log_probs_match_generation_scores(arch: str, policies: dict[
     with torch.no_grad():
         alone = torch.cat([policy.evaluate([sample]).log_probs for sample in samples])
     torch.testing.assert_close(alone, scores.log_probs, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_act_scores_from_generation_equal_a_second_forward(arch: str, policies: dict[str, VLMPolicy]) -> None:
+    """act() takes log-probs and values from generation itself; recompute_scores=True re-scores with evaluate()."""
+    policy = policies[arch]
+    images, prompts, legal = observations(3, seed=14)
+    runs = [
+        policy.act(images, prompts, legal, invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(14),
+                   recompute_scores=recompute)
+        for recompute in (False, True)
+    ]  # fmt: skip
+    assert runs[0].texts == runs[1].texts
+    torch.testing.assert_close(runs[0].log_probs, runs[1].log_probs, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(runs[0].values, runs[1].values, atol=1e-5, rtol=1e-5)
+    for sample, log_prob, value in zip(runs[0].samples, runs[0].log_probs, runs[0].values, strict=True):
+        assert sample.log_prob == pytest.approx(log_prob.item()) and sample.value == pytest.approx(value.item())
+
+
+def test_answers_ending_early_stop_generation_and_keep_matching_scores(tiny_model_dir: Callable[[str], Path]) -> None:
+    """EOS ends an answer (the batch stops once all have ended); what follows it is never scored."""
+    policy = VLMPolicy.from_model(
+        ModelSettings(tiny_model_dir("qwen2_vl"), use_lora=False),
+        GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0),
+    )
+    images, prompts, legal = observations(6, seed=15)
+    with torch.no_grad():  # make EOS likely: its output row points along the prompts' mean final hidden state
+        inputs = policy.prepare_inputs(images, prompts)
+        hidden = policy.model(**inputs, output_hidden_states=True).hidden_states[-1][:, -1].mean(0)
+        policy._base_model.get_output_embeddings().weight[policy.eos_token_ids[0]] = hidden / hidden.norm() ** 2 * 6.0
+    runs = [
+        policy.act(images, prompts, legal, invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(15),
+                   recompute_scores=recompute)
+        for recompute in (False, True)
+    ]  # fmt: skip
+    lengths = [len(sample.completion_ids) for sample in runs[0].samples]
+    assert max(lengths) < MAX_NEW_TOKENS and len(set(lengths)) > 1
+    for sample in runs[0].samples:
+        assert int(sample.completion_ids[-1]) in policy.eos_token_ids
+    torch.testing.assert_close(runs[0].log_probs, runs[1].log_probs, atol=1e-4, rtol=1e-5)
+
+
+def test_model_generation_config_cannot_change_the_sampling_distribution(policies: dict[str, VLMPolicy]) -> None:
+    """A model's own generation_config (real Qwen2-VL: repetition_penalty=1.05, top_k=1) fills what the
+    policy leaves unset; the policy must neutralise it, or the scores would not be those of its samples."""
+    policy = policies["qwen2_vl"]
+    config = policy._base_model.generation_config
+    saved = config.to_dict()
+    images, prompts, _ = observations(2, seed=16)
+    inputs = policy.prepare_inputs(images, prompts)
+    try:
+        config.repetition_penalty, config.no_repeat_ngram_size, config.top_k, config.temperature = 3.0, 1, 3, 0.05
+        with torch.no_grad():
+            samples, generation_log_probs = policy.sample(inputs, seed=3, output_scores=True)
+            recomputed = policy.evaluate(samples)
+        assert generation_log_probs is not None
+        width = recomputed.token_log_probs.shape[1]
+        torch.testing.assert_close(recomputed.token_log_probs, generation_log_probs[:, :width], atol=1e-5, rtol=1e-5)
+        config.bad_words_ids = [[5]]
+        with pytest.raises(ValueError, match=r"generation_config sets \['bad_words_ids'\]"):
+            policy.sample(inputs, seed=3)
+    finally:
+        for name in ("repetition_penalty", "no_repeat_ngram_size", "top_k", "temperature", "bad_words_ids"):
+            setattr(config, name, saved.get(name))
+
+
+def test_draw_from_probabilities_has_the_right_frequencies() -> None:
+    probs = torch.tensor([[0.0, 2.0, 0.0, 5.0, 3.0, 0.0]]).repeat(40_000, 1)  # unnormalised on purpose
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        draws = draw_from_probabilities(probs)
+    frequencies = torch.bincount(draws, minlength=6).double() / len(draws)
+    torch.testing.assert_close(frequencies, torch.tensor([0.0, 0.2, 0.0, 0.5, 0.3, 0.0], dtype=torch.float64),
+                               atol=0.01, rtol=0)  # fmt: skip
+    # The interval ends: U = 0 gives the first token with mass, U at the total (rounding) the last one.
+    ends = draw_from_probabilities(probs[:2], uniform=torch.tensor([[0.0], [1.0]]))
+    assert ends.tolist() == [1, 4]
 
 
 def test_scaled_log_prob_is_lambda_cot_plus_action(policies: dict[str, VLMPolicy]) -> None:

@@ -30,7 +30,7 @@ Definitions used throughout this project (tested in ``tests/test_log_probs.py``)
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -92,17 +92,24 @@ def token_char_ends(tokenizer: _Tokenizer, token_ids: Sequence[int]) -> tuple[st
     """
     ids = [int(i) for i in token_ids]
     text = tokenizer.decode(ids, skip_special_tokens=False)
-    ends: list[int] = []
+    return text, list(_prefix_ends(tokenizer, ids, text))
+
+
+def _prefix_ends(tokenizer: _Tokenizer, ids: list[int], text: str) -> Iterator[int]:
+    """The ends of :func:`token_char_ends`, one decode each, lazily (callers may stop early).
+
+    They never decrease: a prefix that ends inside a multi-byte character decodes to a replacement
+    char, so each end is clamped to at least the previous one and at most ``len(text)``, which keeps
+    spans well-formed. The last end is ``len(text)``.
+    """
     previous = 0
     for i in range(len(ids)):
+        if i == len(ids) - 1:
+            yield len(text)
+            return
         prefix_length = len(tokenizer.decode(ids[: i + 1], skip_special_tokens=False))
-        # A prefix that ends inside a multi-byte character decodes to a replacement char; keep the
-        # ends monotone and inside the full text so that spans stay well-formed.
         previous = min(max(previous, prefix_length), len(text))
-        ends.append(previous)
-    if ends:
-        ends[-1] = len(text)
-    return text, ends
+        yield previous
 
 
 def thought_action_masks(tokenizer: _Tokenizer, completion_ids: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,19 +118,23 @@ def thought_action_masks(tokenizer: _Tokenizer, completion_ids: Sequence[int]) -
     See the module docstring for the definitions. Returns two ``[len(completion_ids)]`` bool tensors
     that never overlap; their union is every token except the first one (and, without an
     ``"action"`` key, the action mask is empty).
+
+    Cost: one decode of the whole answer, plus one decode per token up to the first action token
+    (the ends never decrease, so every later token is action too); none without an action key.
     """
     length = len(completion_ids)
     thought = torch.zeros(length, dtype=torch.bool)
     action = torch.zeros(length, dtype=torch.bool)
     if length == 0:
         return thought, action
-    text, ends = token_char_ends(tokenizer, completion_ids)
+    ids = [int(i) for i in completion_ids]
+    text = tokenizer.decode(ids, skip_special_tokens=False)
     split = action_part_start(text)
-    for i, end in enumerate(ends):
-        if split is not None and end > split:
-            action[i] = True
-        elif i > 0:
-            thought[i] = True
+    first_action = length
+    if split is not None:
+        first_action = next(i for i, end in enumerate(_prefix_ends(tokenizer, ids, text)) if end > split)
+    thought[1:first_action] = True
+    action[first_action:] = True
     return thought, action
 
 

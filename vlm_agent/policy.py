@@ -4,6 +4,10 @@ The loop this module serves: prompt text + image -> :meth:`VLMPolicy.act` (sampl
 parse it to a legal action, remember everything needed to score it again) -> environment step
 -> :meth:`VLMPolicy.evaluate` (re-score the stored answers with gradients for PPO).
 
+Acting needs one model pass only: the old log-probs PPO stores are recorded while sampling (the
+sampler is :class:`ScoringLogitsProcessor`) and the value comes from the prefill's hidden state, so
+no second forward over prompt + answer (``act(..., recompute_scores=True)`` still does one, to check).
+
 Example (the tiny model is randomly initialised, so its answers are junk until trained)::
 
     import numpy as np
@@ -24,7 +28,8 @@ temperature (logits / T) with the same special tokens suppressed as during sampl
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 from PIL import Image
-from transformers import GenerationConfig, PreTrainedModel, ProcessorMixin
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList, PreTrainedModel, ProcessorMixin
 
 from vlm_agent.log_probs import cot_scaled_log_prob, thought_action_masks, token_log_probs_and_entropy
 from vlm_agent.models import ModelSettings, load_model_and_processor, load_processor
@@ -115,6 +120,21 @@ class ActOutput:
 
 
 @dataclass
+class GenerationScores:
+    """What one batched generation measured on the way, enough to score its answers without a second forward.
+
+    Attributes:
+        token_log_probs: ``[N, C]`` log-prob of each sampled token under ``softmax(logits / T)`` with
+            the special tokens suppressed (what sampling drew from), 0 after each answer's end.
+        prompt_hidden: ``[N, H]`` final hidden state of the last prompt token (the value head's
+            input), from the prefill forward.
+    """
+
+    token_log_probs: torch.Tensor
+    prompt_hidden: torch.Tensor
+
+
+@dataclass
 class EvaluateOutput:
     """Scores of a mini-batch of stored samples (B rows), from one forward pass.
 
@@ -184,6 +204,96 @@ def suppressed_special_ids(processor: ProcessorMixin, eos_token_ids: Sequence[in
     special = set(tokenizer.all_special_ids)
     special.update(index for index, token in tokenizer.added_tokens_decoder.items() if token.special)
     return sorted(special - set(eos_token_ids))
+
+
+#: Neutral values of the generation options that would otherwise add logits processors, so that a
+#: model's own ``generation_config`` (real Qwen2-VL ships ``repetition_penalty=1.05``) cannot change
+#: the distribution the policy samples from and scores.
+NEUTRAL_PROCESSOR_OPTIONS: dict[str, Any] = {
+    "repetition_penalty": 1.0,
+    "encoder_repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "encoder_no_repeat_ngram_size": 0,
+    "guidance_scale": 1.0,
+    "min_new_tokens": 0,  # takes precedence over min_length
+    "remove_invalid_values": False,
+    "renormalize_logits": False,
+}
+#: Sampling-only options at the values greedy generation expects (no "only used in sample-based
+#: modes" warnings when a model's config sets e.g. ``temperature=0.1``).
+GREEDY_SAMPLING_OPTIONS: dict[str, Any] = {
+    "temperature": 1.0,
+    "top_k": 50,
+    "top_p": 1.0,
+    "typical_p": 1.0,
+    "epsilon_cutoff": 0.0,
+    "eta_cutoff": 0.0,
+}
+#: Generation options with no neutral value other than None (a model config that sets one is refused).
+UNSUPPORTED_PROCESSOR_OPTIONS = (
+    "bad_words_ids",
+    "sequence_bias",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "exponential_decay_length_penalty",
+    "begin_suppress_tokens",
+    "watermarking_config",
+)
+
+
+class ScoringLogitsProcessor(LogitsProcessor):
+    """The policy's sampler: draws each token from ``softmax(logits / T)`` with the special tokens
+    suppressed, and records the log-prob of every drawn token on the way.
+
+    Generation runs greedy (``do_sample=False``) with this as its only logits processor: each step
+    it returns the log-probs with ``+inf`` at the token it drew, so the argmax reads out its choice.
+    Drawing here rather than in ``generate`` saves a second softmax and ``torch.multinomial``,
+    which on CPU costs about 15x an inverse-CDF draw (180 vs 12 us at batch 8, vocabulary 1024).
+    Rows that already ended get padding from ``generate`` whatever is drawn; their log-probs are
+    masked away by the caller.
+
+    Formulas: ``log p_t(v) = z_t[v] / T - logsumexp(z_t / T)`` over the tokens not suppressed (the
+    same numbers as :func:`vlm_agent.log_probs.token_log_probs_and_entropy` on a second forward);
+    the draw is :func:`draw_from_probabilities` of ``p_t``.
+    """
+
+    def __init__(self, temperature: float, suppressed_token_ids: Sequence[int], device: torch.device) -> None:
+        self.temperature = temperature
+        self.suppressed = torch.as_tensor(list(suppressed_token_ids), dtype=torch.long, device=device)
+        self.steps: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scaled = scores.float() / self.temperature
+        if len(self.suppressed):
+            scaled.index_fill_(-1, self.suppressed, float("-inf"))
+        log_probs = torch.log_softmax(scaled, dim=-1)
+        tokens = draw_from_probabilities(log_probs.exp())
+        self.steps.append(log_probs.gather(-1, tokens[:, None]).squeeze(-1))
+        return log_probs.scatter_(-1, tokens[:, None], float("inf"))
+
+    def token_log_probs(self, batch_size: int) -> torch.Tensor:
+        """Log-prob of each drawn token, ``[N, steps]``."""
+        if not self.steps:
+            return torch.zeros((batch_size, 0), device=self.suppressed.device)
+        return torch.stack(self.steps, dim=1)
+
+
+def draw_from_probabilities(probs: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
+    """One index per row of ``probs`` ``[N, V]`` (non-negative, not necessarily normalised), by inverse CDF.
+
+    ``index = min(min{v : C[v] > U * C[V-1]}, last)`` with ``C = cumsum(probs)``, ``U ~ Uniform[0, 1)``
+    (``uniform`` ``[N, 1]``, drawn from the global torch generator when None) and ``last`` the first
+    index where ``C`` reaches its total, i.e. the last one with positive probability: index ``v``
+    comes with probability ``probs[v] / sum(probs)`` and a zero entry (an empty interval) never,
+    also when rounding puts ``U * C[V-1]`` at the total. No host synchronisation (GPU-friendly).
+    """
+    cdf = torch.cumsum(probs, dim=-1)
+    total = cdf[:, -1:]
+    if uniform is None:
+        uniform = torch.rand((probs.shape[0], 1), dtype=cdf.dtype, device=cdf.device)
+    tokens = torch.searchsorted(cdf, uniform.to(cdf.dtype) * total, right=True).squeeze(-1)
+    last_positive = (cdf >= total).int().argmax(dim=-1)
+    return torch.minimum(tokens, last_positive)
 
 
 class VLMPolicy:
@@ -334,16 +444,42 @@ class VLMPolicy:
 
     @property
     def generation_config(self) -> GenerationConfig:
-        """Pure ancestral sampling at T (no top-k/top-p) with special tokens other than EOS suppressed."""
-        return GenerationConfig(
+        """Pure ancestral sampling at T (no top-k/top-p) with special tokens other than EOS suppressed.
+
+        The Hugging Face equivalent of what :meth:`sample` does (which samples in its own
+        :class:`ScoringLogitsProcessor` instead, to record log-probs on the way).
+        """
+        return self._generation_config(
             do_sample=True,
             temperature=self.settings.temperature,
             top_k=0,
             top_p=1.0,
-            max_new_tokens=self.settings.max_new_tokens,
+            typical_p=1.0,
+            epsilon_cutoff=0.0,
+            eta_cutoff=0.0,
             suppress_tokens=self.suppressed_token_ids,
+        )
+
+    def _generation_config(self, **options: Any) -> GenerationConfig:
+        """Generation config with ``options`` and every other logits processor neutral.
+
+        A model's own ``generation_config`` fills whatever a config passed to ``generate`` leaves
+        unset; neutral values keep its processors out (real Qwen2-VL ships
+        ``repetition_penalty=1.05``), so that the sampling distribution stays the one the policy
+        scores. Raises ValueError when the model's config sets an option that has no neutral value.
+        """
+        model_config = self._base_model.generation_config
+        refused = [name for name in UNSUPPORTED_PROCESSOR_OPTIONS if getattr(model_config, name, None) is not None]
+        if refused:
+            raise ValueError(
+                f"the model's generation_config sets {refused}, which would change the distribution the policy "
+                "samples from but not the one it scores; set them to None in the model's generation_config.json"
+            )
+        return GenerationConfig(
+            max_new_tokens=self.settings.max_new_tokens,
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
+            **{**NEUTRAL_PROCESSOR_OPTIONS, **options},
         )
 
     # ------------------------------------------------------------------ acting
@@ -366,6 +502,7 @@ class VLMPolicy:
         *,
         invalid_policy: InvalidActionPolicy,
         rng: np.random.Generator,
+        recompute_scores: bool = False,
     ) -> ActOutput:
         """Sample one answer per observation (all N at once), parse it, and score it.
 
@@ -376,6 +513,10 @@ class VLMPolicy:
             invalid_policy: what an unparseable answer executes (see :mod:`vlm_agent.parsing`).
             rng: drives sampling (torch is seeded from it inside a forked RNG state) and the
                 fallback for invalid answers, so equal generators give equal results.
+            recompute_scores: score the answers with a second forward (:meth:`evaluate`) instead
+                of taking the log-probs and values that generation measured on the way
+                (:meth:`sample_scored`). Same numbers up to float rounding, several times slower
+                at large batch; for verification.
 
         Runs under ``torch.no_grad()`` (not ``inference_mode``: the stored tensors may later meet
         autograd) with the model in eval mode (restored afterwards).
@@ -390,8 +531,16 @@ class VLMPolicy:
         self.eval()
         try:
             with torch.no_grad():
-                samples, _ = self.sample(inputs, seed=int(rng.integers(0, 2**31 - 1)))
-                scores = self.evaluate(samples)
+                seed = int(rng.integers(0, 2**31 - 1))
+                if recompute_scores:
+                    samples, _ = self.sample(inputs, seed=seed)
+                    scores = self.evaluate(samples)
+                    log_probs, values = scores.log_probs, scores.values
+                    for sample, log_prob, value in zip(samples, log_probs.tolist(), values.tolist(), strict=True):
+                        sample.log_prob, sample.value = log_prob, value
+                else:
+                    samples, generation_scores = self.sample_scored(inputs, seed=seed)
+                    log_probs, values = self.score_samples(samples, generation_scores)
         finally:
             self.train(was_training)
 
@@ -405,17 +554,14 @@ class VLMPolicy:
             indices.append(int(index))
             invalid.append(bool(is_invalid))
             adjustments.append(float(adjustment))
-        for sample, log_prob, value in zip(samples, scores.log_probs.tolist(), scores.values.tolist(), strict=True):
-            sample.log_prob = log_prob
-            sample.value = value
         return ActOutput(
             texts=texts,
             parsed=parsed,
             action_indices=indices,
             invalid=invalid,
             reward_adjustments=adjustments,
-            log_probs=scores.log_probs.detach().cpu(),
-            values=scores.values.detach().cpu(),
+            log_probs=log_probs.detach().cpu(),
+            values=values.detach().cpu(),
             samples=samples,
         )
 
@@ -430,23 +576,108 @@ class VLMPolicy:
         of the processed scores, i.e. of logits / T with suppression), 0 after each answer's end.
         Call it under ``torch.no_grad()``.
         """
+        samples, token_log_probs, _ = self._generate(inputs, seed=seed, capture_prompt_hidden=False)
+        return samples, token_log_probs if output_scores else None
+
+    def sample_scored(
+        self, inputs: dict[str, torch.Tensor], *, seed: int
+    ) -> tuple[list[PolicySample], GenerationScores]:
+        """Like :meth:`sample`, also returning what the PPO buffer needs from this one generation.
+
+        The per-token log-probs come from the sampling distribution itself (see
+        :class:`ScoringLogitsProcessor`) and the value head's input from the prefill forward (a
+        forward hook on the text decoder keeps only the last prompt token's final hidden state), so
+        no second forward over prompt + answer is needed. :meth:`score_samples` turns them into the
+        CoT-scaled log-probs and values. Call it under ``torch.no_grad()`` in eval mode.
+        """
+        samples, token_log_probs, prompt_hidden = self._generate(inputs, seed=seed, capture_prompt_hidden=True)
+        assert prompt_hidden is not None
+        return samples, GenerationScores(token_log_probs, prompt_hidden)
+
+    def score_samples(
+        self, samples: Sequence[PolicySample], scores: GenerationScores
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """CoT-scaled log-probs ``[N]`` and values ``[N]`` of freshly sampled answers, from ``scores``.
+
+        Stores them in each sample (``log_prob``, ``value``) too. The log-prob is
+        :func:`vlm_agent.log_probs.cot_scaled_log_prob` over each answer's thought and action masks,
+        the value is the value head on the last prompt token's hidden state: what :meth:`evaluate`
+        computes from a second forward.
+        """
+        token_log_probs = scores.token_log_probs
+        width = token_log_probs.shape[1]
+        thought = torch.zeros(token_log_probs.shape, dtype=torch.bool)
+        action = torch.zeros(token_log_probs.shape, dtype=torch.bool)
+        for row, sample in enumerate(samples):
+            length = len(sample.completion_ids)
+            if length > width:
+                raise ValueError(f"sample {row} has {length} tokens but its scores cover only {width}")
+            thought[row, :length] = sample.thought_mask
+            action[row, :length] = sample.action_mask
+        device = token_log_probs.device
+        log_probs = cot_scaled_log_prob(
+            token_log_probs, thought.to(device), action.to(device), self.settings.cot_scale
+        ).cpu()
+        values = self.value_head(scores.prompt_hidden.to(self.device)).cpu()
+        for sample, log_prob, value in zip(samples, log_probs.tolist(), values.tolist(), strict=True):
+            sample.log_prob, sample.value = log_prob, value
+        return log_probs, values
+
+    def _generate(
+        self, inputs: dict[str, torch.Tensor], *, seed: int, capture_prompt_hidden: bool
+    ) -> tuple[list[PolicySample], torch.Tensor, torch.Tensor | None]:
+        """One seeded batched ``generate``: samples, per-token log-probs ``[N, C]`` (CPU) and, when
+        asked, the last prompt token's final hidden state ``[N, H]`` (model device)."""
         cuda_index = self.device.index if self.device.index is not None else 0
         devices = [cuda_index] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        scorer = ScoringLogitsProcessor(self.settings.temperature, self.suppressed_token_ids, self.device)
+        prompt_length = inputs["input_ids"].shape[1]
+        with torch.random.fork_rng(devices=devices), self._prompt_hidden_hook(capture_prompt_hidden) as captured:
             torch.manual_seed(seed)
-            config = self.generation_config
-            config.return_dict_in_generate = True
-            config.output_scores = output_scores
-            generated = self.model.generate(**inputs, generation_config=config)
-        completions = generated.sequences[:, inputs["input_ids"].shape[1] :]
+            # Greedy over the scorer's output is a draw from the policy (see ScoringLogitsProcessor).
+            sequences = self.model.generate(
+                **inputs,
+                generation_config=self._generation_config(do_sample=False, **GREEDY_SAMPLING_OPTIONS),
+                logits_processor=LogitsProcessorList([scorer]),
+            )
+        completions = sequences[:, prompt_length:]
         samples = self._split_samples(inputs, completions)
-        if not output_scores:
-            return samples, None
-        scores = torch.stack(generated.scores, dim=1).float()
-        log_probs = torch.log_softmax(scores, dim=-1).gather(-1, completions.unsqueeze(-1)).squeeze(-1)
+        log_probs = scorer.token_log_probs(len(sequences))[:, : completions.shape[1]]
         lengths = torch.tensor([len(s.completion_ids) for s in samples], device=log_probs.device)
         real = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :] < lengths[:, None]
-        return samples, torch.where(real, log_probs, torch.zeros_like(log_probs)).cpu()
+        log_probs = torch.where(real, log_probs, torch.zeros_like(log_probs)).cpu()
+        if capture_prompt_hidden and captured.get("length") != prompt_length:
+            raise RuntimeError(
+                f"generation's first forward covered {captured.get('length')} of {prompt_length} prompt tokens "
+                "(chunked prefill?), so it gives no value estimate; act with recompute_scores=True"
+            )
+        return samples, log_probs, captured.get("hidden")
+
+    @contextmanager
+    def _prompt_hidden_hook(self, enabled: bool) -> Iterator[dict[str, Any]]:
+        """While active, the yielded dict gets the text decoder's first forward (the prefill): its
+        last position's final hidden state (``"hidden"``, ``[N, H]``) and its length (``"length"``).
+
+        The decoder's ``last_hidden_state`` is after the final norm, the same tensor as
+        ``hidden_states[-1]`` of a full forward (what :meth:`evaluate` reads). Only one position is
+        kept, never the whole prefill or later steps.
+        """
+        captured: dict[str, Any] = {}
+        if not enabled:
+            yield captured
+            return
+
+        def keep_first(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if "hidden" not in captured:
+                hidden = output[0] if isinstance(output, tuple) else output.last_hidden_state
+                captured["hidden"] = hidden[:, -1].clone()
+                captured["length"] = hidden.shape[1]
+
+        handle = self._base_model.get_decoder().register_forward_hook(keep_first)
+        try:
+            yield captured
+        finally:
+            handle.remove()
 
     def _split_samples(self, inputs: dict[str, torch.Tensor], completions: torch.Tensor) -> list[PolicySample]:
         """Cut a generated batch into per-observation CPU records (padding removed, EOS kept)."""
