@@ -474,3 +474,16 @@ def test_expert_answer_parses_back_to_the_expert_action(fixed_env: ALFWorldEnv):
         parsed = parsing.parse_action(answer, env.legal_actions())
         assert parsed.index == env.expert_action(), answer
         _, _, _, _, info = env.step(parsed.index)
+
+
+def test_reset_and_step_leave_sys_argv_alone():
+    import sys
+
+    import gymnasium as gym
+
+    before = list(sys.argv)
+    env = gym.make("gym_cards/ALFWorld-v0")
+    env.reset(seed=0)
+    env.step(env.unwrapped.expert_action())
+    assert sys.argv == before  # fast-downward's translator overwrites it otherwise
+    env.close()

@@ -12,12 +12,15 @@ alfworld's ``AlfredDemangler`` (the "apple 1" names), and
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import random
+import sys
 import tempfile
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -213,6 +216,16 @@ def read_traj_data(game_file: str) -> dict[str, Any]:
         return json.load(handle)
 
 
+@contextlib.contextmanager
+def preserved_argv() -> Iterator[None]:
+    """Undo fast-downward's translator, which overwrites ``sys.argv`` whenever it runs."""
+    saved = list(sys.argv)
+    try:
+        yield
+    finally:
+        sys.argv[:] = saved
+
+
 class TextGame:
     """One ALFWorld game file played by textworld's PDDL engine with alfworld's name demangler.
 
@@ -235,14 +248,17 @@ class TextGame:
         env = AlfredDemangler(PddlEnv(infos), shuffle=False)
         with open(game_file) as handle:
             game_data = json.load(handle)  # PddlEnv.load(path) would leave the file open
-        env.load(game_data)
+        with preserved_argv():
+            env.load(game_data)
         self._env = env
 
     def reset(self) -> Any:
-        return self._env.reset()
+        with preserved_argv():
+            return self._env.reset()
 
     def step(self, command: str) -> Any:
-        state, _score, _done = self._env.step(command)
+        with preserved_argv():
+            state, _score, _done = self._env.step(command)
         return state
 
 
