@@ -62,8 +62,8 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         name="rollout_throughput",
         title="Rollout throughput (acting with a tiny VLM)",
         measures=(
-            "Environment steps per second of the acting loop (prompt, generation, log-prob "
-            "evaluation, parsing, stepping and rendering) with a tiny random-weight VLM, for "
+            "Environment steps per second of the acting loop (prompt, generation, scoring of "
+            "the sampled tokens, parsing, stepping and rendering) with a tiny random-weight VLM, for "
             "N = 1, 4, 8, 16 parallel environments acting in one batched generation, and the "
             "share of wall time in each stage. The speedup column is relative to N = 1."
         ),
