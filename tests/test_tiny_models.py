@@ -67,7 +67,7 @@ def test_same_seed_gives_identical_files_and_other_seed_other_weights(tmp_path: 
 
 
 def test_cli_entry_builds_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--arch", "llava_next", "--num-layers", "1", str(tmp_path / "m")]) == 0
+    assert main(["--arch", "llava_next", "--num_layers", "1", str(tmp_path / "m")]) == 0
     assert "random parameters" in capsys.readouterr().out
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "m").config.text_config.num_hidden_layers == 1
 

@@ -17,7 +17,7 @@ The same ``seed`` gives byte-identical weights and tokenizer.
 
 from __future__ import annotations
 
-import argparse
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -550,22 +550,9 @@ def make_tiny_model(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``vlm-agent make-tiny-model --arch ARCH [--seed N] OUT``: build a tiny random model into OUT."""
-    parser = argparse.ArgumentParser(
-        prog="vlm-agent make-tiny-model",
-        description="Build a tiny, randomly initialised vision-language model (offline) for tests and CPU demos.",
-    )
-    parser.add_argument("out_dir", type=Path, help="Directory to write the model, tokenizer and processor to.")
-    parser.add_argument("--arch", choices=TINY_ARCHITECTURES, default="qwen2_vl", help="Architecture to build.")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of weights and tokenizer corpus.")
-    parser.add_argument("--hidden-size", type=int, default=128, help="Language-model width (multiple of 32).")
-    parser.add_argument("--num-layers", type=int, default=4, help="Language-model depth.")
-    args = parser.parse_args(argv)
-    path = make_tiny_model(
-        args.arch, args.out_dir, seed=args.seed, hidden_size=args.hidden_size, num_layers=args.num_layers
-    )
-    parameters = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(path).parameters())
-    print(f"wrote a tiny {args.arch} model ({parameters / 1e6:.2f}M random parameters) to {path}")
-    return 0
+    from vlm_agent.cli import main as cli_main
+
+    return cli_main(["make-tiny-model", *(sys.argv[1:] if argv is None else argv)])
 
 
 __all__ = ["TINY_ARCHITECTURES", "main", "make_tiny_model", "tokenizer_corpus", "train_tokenizer"]

@@ -1,0 +1,304 @@
+"""Does PPO learn? Warm start an imperfect tiny policy by SFT, run PPO, evaluate before and after.
+
+On CPU with the tiny offline models (random weights; see vlm_agent.tiny_models), for NumberLine
+and Blackjack:
+
+1. Warm start: SFT on expert demonstrations of which `--wrong-action-rate` are deliberately wrong
+   (an imperfect starting policy, as the paper starts from an SFT checkpoint).
+2. Evaluate the warm start on held-out seeds (`vlm_agent.evaluation.evaluate_agent`).
+3. PPO from the warm start; evaluate the final policy on the same held-out seeds.
+
+Variants: the CoT-scaled log-prob's lambda in {0, 0.5, 1} on NumberLine, the action-only prompt
+on NumberLine, and lambda 0.5 on Blackjack.
+
+    python benchmarks/ppo_learning.py                  # the full benchmark (~30-60 CPU minutes)
+    python benchmarks/ppo_learning.py --quick          # a smoke run of every stage (a few minutes)
+
+Writes `benchmarks/results/ppo_learning.{csv,md,png}` and `ppo_learning_curves.csv` (per-update
+training metrics of every run). Runs go to `--work-dir` (default `runs/ppo_learning`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One PPO run of the benchmark."""
+
+    name: str
+    env_id: str
+    use_cot: bool
+    cot_scale: float
+
+
+VARIANTS = (
+    Variant("NumberLine CoT lambda=0.5", "gym_cards/NumberLine-v0", True, 0.5),
+    Variant("NumberLine CoT lambda=0", "gym_cards/NumberLine-v0", True, 0.0),
+    Variant("NumberLine CoT lambda=1", "gym_cards/NumberLine-v0", True, 1.0),
+    Variant("NumberLine action-only", "gym_cards/NumberLine-v0", False, 0.5),
+    Variant("Blackjack CoT lambda=0.5", "gym_cards/Blackjack-v0", True, 0.5),
+)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes: checks every stage in a few minutes.")
+    parser.add_argument("--arch", default="qwen2_vl", help="Tiny architecture.")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--wrong-action-rate", type=float, default=0.4, help="Share of wrong SFT answers.")
+    parser.add_argument("--show-state", action=argparse.BooleanOptionalAction, default=True,
+                        help="Put the state's text in the prompt (the tiny models cannot read the images; see README).")
+    parser.add_argument("--sft-demos", type=int, default=512)
+    parser.add_argument("--sft-epochs", type=float, default=4.0)
+    parser.add_argument("--ppo-steps", type=int, default=2048, help="Environment steps of each PPO run.")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--num-steps", type=int, default=16, help="Steps per env per update.")
+    parser.add_argument("--eval-episodes", type=int, default=200)
+    parser.add_argument("--variants", nargs="*", default=None, help="Subset of variant names to run.")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/ppo_learning"))
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument("--report-only", action="store_true",
+                        help="Rebuild the Markdown and PNG from the CSVs of an earlier run (no training).")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sft_demos, args.sft_epochs, args.ppo_steps = 32, 1.0, 64
+        args.num_envs, args.num_steps, args.eval_episodes = 4, 8, 8
+    return args
+
+
+def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool) -> Path:
+    """SFT the tiny model on demonstrations with deliberate mistakes (cached in the work dir)."""
+    from vlm_agent.sft import VLMSFTConfig, run_sft
+    from vlm_agent.tiny_models import make_tiny_model
+
+    name = f"{env_id.rsplit('/', 1)[-1]}__{'cot' if use_cot else 'action_only'}__warm_start"
+    out = args.work_dir / name
+    if (out / "sft_summary.json").is_file():
+        return out
+    tiny = make_tiny_model(args.arch, args.work_dir / "tiny_random_model", seed=args.seed)
+    run_sft(VLMSFTConfig(
+        model_name_or_path=str(tiny), env_id=env_id, num_demos=args.sft_demos, epochs=args.sft_epochs,
+        learning_rate=1e-2, wrong_action_rate=args.wrong_action_rate, use_cot=use_cot,
+        show_state=args.show_state, seed=args.seed, output_dir=str(out), progress_bar=False,
+    ))
+    return out
+
+
+def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str) -> Any:
+    """Success rate etc. of a policy on held-out seeds, at the training temperature."""
+    from vlm_agent.baselines.local_hf import LocalHFAgent
+    from vlm_agent.evaluation import evaluate_agent
+
+    agent = LocalHFAgent(policy.eval(), name=label, seed=args.seed)
+    return evaluate_agent(
+        agent, variant.env_id, episodes=args.eval_episodes, seed=args.seed, cot=variant.use_cot,
+        num_envs=min(16, args.eval_episodes), show_state=args.show_state, progress=False,
+    )
+
+
+def ppo_config(args: argparse.Namespace, variant: Variant, model_dir: Path, run_dir: Path):
+    from vlm_agent.ppo_config import VLMPPOConfig
+
+    return VLMPPOConfig(
+        model_name_or_path=str(model_dir), device="cpu", env_id=variant.env_id, seed=args.seed,
+        use_cot=variant.use_cot, show_state=args.show_state, cot_scale=variant.cot_scale,
+        temperature=0.2, max_new_tokens=(160 if "Blackjack" in variant.env_id else 64) if variant.use_cot else 16,
+        num_envs=args.num_envs, num_steps=args.num_steps, total_timesteps=args.ppo_steps,
+        gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_range_value=0.2, ppo_epochs=2,
+        mini_batch_size=16 if args.num_envs * args.num_steps % 16 == 0 else 4, gradient_accumulation_steps=1,
+        learning_rate=5e-5, min_learning_rate=5e-6, max_grad_norm=1.0, value_head_learning_rate=1e-3,
+        use_lora=False, save_every=1000, output_dir=str(run_dir), progress_bar=False, log_samples=2,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    torch.set_num_threads(1)
+    from vlm_agent.models import ModelSettings
+    from vlm_agent.policy import GenerationSettings, VLMPolicy
+    from vlm_agent.ppo_trainer import VLMPPOTrainer
+
+    args = parse_args(argv)
+    if args.report_only:
+        rows, curves = read_results(args.out_dir, "ppo_learning_quick" if args.quick else "ppo_learning")
+        write_results(rows, curves, args, "ppo_learning_quick" if args.quick else "ppo_learning")
+        return 0
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    stem = "ppo_learning_quick" if args.quick else "ppo_learning"
+    variants = [v for v in VARIANTS if args.variants is None or v.name in args.variants]
+    rows: list[dict[str, Any]] = []
+    curves: list[dict[str, Any]] = []
+    for variant in variants:
+        started = time.perf_counter()
+        model_dir = warm_start(args, variant.env_id, variant.use_cot)
+        sft_seconds = time.perf_counter() - started
+        run_dir = args.work_dir / variant.name.replace(" ", "_").replace("=", "")
+        config = ppo_config(args, variant, model_dir, run_dir)
+        settings = GenerationSettings(temperature=config.temperature, max_new_tokens=config.max_new_tokens,
+                                      cot_scale=config.cot_scale)
+        before_policy = VLMPolicy.from_model(ModelSettings(str(model_dir), use_lora=False, device="cpu"), settings,
+                                             seed=args.seed)
+        before = evaluate(before_policy, args, variant, "warm start")
+        del before_policy
+        ppo_started = time.perf_counter()
+        trainer = VLMPPOTrainer(config)
+        trainer.train()
+        ppo_seconds = time.perf_counter() - ppo_started
+        after = evaluate(trainer.policy, args, variant, "after PPO")
+        row = {
+            "variant": variant.name, "env_id": variant.env_id, "cot": variant.use_cot, "cot_scale": variant.cot_scale,
+            "show_state": args.show_state, "wrong_action_rate": args.wrong_action_rate,
+            "ppo_env_steps": trainer.global_step, "ppo_updates": trainer.update,
+            "before_success": before.success_rate, "before_ci_low": before.ci95[0], "before_ci_high": before.ci95[1],
+            "after_success": after.success_rate, "after_ci_low": after.ci95[0], "after_ci_high": after.ci95[1],
+            "gain_points": 100 * (after.success_rate - before.success_rate),
+            "before_return": before.mean_return, "after_return": after.mean_return,
+            "before_invalid": before.invalid_rate, "after_invalid": after.invalid_rate,
+            "eval_episodes": args.eval_episodes, "sft_seconds": round(sft_seconds, 1), "ppo_seconds": round(ppo_seconds, 1),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        for metrics in trainer.history:
+            curves.append({"variant": variant.name, **{k: metrics[k] for k in (
+                "update", "global_step", "charts/success_rate", "charts/episode_return", "charts/invalid_action_rate",
+                "losses/policy_loss", "losses/value_loss", "losses/approx_kl", "losses/clip_fraction")}})
+        write_results(rows, curves, args, stem)
+    return 0
+
+
+def read_results(out_dir: Path, stem: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Rows and curves of an earlier run, numbers parsed back from the CSVs."""
+
+    def parse(value: str) -> Any:
+        if value in ("True", "False"):
+            return value == "True"
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+    def load(path: Path) -> list[dict[str, Any]]:
+        with open(path, newline="") as handle:
+            return [{key: parse(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+    return load(out_dir / f"{stem}.csv"), load(out_dir / f"{stem}_curves.csv")
+
+
+NOTES = """
+## What this shows, and what limits it
+
+- The tiny model's answers do not depend on the state, before or after PPO, so NumberLine success
+  stays near the 60.5% of a uniformly random player (`prompting_baselines.md`); PPO can only move a
+  state-independent preference between the actions, and the differences above are within the 95%
+  intervals. The target of +20 points on NumberLine is not reached with this model.
+- Why (measured while building this benchmark, tiny `qwen2_vl`, 1.3M parameters):
+  - after TRL SFT on image-only prompts, the last hidden state's standard deviation across 16
+    different observations was 2.6e-7 (float noise) and the vision features' 0.00023 (their overall
+    standard deviation: 4.3): the model ignores the image;
+  - TRL SFT with the image only: 47% correct actions after 128 and after 320 steps (CoT answers), 45%
+    after 192 steps (action-only), i.e. chance; supervised training on the answer sequence in our own
+    loop with the state *as text* (200 steps at lr 1e-3 with the paper's prompt; 300 steps at 1e-3 and
+    800 steps at 3e-3 with a 20-token prompt; batch 32) never left the class prior (39.5% / 60.5%);
+  - a text-only tiny Qwen2 of the same size and tokenizer, trained to *classify* the action from the
+    20-token prompt, reached 84% after 100 steps and 96% after 150; the same model trained on the
+    chat-formatted answer sequence stayed at the class prior for 300 steps. With this little capacity
+    and data the constant answer format dominates what sequence training learns first.
+- The action-only warm start ends 93% of its answers with the end token right after `{"action":`
+  (the tiny BPE merges ` "+"}` into one token; sampled at T=0.2 the model picks the end token there),
+  so those steps execute random moves: its success is the random walk's, not the policy's.
+- Blackjack CoT answers are longer than 64 tokens: a first run with 64 new tokens cut every answer
+  (100% invalid, 25.3% -> 25.3%); the row above is the rerun with 160. The expert (basic strategy)
+  wins 38.0% and a random player 26.0% (`prompting_baselines.md`): a 12-point range.
+- PPO minutes depend on what else ran on the 2 shared cores (lambda=1 ran beside other jobs).
+- So this benchmark checks that PPO runs, stays stable (approx KL and clip fraction in
+  `ppo_learning_curves.csv`) and does not destroy the warm start's valid JSON; showing a 20-point gain
+  needs a model that reads the state, e.g. a 2B-7B VLM on a GPU (the paper: 89.4% on NumberLine with
+  LLaVA-1.6-7B after SFT + RL).
+"""
+
+
+def write_results(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args: argparse.Namespace, stem: str) -> None:
+    out = args.out_dir
+    with open(out / f"{stem}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with open(out / f"{stem}_curves.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(curves[0]))
+        writer.writeheader()
+        writer.writerows(curves)
+
+    def pct(value: float, low: float, high: float) -> str:
+        return f"{100 * value:.1f} [{100 * low:.1f}, {100 * high:.1f}]"
+
+    lines = [
+        "# PPO learning on CPU with a tiny model",
+        "",
+        f"Tiny `{args.arch}` model (random weights, built offline), warm-started by SFT on "
+        f"{args.sft_demos} expert demonstrations with {100 * args.wrong_action_rate:.0f}% deliberately wrong actions, "
+        f"then PPO for {args.ppo_steps} environment steps ({args.num_envs} envs x {args.num_steps} steps per update). "
+        f"Success rate in % with Wilson 95% interval on {args.eval_episodes} held-out episodes, sampling at T=0.2 (the paper's temperature). "
+        f"State text in the prompt: {args.show_state}.",
+        "",
+        "| variant | warm start | after PPO | gain (points) | return before -> after | invalid before -> after | PPO minutes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['variant']} | {pct(row['before_success'], row['before_ci_low'], row['before_ci_high'])} | "
+            f"{pct(row['after_success'], row['after_ci_low'], row['after_ci_high'])} | {row['gain_points']:+.1f} | "
+            f"{row['before_return']:.2f} -> {row['after_return']:.2f} | "
+            f"{100 * row['before_invalid']:.1f}% -> {100 * row['after_invalid']:.1f}% | {row['ppo_seconds'] / 60:.1f} |"
+        )
+    (out / f"{stem}.md").write_text("\n".join(lines) + "\n" + NOTES)
+    plot(rows, curves, out / f"{stem}.png")
+
+
+def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
+    for name in dict.fromkeys(c["variant"] for c in curves):
+        points = [c for c in curves if c["variant"] == name]
+        left.plot([p["global_step"] for p in points], [p["charts/success_rate"] for p in points], marker="o",
+                  markersize=3, label=name)
+    left.set_xlabel("environment steps")
+    left.set_ylabel("training success rate")
+    left.set_title("Success rate of training episodes")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=7)
+    positions = range(len(rows))
+    width = 0.38
+    for offset, key, label in ((-width / 2, "before", "warm start"), (width / 2, "after", "after PPO")):
+        values = [100 * row[f"{key}_success"] for row in rows]
+        errors = [[100 * (row[f"{key}_success"] - row[f"{key}_ci_low"]) for row in rows],
+                  [100 * (row[f"{key}_ci_high"] - row[f"{key}_success"]) for row in rows]]
+        right.bar([p + offset for p in positions], values, width, yerr=errors, capsize=3, label=label)
+    right.set_xticks(list(positions), [row["variant"].replace(" ", "\n", 1) for row in rows], fontsize=7)
+    right.set_ylabel("held-out success rate (%)")
+    right.set_title("Before and after PPO (95% intervals)")
+    right.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    raise SystemExit(main())

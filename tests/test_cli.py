@@ -1,0 +1,118 @@
+"""The `vlm-agent` command: help for every subcommand, config files, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlm_agent.cli import COMMANDS, DEFAULT_TRAIN_CONFIG, embedded_config_path, environment_report, main
+from vlm_agent.ppo_config import VLMPPOConfig
+
+
+def run(argv: list[str]) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exit_:  # argparse exits on --help and on errors
+        return int(exit_.code or 0)
+
+
+def test_top_level_help_lists_commands(capsys) -> None:
+    assert run(["--help"]) == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+    assert run([]) == 2
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_has_help(command: str, capsys) -> None:
+    assert run([command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert f"vlm-agent {command}" in out
+    if command != "env":
+        assert "--config" in out
+
+
+def test_train_help_documents_fields(capsys) -> None:
+    run(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--cot_scale" in out and "sum log p(CoT tokens)" in out
+    assert "--gae_lambda" in out and "GAE lambda" in out
+
+
+def test_bad_values_and_config_files_give_clear_errors(tmp_path, capsys) -> None:
+    assert run(["train", "--model_name_or_path", "m", "--gamma", "2"]) == 2
+    assert "VLMPPOConfig.gamma=2.0 must lie in [0, 1]; set --gamma between 0 and 1" in capsys.readouterr().err
+
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("env_id: gym_cards/NumberLine-v0\nlearning_rat: 0.1\n")
+    assert run(["train", "--config", str(unknown)]) == 2
+    assert "Unknown arguments from config file: ['--learning_rat', '0.1']" in capsys.readouterr().err
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model_name_or_path: m\nclip_range: -0.1\n")
+    assert run(["train", "--config", str(bad)]) == 2
+    assert "VLMPPOConfig.clip_range=-0.1 must be a positive finite number" in capsys.readouterr().err
+
+    assert run(["sft", "--wrong_action_rate", "3"]) == 2
+    assert "wrong_action_rate=3.0 must lie in [0, 1]" in capsys.readouterr().err
+
+
+def test_shipped_configs_parse() -> None:
+    from trl import TrlParser
+
+    for name in (DEFAULT_TRAIN_CONFIG, "paper_card_games.yaml"):
+        (config,) = TrlParser(VLMPPOConfig).parse_args_and_config(["--config", str(embedded_config_path(name))])
+        assert config.env_id == "gym_cards/NumberLine-v0"
+    (paper,) = TrlParser(VLMPPOConfig).parse_args_and_config(
+        ["--config", str(embedded_config_path("paper_card_games.yaml")), "--seed", "7"]
+    )
+    assert (paper.seed, paper.gradient_accumulation_steps, paper.lora_r) == (7, 128, 128)
+
+
+def test_env_report_names_versions(capsys) -> None:
+    assert run(["env"]) == 0
+    out = capsys.readouterr().out
+    assert "torch: " in out and "trl: " in out and "python: " in out
+    assert environment_report().splitlines()[0].startswith("platform: ")
+
+
+def test_eval_with_the_expert_writes_results(tmp_path, capsys) -> None:
+    code = run(["eval", "--methods", "expert", "--episodes", "4", "--out_dir", str(tmp_path), "--no_progress"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "expert" in out and "NumberLine" in out
+    assert list(tmp_path.glob("evaluation.*"))
+
+
+def test_make_tiny_model(tmp_path, torch_single_thread, capsys) -> None:
+    assert run(["make-tiny-model", "--out_dir", str(tmp_path / "m"), "--arch", "qwen2_vl"]) == 0
+    assert (tmp_path / "m" / "config.json").is_file()
+    assert "random parameters) to" in capsys.readouterr().out
+    # The issue's spelling: the output folder as a plain last argument.
+    assert run(["make-tiny-model", "--arch", "qwen2_vl", "--num_layers", "1", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "config.json").is_file()
+
+
+def test_train_without_a_model_builds_warm_starts_and_trains_the_tiny_model(tmp_path, torch_single_thread, capsys) -> None:
+    """The README's main command, shrunk: embedded config, tiny model, SFT warm start, PPO, outputs."""
+    run_dir = tmp_path / "demo"
+    code = run([
+        "train", "--output_dir", str(run_dir), "--sft_num_demos", "16", "--sft_epochs", "1", "--num_envs", "4",
+        "--num_steps", "2", "--total_timesteps", "16", "--mini_batch_size", "4", "--max_new_tokens", "16",
+        "--no_progress_bar",
+    ])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert f"Run written to {run_dir}" in out
+    for name in ("metrics.jsonl", "metrics.csv", "samples.jsonl", "learning_curve.png", "config.json"):
+        assert (run_dir / name).is_file(), name
+    assert (run_dir / "base_model" / "WARM_START_DONE").is_file()
+    assert (run_dir / "policy" / "policy_settings.json").is_file()
+    assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    capsys.readouterr()
+    code = run([
+        "eval", "--methods", f"local:{run_dir / 'policy'}", "--episodes", "2", "--num_envs", "2", "--show_state",
+        "--max_new_tokens", "16", "--out_dir", str(tmp_path / "eval"), "--no_progress",
+    ])
+    assert code == 0
+    assert "local:policy" in capsys.readouterr().out

@@ -1,0 +1,133 @@
+"""End-to-end PPO on tiny random models: it trains, logs, checkpoints and resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from vlm_agent.checkpoint import CheckpointError  # noqa: E402
+from vlm_agent.ppo_config import VLMPPOConfig  # noqa: E402
+from vlm_agent.ppo_trainer import VLMPPOTrainer  # noqa: E402
+
+
+def small_config(model_dir: Path, output_dir: Path, **overrides) -> VLMPPOConfig:
+    """Two updates of 2 envs x 2 steps, 8-token answers: seconds on one core."""
+    settings = dict(
+        model_name_or_path=str(model_dir),
+        device="cpu",
+        num_envs=2,
+        num_steps=2,
+        total_timesteps=8,
+        max_new_tokens=8,
+        temperature=1.0,
+        ppo_epochs=2,
+        mini_batch_size=2,
+        gradient_accumulation_steps=1,
+        learning_rate=1e-3,
+        min_learning_rate=1e-4,
+        max_grad_norm=1.0,
+        lora_r=4,
+        lora_alpha=8,
+        save_every=1,
+        output_dir=str(output_dir),
+        progress_bar=False,
+        deterministic=True,
+    )
+    settings.update(overrides)
+    return VLMPPOConfig(**settings)
+
+
+def trainable_snapshot(trainer: VLMPPOTrainer) -> dict[str, torch.Tensor]:
+    state = {name: p.detach().clone() for name, p in trainer.policy.model.named_parameters() if p.requires_grad}
+    state.update({f"value_head.{k}": v.detach().clone() for k, v in trainer.policy.value_head.state_dict().items()})
+    return state
+
+
+@pytest.mark.parametrize(("arch", "kl_coef"), [("qwen2_vl", 0.1), ("llava_next", 0.0)])
+def test_two_updates_log_losses_and_change_trainable_parameters(tiny_model_dir, tmp_path, arch, kl_coef) -> None:
+    config = small_config(tiny_model_dir(arch), tmp_path / "run", kl_coef=kl_coef, report_to="tensorboard")
+    trainer = VLMPPOTrainer(config)
+    before = trainable_snapshot(trainer)
+    frozen_name, frozen = next(
+        (name, p.detach().clone()) for name, p in trainer.policy.model.named_parameters() if not p.requires_grad
+    )
+    run_dir = trainer.train()
+
+    after = trainable_snapshot(trainer)
+    changed = [name for name in before if not torch.equal(before[name], after[name])]
+    assert any("lora" in name for name in changed), "LoRA weights did not move"
+    assert any(name.startswith("value_head.") for name in changed), "value head did not move"
+    assert torch.equal(dict(trainer.policy.model.named_parameters())[frozen_name], frozen), "a frozen weight moved"
+
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["update"] for row in rows] == [1, 2]
+    assert [row["global_step"] for row in rows] == [4, 8]
+    for row in rows:
+        for key in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/grad_norm"):
+            assert row[key] == row[key], f"{key} is NaN"  # logged and finite
+        assert 0.0 <= row["charts/invalid_action_rate"] <= 1.0
+        assert row["losses/value_loss"] > 0
+    if kl_coef > 0:
+        assert any(row["losses/kl_to_reference"] > 0 for row in rows)
+    assert rows[1]["charts/learning_rate"] < rows[0]["charts/learning_rate"]  # cosine schedule
+    assert (run_dir / "metrics.csv").read_text().count("\n") == 3
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert samples and {"answer", "parsed_action", "executed_action", "reward"} <= set(samples[0])
+    assert (run_dir / "learning_curve.png").stat().st_size > 1000
+    assert (run_dir / "policy" / "adapter_config.json").is_file()
+    assert list((run_dir / "tensorboard").iterdir())
+    assert (run_dir / "checkpoints" / "update_000002" / "manifest.json").is_file()
+
+
+def test_resume_gives_the_same_parameters_as_an_uninterrupted_run(tiny_model_dir, tmp_path) -> None:
+    model_dir = tiny_model_dir("qwen2_vl")
+    straight = VLMPPOTrainer(small_config(model_dir, tmp_path / "straight"))
+    straight.train()
+
+    first = VLMPPOTrainer(small_config(model_dir, tmp_path / "resumed"))
+    first.train(max_updates=1)
+    assert first.update == 1
+    resumed = VLMPPOTrainer(small_config(model_dir, tmp_path / "resumed", resume=True))
+    resumed.train()
+    assert resumed.update == 2
+
+    expected, actual = trainable_snapshot(straight), trainable_snapshot(resumed)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), f"{name} differs after resume"
+    straight_rows = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    resumed_rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+
+    def without_timing(line: str) -> dict:
+        return {k: v for k, v in json.loads(line).items() if not k.startswith("perf/")}
+
+    assert [without_timing(r) for r in straight_rows] == [without_timing(r) for r in resumed_rows]
+
+
+def test_resume_refuses_corrupt_or_mismatched_checkpoints(tiny_model_dir, tmp_path) -> None:
+    model_dir = tiny_model_dir("qwen2_vl")
+    run = tmp_path / "run"
+    VLMPPOTrainer(small_config(model_dir, run)).train(max_updates=1)
+
+    with pytest.raises(CheckpointError, match="lora_r: checkpoint 4 != now 8"):
+        VLMPPOTrainer(small_config(model_dir, run, resume=True, lora_r=8)).train()
+
+    spare = tmp_path / "spare"
+    shutil.copytree(run, spare)
+    optimizer_file = spare / "checkpoints" / "update_000001" / "tensors" / "optimizer.pt"
+    optimizer_file.write_bytes(b"\0" * 64)
+    with pytest.raises(CheckpointError, match="corrupt: tensors/optimizer.pt"):
+        VLMPPOTrainer(small_config(model_dir, spare, resume=True)).train()
+
+
+def test_a_fresh_run_refuses_an_output_dir_that_holds_a_run(tiny_model_dir, tmp_path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("{}\n")
+    with pytest.raises(FileExistsError, match="pass --resume to continue it"):
+        VLMPPOTrainer(small_config(tiny_model_dir("qwen2_vl"), run)).train()

@@ -1,0 +1,138 @@
+"""The arithmetic of PPO, as small pure functions over tensors.
+
+Shapes: rollout quantities are `[T, N]` (T steps of N parallel environments); per-sample
+quantities in a mini-batch are `[B]`. One sample is one environment step: the whole generated
+answer is one action, its log-probability the CoT-scaled sum of `vlm_agent.log_probs`.
+
+References: Schulman et al. 2016 (GAE, arXiv 1506.02438), Schulman et al. 2017 (PPO, arXiv
+1707.06347); the value clipping follows the original RL4VLM code base (a2c-ppo-acktr style).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_values: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Generalised advantage estimates and returns over a rollout.
+
+    All inputs are `[T, N]`. `next_values[t]` is the value of the observation that followed step t:
+    the next observation while the episode goes on, the *final* observation when the episode ended
+    at t (truncated episodes bootstrap from it), and the value of the observation after the last
+    step for t = T-1. Episodes that end at t do not pass credit back across the reset:
+
+        delta_t = r_t + gamma * (1 - terminated_t) * next_values_t - values_t
+        A_t     = delta_t + gamma * lambda * (1 - done_t) * A_{t+1},   done_t = terminated_t or truncated_t
+        R_t     = A_t + values_t                                       (the value target)
+
+    A terminated step has no future (the value of a terminal state is 0); a truncated step was
+    cut by a time limit, so its future is estimated by `next_values_t`.
+
+    Returns:
+        `(advantages, returns)`, both `[T, N]` in the dtype of `values`.
+    """
+    if not rewards.shape == values.shape == next_values.shape == terminated.shape == truncated.shape:
+        raise ValueError(
+            "compute_gae needs rewards, values, next_values, terminated and truncated of one shape [T, N]; got "
+            f"{[tuple(x.shape) for x in (rewards, values, next_values, terminated, truncated)]}"
+        )
+    dtype = values.dtype
+    not_terminated = 1.0 - terminated.to(dtype)
+    not_done = 1.0 - (terminated.bool() | truncated.bool()).to(dtype)
+    deltas = rewards.to(dtype) + gamma * not_terminated * next_values.to(dtype) - values
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(values[0])
+    for t in reversed(range(values.shape[0])):
+        running = deltas[t] + gamma * gae_lambda * not_done[t] * running
+        advantages[t] = running
+    return advantages, advantages + values
+
+
+def normalize_advantages(advantages: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    r"""Standardise advantages: (A - mean(A)) / (std(A) + eps); a single sample is only centred."""
+    centred = advantages - advantages.mean()
+    if advantages.numel() < 2:
+        return centred
+    return centred / (advantages.std() + eps)
+
+
+def clipped_policy_loss(
+    log_probs: torch.Tensor, old_log_probs: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    r"""PPO's clipped surrogate, to be minimised.
+
+        rho_i = exp(log pi(a_i|s_i) - log pi_old(a_i|s_i))
+        L     = -mean_i min(rho_i * A_i, clip(rho_i, 1 - eps, 1 + eps) * A_i)
+
+    Returns:
+        `(loss, clip_fraction, approx_kl)`: clip_fraction is the share of samples with
+        |rho - 1| > eps; approx_kl = mean((rho - 1) - log rho) (Schulman's k3 estimate of
+        KL(pi_old || pi), always >= 0). Both statistics are detached.
+    """
+    log_ratio = log_probs - old_log_probs
+    ratio = torch.exp(log_ratio)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range) * advantages
+    loss = -torch.min(unclipped, clipped).mean()
+    with torch.no_grad():
+        clip_fraction = ((ratio - 1.0).abs() > clip_range).float().mean()
+        approx_kl = ((ratio - 1.0) - log_ratio).mean()
+    return loss, clip_fraction, approx_kl
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip_range_value: float | None
+) -> torch.Tensor:
+    r"""Value loss, optionally clipped around the rollout-time values.
+
+        unclipped: L = 0.5 * mean_i (V_i - R_i)^2
+        clipped:   V_i^clip = V_old_i + clip(V_i - V_old_i, -eps_v, eps_v)
+                   L = 0.5 * mean_i max((V_i - R_i)^2, (V_i^clip - R_i)^2)
+    """
+    unclipped = (values - returns) ** 2
+    if clip_range_value is None:
+        return 0.5 * unclipped.mean()
+    values_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
+    clipped = (values_clipped - returns) ** 2
+    return 0.5 * torch.max(unclipped, clipped).mean()
+
+
+def kl_to_reference(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    r"""Per-sample estimate of KL(pi || pi_ref) from actions sampled near pi (k3 estimator).
+
+        k3 = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1      (>= 0, unbiased under pi)
+
+    The log-ratio is clamped to [-20, 20] before `exp`: sequence-level log-probs of long answers
+    can differ by tens of nats, and the penalty must stay finite.
+    """
+    log_ratio = torch.clamp(ref_log_probs - log_probs, -20.0, 20.0)
+    return torch.exp(log_ratio) - log_ratio - 1.0
+
+
+def cosine_learning_rate(update: int, num_updates: int, max_lr: float, min_lr: float) -> float:
+    r"""Cosine annealing from `max_lr` (update 0) to `min_lr` (update `num_updates`), flat after.
+
+        lr(u) = min_lr + 0.5 * (max_lr - min_lr) * (1 + cos(pi * min(u, U) / U))
+    """
+    if num_updates <= 0:
+        return max_lr
+    progress = min(update, num_updates) / num_updates
+    return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    r"""1 - Var(targets - predictions) / Var(targets); nan when the targets do not vary."""
+    variance = targets.var(unbiased=False)
+    if variance.item() == 0:
+        return float("nan")
+    return float(1.0 - (targets - predictions).var(unbiased=False) / variance)

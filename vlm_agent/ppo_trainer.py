@@ -1,0 +1,651 @@
+"""PPO fine-tuning of a vision-language model as a decision-making agent (RL4VLM).
+
+One update = collect `num_steps` steps in each environment (batched generation), compute GAE
+over environment steps, then `ppo_epochs` passes of clipped-surrogate + clipped-value updates in
+mini-batches with gradient accumulation. The per-update loop reads top to bottom in
+`VLMPPOTrainer.train` and `VLMPPOTrainer.ppo_update`; the arithmetic is in `vlm_agent.ppo_math`.
+
+Data parallel: under `accelerate launch`, each process runs its own environments (seeded by
+rank) and its own rollouts; gradients are averaged across processes before each optimizer step
+(plain `torch.distributed` all-reduce, so the policy's forward needs no DDP wrapper). With a
+DeepSpeed config (`vlm_agent/configs/accelerate_deepspeed_zero2.yaml`) the model, value head and
+optimizer go through `accelerator.prepare` and DeepSpeed averages and steps.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vlm_agent.checkpoint import (
+    CheckpointError,
+    capture_rng_state,
+    check_compatible,
+    latest_checkpoint,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from vlm_agent.parsing import InvalidActionPolicy
+from vlm_agent.policy import GenerationSettings, VLMPolicy
+from vlm_agent.ppo_config import VLMPPOConfig
+from vlm_agent.ppo_math import (
+    clipped_policy_loss,
+    clipped_value_loss,
+    compute_gae,
+    cosine_learning_rate,
+    explained_variance,
+    kl_to_reference,
+    normalize_advantages,
+)
+from vlm_agent.rollout import Rollout, RolloutCollector, RolloutStats
+
+#: Config fields that must match between a checkpoint and the run resuming it.
+RESUME_KEYS = [
+    "model_name_or_path", "tiny_arch", "env_id", "num_envs", "num_steps", "use_lora", "lora_r", "lora_alpha",
+    "lora_target_modules", "use_cot", "show_state", "seed",
+]
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+SAMPLES_JSONL = "samples.jsonl"
+LEARNING_CURVE_PNG = "learning_curve.png"
+
+
+def default_run_dir(config: VLMPPOConfig) -> Path:
+    """`runs/<env>__<exp_name>__<seed>__<unix time>`, as CleanRL names runs."""
+    env_name = config.env_id.rsplit("/", 1)[-1]
+    return Path("runs") / f"{env_name}__{config.exp_name}__{config.seed}__{int(time.time())}"
+
+
+class VLMPPOTrainer:
+    r"""PPO trainer for a [`~vlm_agent.policy.VLMPolicy`] on a Gymnasium environment with image observations.
+
+    Example (CPU, about a minute; a random tiny model gets no reward, so warm-start it by SFT
+    first for learning, as `vlm-agent train` does):
+
+    ```python
+    from vlm_agent.ppo_config import VLMPPOConfig
+    from vlm_agent.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.tiny_models import make_tiny_model
+
+    model_dir = make_tiny_model("qwen2_vl", "/tmp/tiny_qwen", seed=0)
+    config = VLMPPOConfig(model_name_or_path=str(model_dir), num_envs=4, num_steps=4, total_timesteps=32,
+                          max_new_tokens=24, mini_batch_size=4, gradient_accumulation_steps=1,
+                          lora_r=8, lora_alpha=16, output_dir="/tmp/ppo_run")
+    run_dir = VLMPPOTrainer(config).train()
+    ```
+
+    Args:
+        config: The run's settings.
+        policy: An already built policy; by default one is loaded from `config.model_name_or_path`.
+        run_dir: Where metrics, samples, checkpoints and the final policy go; default
+            `config.output_dir`, else `default_run_dir(config)`.
+    """
+
+    def __init__(self, config: VLMPPOConfig, policy: VLMPolicy | None = None, run_dir: str | Path | None = None) -> None:
+        from accelerate import Accelerator
+
+        from vlm_agent.models import ModelSettings
+        from vlm_agent.prompts import prompt_for
+
+        self.config = config
+        self.accelerator = Accelerator(cpu=config.device == "cpu")
+        self.rank = self.accelerator.process_index
+        self.world_size = self.accelerator.num_processes
+        self.is_main = self.accelerator.is_main_process
+        self.uses_deepspeed = self.accelerator.distributed_type.value == "DEEPSPEED"
+        self.run_dir = Path(run_dir or config.output_dir or default_run_dir(config))
+        if config.deterministic:
+            torch.use_deterministic_algorithms(True)
+        torch.manual_seed(config.seed + self.rank)
+        np.random.seed(config.seed + self.rank)
+
+        if policy is None:
+            if config.model_name_or_path is None:
+                raise ValueError(
+                    "VLMPPOTrainer needs a model: set model_name_or_path, or use vlm_agent.ppo_trainer.train(config), "
+                    "which builds and warm-starts the tiny model when none is given"
+                )
+            device = str(self.accelerator.device) if config.device == "auto" else config.device
+            model_settings = ModelSettings(
+                model_name_or_path=config.model_name_or_path,
+                dtype=config.dtype,
+                device=device,
+                use_lora=config.use_lora,
+                lora_r=config.lora_r,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=config.lora_dropout,
+                lora_target_modules=_target_modules(config.lora_target_modules),
+                gradient_checkpointing=config.gradient_checkpointing,
+            )
+            settings = GenerationSettings(
+                temperature=config.temperature, max_new_tokens=config.max_new_tokens, cot_scale=config.cot_scale
+            )
+            policy = VLMPolicy.from_model(model_settings, settings, seed=config.seed)
+        self.policy = policy
+        if config.kl_coef > 0 and not policy.has_adapter:
+            raise ValueError(
+                "kl_coef > 0 needs LoRA adapters (the reference policy is the model with adapters disabled); "
+                "set use_lora=True or kl_coef=0"
+            )
+
+        model_parameters = [p for p in policy.model.parameters() if p.requires_grad]
+        if not model_parameters:
+            raise ValueError("the model has no trainable parameters; use LoRA (use_lora=True) or unfreeze weights")
+        value_lr = config.value_head_learning_rate or config.learning_rate
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": model_parameters, "lr": config.learning_rate, "base_lr": config.learning_rate},
+                {"params": list(policy.value_head.parameters()), "lr": value_lr, "base_lr": value_lr},
+            ],
+            eps=config.adam_epsilon,
+            weight_decay=config.weight_decay,
+        )
+        if self.uses_deepspeed:
+            # No dataloader tells DeepSpeed the micro-batch size; it is the PPO mini-batch.
+            self.accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
+                config.mini_batch_size
+            )
+            modules = torch.nn.ModuleDict({"model": policy.model, "value_head": policy.value_head})
+            self._deepspeed_engine, self.optimizer = self.accelerator.prepare(modules, self.optimizer)
+
+        self.rng = np.random.default_rng([config.seed, self.rank])
+        invalid_policy = InvalidActionPolicy(
+            mode=config.invalid_action, fallback=config.invalid_action_fallback, penalty=config.invalid_action_penalty
+        )
+        self.collector = RolloutCollector(
+            config.env_id,
+            config.num_envs,
+            seed=config.seed + self.rank * config.num_envs,
+            policy=policy,
+            prompt_template=prompt_for(config.env_id, cot=config.use_cot, show_state=config.show_state),
+            invalid_policy=invalid_policy,
+            rng=self.rng,
+        )
+        self.num_updates = config.num_updates(self.world_size)
+        self.update = 0
+        self.global_step = 0
+        self.history: list[dict[str, Any]] = []
+        self._loggers: list[Any] = []
+
+    # ------------------------------------------------------------------ the loop
+    def train(self, max_updates: int | None = None) -> Path:
+        """Run (or continue, with `config.resume`) the training; return the run directory.
+
+        Args:
+            max_updates: Stop after this many updates in this call (a time-sliced job, or a test
+                of resuming); the run continues later with `resume=True`. None: run to the end.
+        """
+        from tqdm.auto import tqdm
+
+        config = self.config
+        if not config.resume and (self.run_dir / METRICS_JSONL).exists():
+            raise FileExistsError(
+                f"{self.run_dir} already holds a run (metrics.jsonl); pass --resume to continue it, or choose "
+                "another --output_dir"
+            )
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
+        if config.resume:
+            self.load_checkpoint(self.run_dir)
+        self._open_loggers()
+        steps_per_update = config.rollout_size(self.world_size)
+        bar = tqdm(
+            total=self.num_updates * steps_per_update,
+            initial=self.global_step,
+            unit="step",
+            desc=f"PPO {config.env_id}",
+            disable=not (config.progress_bar and self.is_main),
+        )
+        stop_at = self.num_updates if max_updates is None else min(self.num_updates, self.update + max_updates)
+        try:
+            while self.update < stop_at:
+                started = time.perf_counter()
+                learning_rate = self._set_learning_rate(self.update)
+                self.policy.eval()
+                rollout, stats = self.collector.collect(
+                    config.num_steps,
+                    log_samples=config.log_samples if self.is_main else 0,
+                    on_step=lambda n: bar.update(n * self.world_size),
+                )
+                losses = self.ppo_update(rollout)
+                self.update += 1
+                self.global_step += steps_per_update
+                metrics = self._metrics(rollout, stats, losses, learning_rate, time.perf_counter() - started)
+                self._log(metrics, stats.sample_logs)
+                bar.set_postfix(
+                    success=f"{metrics['charts/success_rate']:.2f}", invalid=f"{metrics['charts/invalid_action_rate']:.2f}"
+                )
+                if self.update % config.save_every == 0 or self.update in (self.num_updates, stop_at):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            self._close_loggers()
+        if self.is_main and self.update == self.num_updates:
+            self.policy.save_pretrained(self.run_dir / "policy")
+            plot_learning_curve(self.run_dir / METRICS_JSONL, self.run_dir / LEARNING_CURVE_PNG, title=config.env_id)
+        self.accelerator.wait_for_everyone()
+        self.collector.close()
+        return self.run_dir
+
+    def _set_learning_rate(self, update: int) -> float:
+        config = self.config
+        for group in self.optimizer.param_groups:
+            base = group.get("base_lr", config.learning_rate)
+            if config.lr_scheduler == "cosine":
+                minimum = config.min_learning_rate * base / config.learning_rate
+                group["lr"] = cosine_learning_rate(update, self.num_updates, base, minimum)
+            else:
+                group["lr"] = base
+        return self.optimizer.param_groups[0]["lr"]
+
+    def ppo_update(self, rollout: Rollout) -> dict[str, float]:
+        """GAE over the rollout, then `ppo_epochs` epochs of clipped PPO on shuffled mini-batches.
+
+        Returns mean losses and statistics over all mini-batches of the update.
+        """
+        config = self.config
+        advantages, returns = compute_gae(
+            rollout.rewards,
+            rollout.values,
+            rollout.next_values,
+            rollout.terminated,
+            rollout.truncated,
+            gamma=config.gamma,
+            gae_lambda=config.gae_lambda,
+        )
+        samples = rollout.flat_samples()
+        advantages = advantages.reshape(-1)
+        returns = returns.reshape(-1)
+        if config.normalize_advantages:
+            advantages = normalize_advantages(advantages)
+        old_log_probs = rollout.log_probs.reshape(-1)
+        old_values = rollout.values.reshape(-1)
+
+        size = len(samples)
+        batch = config.mini_batch_size
+        totals: dict[str, float] = {}
+        count = 0
+        self.policy.train()
+        epochs_run = 0
+        for _ in range(config.ppo_epochs):
+            order = self.rng.permutation(size)
+            mini_batches = [order[start : start + batch] for start in range(0, size, batch)]
+            groups = [
+                mini_batches[start : start + config.gradient_accumulation_steps]
+                for start in range(0, len(mini_batches), config.gradient_accumulation_steps)
+            ]
+            epoch_kl = []
+            for group in groups:
+                for indices in group:
+                    index = torch.as_tensor(indices)
+                    stats = self._loss_and_backward(
+                        [samples[i] for i in indices],
+                        old_log_probs[index],
+                        old_values[index],
+                        advantages[index],
+                        returns[index],
+                        scale=1.0 / len(group),
+                    )
+                    for name, value in stats.items():
+                        totals[name] = totals.get(name, 0.0) + value
+                    count += 1
+                    epoch_kl.append(stats["losses/approx_kl"])
+                totals["losses/grad_norm"] = totals.get("losses/grad_norm", 0.0) + self._optimizer_step() * len(group)
+            epochs_run += 1
+            if config.target_kl is not None and float(np.mean(epoch_kl)) > config.target_kl:
+                break
+        means = {name: value / max(count, 1) for name, value in totals.items()}
+        means["losses/explained_variance"] = explained_variance(old_values, returns)
+        means["losses/ppo_epochs_run"] = float(epochs_run)
+        means["losses/advantage_std"] = float(advantages.std()) if size > 1 else 0.0
+        self.policy.eval()
+        return means
+
+    def _loss_and_backward(
+        self,
+        samples: list[Any],
+        old_log_probs: torch.Tensor,
+        old_values: torch.Tensor,
+        advantages: torch.Tensor,
+        returns: torch.Tensor,
+        *,
+        scale: float,
+    ) -> dict[str, float]:
+        config = self.config
+        out = self.policy.evaluate(samples, with_reference=config.kl_coef > 0)
+        device, dtype = out.log_probs.device, out.log_probs.dtype
+        old_log_probs = old_log_probs.to(device, dtype)
+        advantages = advantages.to(device, dtype)
+        policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
+            out.log_probs, old_log_probs, advantages, config.clip_range
+        )
+        values = out.values.float()
+        value_loss = clipped_value_loss(
+            values, old_values.to(device, values.dtype), returns.to(device, values.dtype), config.clip_range_value
+        )
+        entropy = out.entropy.mean()
+        loss = policy_loss + config.vf_coef * value_loss - config.ent_coef * entropy
+        kl = torch.zeros((), device=device)
+        if config.kl_coef > 0:
+            kl = kl_to_reference(out.log_probs, out.ref_log_probs.to(dtype)).mean()
+            loss = loss + config.kl_coef * kl
+        if self.uses_deepspeed:
+            self.accelerator.backward(loss * scale)
+        else:
+            (loss * scale).backward()
+        return {
+            "losses/policy_loss": float(policy_loss.detach()),
+            "losses/value_loss": float(value_loss.detach()),
+            "losses/entropy": float(entropy.detach()),
+            "losses/kl_to_reference": float(kl.detach()),
+            "losses/approx_kl": float(approx_kl),
+            "losses/clip_fraction": float(clip_fraction),
+            "losses/ratio": float(torch.exp(out.log_probs.detach() - old_log_probs).mean()),
+        }
+
+    def _optimizer_step(self) -> float:
+        """Average gradients across processes, clip them, step; returns the pre-clip gradient norm."""
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        if self.uses_deepspeed:
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+            return float("nan")
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            for parameter in parameters:
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+                dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
+                parameter.grad /= self.world_size
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(grad_norm)
+
+    # ------------------------------------------------------------------ metrics and logs
+    def _metrics(
+        self, rollout: Rollout, stats: RolloutStats, losses: dict[str, float], learning_rate: float, seconds: float
+    ) -> dict[str, Any]:
+        episodes = stats.episodes
+        local = torch.tensor(
+            [
+                len(episodes),
+                sum(e.success for e in episodes),
+                sum(e.episode_return for e in episodes),
+                sum(e.length for e in episodes),
+                float(rollout.invalid.sum()),
+                float(rollout.invalid.numel()),
+                float(stats.generated_tokens),
+                stats.generation_seconds,
+                float(rollout.rewards.sum()),
+            ],
+            dtype=torch.float64,
+        )
+        totals = self._sum_across_processes(local)
+        (n_episodes, successes, return_sum, length_sum, invalid, steps, tokens, generation_seconds, reward_sum) = (
+            totals.tolist()
+        )
+        nan = float("nan")
+        metrics: dict[str, Any] = {
+            "update": self.update,
+            "global_step": self.global_step,
+            "charts/episodes": int(n_episodes),
+            "charts/success_rate": successes / n_episodes if n_episodes else nan,
+            "charts/episode_return": return_sum / n_episodes if n_episodes else nan,
+            "charts/episode_length": length_sum / n_episodes if n_episodes else nan,
+            "charts/mean_step_reward": reward_sum / steps if steps else nan,
+            "charts/invalid_action_rate": invalid / steps if steps else nan,
+            "charts/learning_rate": learning_rate,
+            "perf/tokens_per_second": tokens / generation_seconds if generation_seconds else nan,
+            "perf/env_steps_per_second": steps / seconds if seconds else nan,
+            "perf/update_seconds": seconds,
+        }
+        metrics.update(losses)
+        return metrics
+
+    def _sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.world_size == 1:
+            return tensor
+        import torch.distributed as dist
+
+        reduced = tensor.to(self.accelerator.device)
+        dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+        return reduced.cpu()
+
+    def _open_loggers(self) -> None:
+        if not self.is_main:
+            return
+        for target in self.config.report_targets:
+            if target == "tensorboard":
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._loggers.append(SummaryWriter(str(self.run_dir / "tensorboard")))
+            elif target == "wandb":
+                try:
+                    import wandb
+                except ImportError as error:
+                    raise ImportError("report_to=wandb needs the wandb package: pip install wandb") from error
+                self._loggers.append(
+                    wandb.init(project="vlm-agent", name=self.run_dir.name, config=self.config.to_dict(), dir=str(self.run_dir))
+                )
+
+    def _close_loggers(self) -> None:
+        for logger in self._loggers:
+            if hasattr(logger, "close"):
+                logger.close()
+            else:
+                logger.finish()
+        self._loggers = []
+
+    def _log(self, metrics: dict[str, Any], sample_logs: list[dict[str, Any]]) -> None:
+        self.history.append(metrics)
+        if not self.is_main:
+            return
+        with open(self.run_dir / METRICS_JSONL, "a") as handle:
+            handle.write(json.dumps(metrics) + "\n")
+        _append_csv(self.run_dir / METRICS_CSV, metrics)
+        if sample_logs:
+            with open(self.run_dir / SAMPLES_JSONL, "a") as handle:
+                for record in sample_logs:
+                    handle.write(json.dumps({"update": self.update, **record}) + "\n")
+        for logger in self._loggers:
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "/" in k}
+            if hasattr(logger, "add_scalar"):
+                for name, value in numbers.items():
+                    logger.add_scalar(name, value, self.global_step)
+                logger.flush()
+            else:
+                logger.log(numbers, step=self.global_step)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        return {
+            name: parameter.detach().cpu().clone()
+            for name, parameter in self.policy.model.named_parameters()
+            if parameter.requires_grad
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        """Write checkpoint `update` atomically (main process); every process contributes its envs."""
+        collector_state = self.collector.state_dict()
+        json_rng, tensor_rng = capture_rng_state(self.rng)
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            gathered: list[Any] = [None] * self.world_size
+            dist.all_gather_object(gathered, {"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng})
+        else:
+            gathered = [{"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng}]
+        path = None
+        if self.is_main:
+            path = save_checkpoint(
+                self.run_dir,
+                self.update,
+                state={
+                    "update": self.update,
+                    "global_step": self.global_step,
+                    "world_size": self.world_size,
+                    "config": self.config.to_dict(),
+                    "rng": [item["rng"] for item in gathered],
+                },
+                tensors={
+                    "trainable": self._trainable_state(),
+                    "value_head": self.policy.value_head.state_dict(),
+                    "optimizer": self.optimizer.state_dict(),
+                    "torch_rng": [item["torch_rng"] for item in gathered],
+                },
+                blobs={"collectors": [item["collector"] for item in gathered]},
+                export=self.policy.save_pretrained,
+            )
+        self.accelerator.wait_for_everyone()
+        return path
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore weights, optimizer, RNGs, environments and counters from a checkpoint or run dir."""
+        checkpoint = load_checkpoint(path)
+        saved_config = checkpoint.state.get("config", {})
+        check_compatible(saved_config, self.config.to_dict(), RESUME_KEYS)
+        if checkpoint.state.get("world_size") != self.world_size:
+            raise CheckpointError(
+                f"{checkpoint.path} was written by {checkpoint.state.get('world_size')} processes, this run has "
+                f"{self.world_size}; resume with the same number of processes"
+            )
+        trainable = checkpoint.tensors["trainable"]
+        expected = set(self._trainable_state())
+        if set(trainable) != expected:
+            missing = sorted(expected - set(trainable))[:3]
+            unexpected = sorted(set(trainable) - expected)[:3]
+            raise CheckpointError(
+                f"{checkpoint.path} does not match this model's trainable parameters (missing {missing}, unexpected "
+                f"{unexpected}); resume with the same model and LoRA settings"
+            )
+        with torch.no_grad():
+            for name, parameter in self.policy.model.named_parameters():
+                if name in trainable:
+                    parameter.copy_(trainable[name].to(parameter.device, parameter.dtype))
+        self.policy.value_head.load_state_dict(checkpoint.tensors["value_head"])
+        self.optimizer.load_state_dict(checkpoint.tensors["optimizer"])
+        self.collector.load_state_dict(checkpoint.blobs["collectors"][self.rank])
+        restore_rng_state(checkpoint.state["rng"][self.rank], checkpoint.tensors["torch_rng"][self.rank], self.rng)
+        self.update = int(checkpoint.state["update"])
+        self.global_step = int(checkpoint.state["global_step"])
+        if self.is_main:
+            # A run killed after logging an update it never checkpointed logs that update again.
+            self.history = _truncate_metrics(self.run_dir, self.update)
+
+
+def _target_modules(text: str) -> str | list[str]:
+    return text if text == "all-linear" else [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    exists = path.is_file()
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if not exists:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def _truncate_metrics(run_dir: Path, update: int) -> list[dict[str, Any]]:
+    """Keep only metrics rows of updates <= `update` in the JSONL and CSV logs; return them."""
+    jsonl = run_dir / METRICS_JSONL
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()] if jsonl.is_file() else []
+    rows = [row for row in rows if row["update"] <= update]
+    jsonl.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    csv_path = run_dir / METRICS_CSV
+    if csv_path.exists():
+        csv_path.unlink()
+    for row in rows:
+        _append_csv(csv_path, row)
+    samples = run_dir / SAMPLES_JSONL
+    if samples.is_file():
+        kept = [line for line in samples.read_text().splitlines() if line.strip() and json.loads(line)["update"] <= update]
+        samples.write_text("".join(line + "\n" for line in kept))
+    return rows
+
+
+def plot_learning_curve(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Path:
+    """Success rate, episode return and invalid-answer rate against environment steps (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    steps = [row["global_step"] for row in rows]
+    panels = [
+        ("charts/success_rate", "success rate"),
+        ("charts/episode_return", "mean episode return"),
+        ("charts/invalid_action_rate", "invalid-answer rate"),
+        ("losses/value_loss", "value loss"),
+    ]
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for axis, (key, label) in zip(axes, panels):
+        axis.plot(steps, [row.get(key, float("nan")) for row in rows], marker="o", markersize=3)
+        axis.set_xlabel("environment steps")
+        axis.set_title(label)
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+    return Path(png_path)
+
+
+def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
+    """The model PPO starts from when none is given: the tiny model, warm-started by SFT.
+
+    Built once per run directory (`run_dir/base_model`); a resumed run reuses it.
+    """
+    from vlm_agent.sft import VLMSFTConfig, run_sft
+    from vlm_agent.tiny_models import make_tiny_model
+
+    base_dir = run_dir / "base_model"
+    done_marker = base_dir / "WARM_START_DONE"
+    if done_marker.is_file():
+        return base_dir
+    tiny_dir = make_tiny_model(config.tiny_arch, run_dir / "tiny_random_model", seed=config.seed)
+    sft_config = VLMSFTConfig(
+        model_name_or_path=str(tiny_dir),
+        env_id=config.env_id,
+        num_demos=config.sft_num_demos,
+        epochs=config.sft_epochs,
+        learning_rate=config.sft_learning_rate,
+        wrong_action_rate=config.sft_wrong_action_rate,
+        use_cot=config.use_cot,
+        show_state=config.show_state,
+        seed=config.seed,
+        output_dir=str(base_dir),
+        progress_bar=config.progress_bar,
+    )
+    run_sft(sft_config)
+    done_marker.write_text("SFT warm start complete\n")
+    return base_dir
+
+
+def train(config: VLMPPOConfig) -> Path:
+    """What `vlm-agent train` runs: build/warm-start the tiny model when no model is given, then PPO."""
+    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
+        # Small models on shared cores: one thread per process avoids oversubscription, which made
+        # generation up to 100x slower on 2-core machines. VLM_AGENT_NUM_THREADS overrides it.
+        torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))
+    run_dir = Path(config.output_dir) if config.output_dir else default_run_dir(config)
+    if config.resume and latest_checkpoint(run_dir) is None:
+        raise CheckpointError(f"--resume was given but {run_dir} holds no complete checkpoint; drop --resume to start fresh")
+    if config.model_name_or_path is None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        base = prepare_base_model(config, run_dir)
+        config = VLMPPOConfig(**{**asdict(config), "model_name_or_path": str(base)})
+    return VLMPPOTrainer(config, run_dir=run_dir).train()
