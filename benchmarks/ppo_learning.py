@@ -210,27 +210,25 @@ def read_results(out_dir: Path, stem: str) -> tuple[list[dict[str, Any]], list[d
 NOTES = """
 ## What this shows, and what limits it
 
+The table above is this script's output. The remarks below come from diagnostic runs made while
+the benchmark was built (not reproduced by this script):
+
 - With the state's text in the prompt, SFT at lr 3e-3 for 768 steps (512 demonstrations x 12 epochs,
-  batch 8) teaches the 1.3M-parameter tiny `qwen2_vl` to copy the state into its answer: trained on
-  correct answers only it answered 92% of 64 held-out states exactly and won 85.3% [78.8, 90.1] of 150
-  held-out episodes (random play: 60.5%, `prompting_baselines.md`). The loss sits at ~0.2 (the
-  read-out digits at chance) for ~500 steps and only then drops (to 0.013): fewer steps, lr 1e-3
-  (512 steps: 33% correct actions) or lr 6e-3 / 1e-2 (512 steps: 55%; the earlier warm starts) stay at
-  the class prior, which is why earlier versions of this benchmark saw no state-dependence.
-- The warm start here (20% wrong actions) reads the state out correctly but reasons "larger ...
-  subtract" for every state: 30% correct actions greedily on 64 held-out states, 63.3% success at
-  T=0.2. PPO (2048 steps) lifts it by 20 to 29 points for every lambda (the 95% intervals do not
-  overlap); with lambda=0.5 the training success rate rises from 74% to 95% over the 8 updates
-  (`ppo_learning_curves.csv`). lambda=0 (thought tokens unweighted) raised the invalid answers to 8.6%.
-- The action-only and Blackjack variants were not rerun with this warm start (earlier results, with
-  a state-independent warm start: +2.0 and -1.3 points).
-- The outcome depends on when SFT's late drop happens: with 40% wrong actions and 512 steps, the
-  warm start stayed state-independent (30% correct actions), and PPO then only moves a
-  state-independent preference (earlier runs: +2 points).
-- The tiny model still does not read the images (its 2-layer vision tower, see the README), so the
-  state is given as text (`show_state`); the paper's 89.4% on NumberLine reads the image with
-  LLaVA-1.6-7B.
-- PPO minutes depend on what else ran on the 2 shared cores. SFT took ~6 minutes beside other jobs.
+  batch 8) teaches the 1.3M-parameter tiny `qwen2_vl` to copy the state into its answer; trained on
+  correct answers only it won 85% of 150 held-out NumberLine episodes (random play: ~60%). The loss
+  sits at ~0.2 (the read-out digits at chance) for ~500 steps and only then drops: fewer steps, or
+  lr 1e-3 / 6e-3 / 1e-2, leave a warm start that ignores the state, and PPO then has nothing to
+  improve (earlier versions of this benchmark: +2 points).
+- The NumberLine CoT warm start (20% wrong actions) reads the state out correctly but mostly reasons
+  to the wrong move; PPO corrects the reasoning for every lambda. lambda=0 (thought tokens
+  unweighted) let more unusable answers through.
+- The action-only prompt gives PPO only the answer's action token to learn from, and no read-out
+  of the state before it; in the table its success barely moves within this budget.
+- Blackjack's best play (basic strategy) wins ~43% of hands and always standing ~38%, so the room
+  for a gain over a warm start is small.
+- The tiny model does not read the images (its 2-layer vision tower), so the state is given as
+  text (`show_state`); the paper's 89.4% on NumberLine reads the image with LLaVA-1.6-7B.
+- PPO minutes depend on what else ran on the 2 shared cores.
 """
 
 
