@@ -224,8 +224,8 @@ the benchmark was built (not reproduced by this script):
   unweighted) let more unusable answers through.
 - The action-only prompt gives PPO only the answer's action token to learn from, and no read-out
   of the state before it; in the table its success barely moves within this budget.
-- Blackjack's best play (basic strategy) wins ~43% of hands and always standing ~38%, so the room
-  for a gain over a warm start is small.
+- Blackjack's best play (basic strategy) wins ~43% of hands and always standing ~38%: the ceiling
+  for any gain over the warm start.
 - The tiny model does not read the images (its 2-layer vision tower), so the state is given as
   text (`show_state`); the paper's 89.4% on NumberLine reads the image with LLaVA-1.6-7B.
 - PPO minutes depend on what else ran on the 2 shared cores.
