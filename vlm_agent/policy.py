@@ -770,15 +770,19 @@ class VLMPolicy:
         thought_mask = batch.thought_mask.to(self.device)
         action_mask = batch.action_mask.to(self.device)
 
-        logits, prompt_hidden = self._forward(inputs, batch.prompt_length, completion_ids.shape[1])
-        token_log_probs, entropy = token_log_probs_and_entropy(
-            logits,
-            completion_ids,
-            completion_mask,
-            temperature=self.settings.temperature,
-            suppressed_token_ids=self.suppressed_token_ids,
-        )
-        log_probs = cot_scaled_log_prob(token_log_probs, thought_mask, action_mask, self.settings.cot_scale)
+        def score() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+            """(per-token log-probs, per-token entropy, CoT-scaled sum, prompt hidden state)."""
+            logits, prompt_hidden = self._forward(inputs, batch.prompt_length, completion_ids.shape[1])
+            tokens, entropy = token_log_probs_and_entropy(
+                logits,
+                completion_ids,
+                completion_mask,
+                temperature=self.settings.temperature,
+                suppressed_token_ids=self.suppressed_token_ids,
+            )
+            return tokens, entropy, cot_scaled_log_prob(tokens, thought_mask, action_mask, self.settings.cot_scale), prompt_hidden
+
+        token_log_probs, entropy, log_probs, prompt_hidden = score()
         values = self.value_head(prompt_hidden)
         counts = completion_mask.sum(-1).clamp(min=1)
         mean_entropy = entropy.sum(-1) / counts
@@ -791,15 +795,7 @@ class VLMPolicy:
                     "load it with use_lora=True or set the KL coefficient to 0"
                 )
             with torch.no_grad(), self.model.disable_adapter():
-                ref_logits, _ = self._forward(inputs, batch.prompt_length, completion_ids.shape[1])
-                ref_tokens, _ = token_log_probs_and_entropy(
-                    ref_logits,
-                    completion_ids,
-                    completion_mask,
-                    temperature=self.settings.temperature,
-                    suppressed_token_ids=self.suppressed_token_ids,
-                )
-                ref_log_probs = cot_scaled_log_prob(ref_tokens, thought_mask, action_mask, self.settings.cot_scale)
+                ref_log_probs = score()[2]
         return EvaluateOutput(
             log_probs=log_probs,
             values=values,
