@@ -89,8 +89,8 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     header = list(rows[0])
     lines = [
-        f"{machine_description()}. {args.steps} timed steps per cell, random actions, resets included; "
-        f"target {TARGET} steps/s (single env, process CPU time; wall time depends on what else runs).",
+        (f"{machine_description()}. {args.steps} timed steps per cell, random actions, resets included; "
+        f"target {TARGET} steps/s (single env, process CPU time; wall time depends on what else runs)."),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

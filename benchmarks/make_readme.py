@@ -12,7 +12,7 @@ Usage (from the repository root)::
     python -m benchmarks.make_readme --check         # exit 1 if the README is out of date
 
 This module also defines the result-file conventions that the benchmark scripts share:
-:data:`RESULTS_DIR` and :func:`machine_description`.
+:data:`RESULTS_DIR`, :func:`machine_description` and :func:`available_cores`.
 """
 
 from __future__ import annotations
@@ -65,7 +65,10 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
             "Environment steps per second of the acting loop (prompt, generation, scoring of "
             "the sampled tokens, parsing, stepping and rendering) with a tiny random-weight VLM, for "
             "N = 1, 4, 8, 16 parallel environments acting in one batched generation, and the "
-            "share of wall time in each stage. The speedup column is relative to N = 1."
+            "share of wall time in each stage, at one torch thread (what `vlm-agent train` uses on "
+            "CPU) and at all cores, with fixed-length answers (EOS suppressed: the same work per env "
+            "step for every N) and with sampled lengths (a batch waits for its longest answer). The "
+            "speedup column is relative to N = 1 in the same setting."
         ),
         command="python -m benchmarks.rollout_throughput",
     ),
@@ -93,12 +96,16 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         title="CNN + RL baseline (PPO on pixels)",
         measures=(
             "PPO (stable-baselines3, NatureCNN policy) trained on downscaled pixel observations "
-            "of each card game with the paper's environment-step budget (15000 steps), then "
-            "evaluated on held-out seeds; success rate with a 95% Wilson interval against the "
-            "paper's CNN + RL row. The CNN sees NumberLine's published image: only the text "
-            "'Target: x' and 'Current: y', no drawn number line. NumberLine also trains from scratch "
-            "with a longer budget (same hyperparameters; the 'longer' row) to show how many steps a CNN "
-            "needs to read the two numbers. The plot shows the success rate of training episodes."
+            "of each card game with the paper's environment-step budget (15000 steps) at learning "
+            "rate 5e-4 (OpenAI's and CleanRL's Procgen PPO), once per seed (0-4, as single seeds "
+            "are noisy); each row gives the mean over seeds and every seed's value. The paper's "
+            "CNN + RL number is the peak training success within the budget (best success rate over "
+            "100 consecutive training episodes), compared here on the same metric; each trained "
+            "policy is also evaluated on held-out seeds (pooled 95% Wilson interval). The paper gives "
+            "no CNN hyperparameters, so NumberLine also trains at learning rates 2.5e-4 and 1e-3 "
+            "('paper, lr ...' rows) to show how much its result depends on the learning rate. The CNN "
+            "sees NumberLine's published image: only the text 'Target: x' and 'Current: y', no drawn "
+            "number line. The plot shows the success rate of training episodes, one line per seed."
         ),
         command="python -m benchmarks.cnn_rl_baseline",
     ),
@@ -121,6 +128,14 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         command="python -m benchmarks.alfworld_speed",
     ),
 )
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; ``os.cpu_count()`` where that is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no sched_getaffinity on macOS / Windows
+        return os.cpu_count() or 1
 
 
 def machine_description() -> str:

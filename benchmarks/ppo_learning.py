@@ -249,11 +249,11 @@ def write_results(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args
     lines = [
         "# PPO learning on CPU with a tiny model",
         "",
-        f"Tiny `{args.arch}` model (random weights, built offline), warm-started by SFT on "
+        (f"Tiny `{args.arch}` model (random weights, built offline), warm-started by SFT on "
         f"{args.sft_demos} expert demonstrations with {100 * args.wrong_action_rate:.0f}% deliberately wrong actions, "
         f"then PPO for {args.ppo_steps} environment steps ({args.num_envs} envs x {args.num_steps} steps per update). "
         f"Success rate in % with Wilson 95% interval on {args.eval_episodes} held-out episodes, sampling at T=0.2 (the paper's temperature). "
-        f"State text in the prompt: {args.show_state}.",
+        f"State text in the prompt: {args.show_state}."),
         "",
         "| variant | warm start | after PPO | gain (points) | return before -> after | invalid before -> after | PPO minutes |",
         "|---|---|---|---|---|---|---|",

@@ -22,8 +22,13 @@ time, wall and process CPU. The share of each stage is its time over the wall ti
 rounds; what no stage covers (the loop itself) is reported as "other". The model is a tiny random-weight VLM built
 offline (``vlm_agent.tiny_models.make_tiny_model``), all weights trainable as in the CPU demo
 config (``--lora`` adds the paper's r=128 adapters). Its answers are junk, so most are resolved by
-the random fallback and nearly every answer runs to ``--max-new-tokens`` (the worst case for
-generation).
+the random fallback. With ``--answers fixed`` EOS is suppressed, so every answer runs to
+``--max-new-tokens`` and every N does the same work per env step (what vLLM's throughput
+benchmarks do with ``ignore_eos``): this isolates what batching buys. With ``sampled`` answers
+some end early at a sampled EOS, as they would in training; a batch runs until its longest answer
+ends, so "decode steps per round" (forward passes per batched generation) exceeds "answer tokens
+per env step" once N > 1: rows that ended early are still carried along. Both are measured by
+default, each at one torch thread (the trainer's default) and at all cores.
 
 Writes ``benchmarks/results/rollout_throughput.{md,csv,png}``.
 
@@ -49,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks.make_readme import RESULTS_DIR, machine_description
+from benchmarks.make_readme import RESULTS_DIR, available_cores, machine_description
 
 if TYPE_CHECKING:  # torch and transformers load only once a benchmark runs
     from vlm_agent.policy import VLMPolicy
@@ -64,6 +69,8 @@ STAGES = (
     "env step + rendering",
 )
 """The timed stages of one acting round, in the order they run."""
+ANSWER_LENGTHS = ("fixed", "sampled")
+"""``--answers`` values: EOS suppressed (every answer max_new_tokens long) or sampled like any token."""
 
 
 class StageTimer:
@@ -108,7 +115,7 @@ class ThroughputConfig:
         metadata={"help": "numbers of parallel environments acting in one batched generation"},
     )
     rounds: int = field(
-        default=8, metadata={"help": "timed acting rounds per N (after one warm-up round); env steps = rounds * N"}
+        default=16, metadata={"help": "timed acting rounds per N (after one warm-up round); env steps = rounds * N"}
     )
     arch: str = field(default="qwen2_vl", metadata={"help": "tiny architecture (qwen2_vl, qwen2_5_vl, llava_next)"})
     lora: bool = field(
@@ -127,6 +134,24 @@ class ThroughputConfig:
         default=False,
         metadata={"help": "score answers with a second forward (evaluate) instead of from generation's own scores"},
     )
+    kv_cache: str = field(
+        default="static", metadata={"help": "key/value cache while generating: static or dynamic (policy default: static)"}
+    )
+    answers: list[str] = field(
+        default_factory=lambda: list(ANSWER_LENGTHS),
+        metadata={
+            "help": "answer lengths to measure: 'fixed' suppresses EOS so every answer runs to --max-new-tokens "
+            "(the same work per env step for every N, like vLLM's throughput benchmarks' ignore_eos), 'sampled' "
+            "ends each answer where the model samples EOS (a batch then waits for its longest answer)"
+        },
+    )
+    threads: list[int] = field(
+        default_factory=lambda: sorted({1, available_cores()}),
+        metadata={
+            "help": "torch thread counts to measure, each with every N (default: 1, the trainer's default, and "
+            "all the cores this process may use)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the tiny model, the environments and sampling"})
     model_dir: Path | None = field(
         default=None, metadata={"help": "an existing model directory to use instead of building a tiny one"}
@@ -143,6 +168,12 @@ class ThroughputConfig:
             raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if self.kv_cache not in ("static", "dynamic"):
+            raise ValueError(f"--kv-cache must be static or dynamic, got {self.kv_cache!r}")
+        if not self.answers or set(self.answers) - set(ANSWER_LENGTHS) or len(set(self.answers)) != len(self.answers):
+            raise ValueError(f"--answers must be distinct values of {list(ANSWER_LENGTHS)}, got {self.answers}")
+        if not self.threads or any(t < 1 for t in self.threads) or len(set(self.threads)) != len(self.threads):
+            raise ValueError(f"--threads must be distinct positive integers, got {self.threads}")
 
 
 _ARGUMENT_KINDS: dict[str, dict[str, Any]] = {
@@ -151,6 +182,9 @@ _ARGUMENT_KINDS: dict[str, dict[str, Any]] = {
     "max_new_tokens": {"type": int},
     "temperature": {"type": float},
     "seed": {"type": int},
+    "threads": {"type": int, "nargs": "+"},
+    "answers": {"nargs": "+"},
+    "kv_cache": {"choices": ["static", "dynamic"]},
     "model_dir": {"type": Path},
     "out_dir": {"type": Path},
     "lora": {"action": argparse.BooleanOptionalAction},
@@ -188,6 +222,8 @@ class ActingRound:
     generated_tokens: int
     log_probs: list[float]
     values: list[float]
+    decode_steps: int = 0
+    """Forward passes the batch made after the prefill: its longest answer (a batch waits for it)."""
 
 
 class ActingLoop:
@@ -266,6 +302,7 @@ class ActingLoop:
             sum(len(s.completion_ids) for s in samples),
             [s.log_prob for s in samples],
             [s.value for s in samples],
+            max(len(s.completion_ids) for s in samples),
         )
 
     def close(self) -> None:
@@ -274,13 +311,31 @@ class ActingLoop:
 
 @dataclass
 class ThroughputResult:
-    """Measured rounds for one N: wall and process CPU seconds of each round, stage totals."""
+    """Measured rounds for one N at one torch thread count: wall and process CPU seconds of each round, stage totals."""
 
     num_envs: int
     round_seconds: list[float]
     round_cpu_seconds: list[float]
     generated_tokens: int
     stage_seconds: dict[str, float]
+    threads: int = 1
+    decode_steps: int = 0
+    answers: str = "sampled"
+
+    @property
+    def setting(self) -> str:
+        """What the N of one measurement share: answer lengths and torch threads."""
+        return f"{self.answers} answers, {self.threads} thread{'s' if self.threads > 1 else ''}"
+
+    @property
+    def answer_tokens_per_env_step(self) -> float:
+        """Mean answer length: what each environment step needed generated."""
+        return self.generated_tokens / self.env_steps
+
+    @property
+    def decode_steps_per_round(self) -> float:
+        """Mean forward passes per batched generation: the longest answer of each round."""
+        return self.decode_steps / self.rounds
 
     @property
     def rounds(self) -> int:
@@ -310,12 +365,23 @@ class ThroughputResult:
         return time_shares(self.stage_seconds, self.seconds)
 
 
-def measure_interleaved(policy: VLMPolicy, config: ThroughputConfig, bar: Any = None) -> list[ThroughputResult]:
-    """One warm-up round per N, then ``config.rounds`` timed rounds of every N taken in turn.
+def measure_interleaved(
+    policy: VLMPolicy, config: ThroughputConfig, bar: Any = None, threads: int = 1, answers: str = "sampled"
+) -> list[ThroughputResult]:
+    """One warm-up round per N, then ``config.rounds`` timed rounds of every N taken in turn, at
+    ``threads`` torch threads, with ``answers`` lengths (see ``--answers``; both restored afterwards).
 
     Interleaving (round 1 of N = 1, 4, 8, 16, then round 2 of each, ...) exposes every N to the
     same load on a shared machine, so that the ratios between them stay meaningful.
     """
+    import torch
+
+    if answers not in ANSWER_LENGTHS:
+        raise ValueError(f"answers must be one of {list(ANSWER_LENGTHS)}, got {answers!r}")
+    previous_threads, previous_suppressed = torch.get_num_threads(), policy.suppressed_token_ids
+    torch.set_num_threads(threads)
+    if answers == "fixed":  # the sampler (and evaluate) then never draw EOS: answers run to max_new_tokens
+        policy.suppressed_token_ids = [*previous_suppressed, *policy.eos_token_ids]
     loops = {
         n: ActingLoop(policy, f"gym_cards/{config.env}-v0", n, config.seed, config.cot, config.recompute_scores)
         for n in config.num_envs
@@ -323,6 +389,7 @@ def measure_interleaved(policy: VLMPolicy, config: ThroughputConfig, bar: Any = 
     wall: dict[int, list[float]] = {n: [] for n in loops}
     cpu: dict[int, list[float]] = {n: [] for n in loops}
     tokens = dict.fromkeys(loops, 0)
+    decode_steps = dict.fromkeys(loops, 0)
     try:
         for loop in loops.values():
             loop.round()  # warm-up: first calls allocate caches and buffers
@@ -330,7 +397,9 @@ def measure_interleaved(policy: VLMPolicy, config: ThroughputConfig, bar: Any = 
         for _ in range(config.rounds):
             for n, loop in loops.items():
                 start, start_cpu = time.perf_counter(), time.process_time()
-                tokens[n] += loop.round().generated_tokens
+                outcome = loop.round()
+                tokens[n] += outcome.generated_tokens
+                decode_steps[n] += outcome.decode_steps
                 wall[n].append(time.perf_counter() - start)
                 cpu[n].append(time.process_time() - start_cpu)
                 if bar is not None:
@@ -338,7 +407,12 @@ def measure_interleaved(policy: VLMPolicy, config: ThroughputConfig, bar: Any = 
     finally:
         for loop in loops.values():
             loop.close()
-    return [ThroughputResult(n, wall[n], cpu[n], tokens[n], dict(loops[n].timer.seconds)) for n in loops]
+        torch.set_num_threads(previous_threads)
+        policy.suppressed_token_ids = previous_suppressed
+    return [
+        ThroughputResult(n, wall[n], cpu[n], tokens[n], dict(loops[n].timer.seconds), threads, decode_steps[n], answers)
+        for n in loops
+    ]
 
 
 def build_policy(config: ThroughputConfig, model_dir: Path) -> VLMPolicy:
@@ -346,9 +420,44 @@ def build_policy(config: ThroughputConfig, model_dir: Path) -> VLMPolicy:
     from vlm_agent.models import ModelSettings
     from vlm_agent.policy import GenerationSettings, VLMPolicy
 
-    settings = GenerationSettings(temperature=config.temperature, max_new_tokens=config.max_new_tokens)
+    settings = GenerationSettings(
+        temperature=config.temperature, max_new_tokens=config.max_new_tokens, kv_cache=config.kv_cache
+    )
     model_settings = ModelSettings(model_name_or_path=str(model_dir), device="cpu", use_lora=config.lora)
     return VLMPolicy.from_model(model_settings, settings, seed=config.seed).eval()
+
+
+def baseline_of(result: ThroughputResult, results: list[ThroughputResult]) -> ThroughputResult | None:
+    """The N = 1 result measured in the same setting as ``result`` (None when N = 1 was not measured)."""
+    return next((r for r in results if r.num_envs == 1 and r.setting == result.setting), None)
+
+
+def batching_summary(results: list[ThroughputResult]) -> list[str]:
+    """Sentences comparing N = 8 with N = 1: in each setting, and with the same answer lengths the best
+    of each over thread counts."""
+    lines = []
+    for eight in (r for r in results if r.num_envs == 8):
+        base = baseline_of(eight, results)
+        if base:
+            lines.append(
+                f"{eight.setting.capitalize()}: N = 8 acts at {eight.steps_per_second / base.steps_per_second:.1f}x "
+                f"the env steps/s of N = 1 ({eight.cpu_steps_per_second / base.cpu_steps_per_second:.1f}x per CPU "
+                "second)."
+            )
+    for answers in dict.fromkeys(r.answers for r in results):
+        eights = [r for r in results if r.num_envs == 8 and r.answers == answers]
+        ones = [r for r in results if r.num_envs == 1 and r.answers == answers]
+        if len({r.threads for r in eights + ones}) > 1 and eights and ones:
+            best_eight = max(eights, key=lambda r: r.steps_per_second)
+            best_one = max(ones, key=lambda r: r.steps_per_second)
+            lines.append(
+                f"Best against best, {answers} answers: N = 8 at {best_eight.threads} thread(s) "
+                f"{best_eight.steps_per_second:.2f} env steps/s, N = 1 at {best_one.threads} thread(s) "
+                f"{best_one.steps_per_second:.2f}: {best_eight.steps_per_second / best_one.steps_per_second:.1f}x."
+            )
+    if lines:
+        lines.append("Target: N = 8 at least 5x N = 1.")
+    return lines
 
 
 def write_results(config: ThroughputConfig, results: list[ThroughputResult], model_note: str) -> None:
@@ -360,57 +469,66 @@ def write_results(config: ThroughputConfig, results: list[ThroughputResult], mod
 
     out = config.out_dir
     out.mkdir(parents=True, exist_ok=True)
-    base = next((r for r in results if r.num_envs == 1), None)
     columns = [*STAGES, "other"]
+
+    def speedups(r: ThroughputResult) -> tuple[float, float]:
+        base = baseline_of(r, results)
+        if base is None:
+            return float("nan"), float("nan")
+        return r.steps_per_second / base.steps_per_second, r.cpu_steps_per_second / base.cpu_steps_per_second
+
     with open(out / f"{RESULT_NAME}.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(
-            ["num_envs", "env_steps", "seconds", "env_steps_per_s", "speedup_vs_1", "cpu_env_steps_per_s",
-             "cpu_speedup_vs_1", "generated_tokens_per_s"]
+            ["answers", "threads", "num_envs", "env_steps", "seconds", "env_steps_per_s", "speedup_vs_1", "cpu_env_steps_per_s",
+             "cpu_speedup_vs_1", "generated_tokens_per_s", "answer_tokens_per_env_step", "decode_steps_per_round"]
             + [f"share_{c.replace(' ', '_').replace('+', 'and')}" for c in columns]
         )  # fmt: skip
         for r in results:
-            speedup = r.steps_per_second / base.steps_per_second if base else float("nan")
-            cpu_speedup = r.cpu_steps_per_second / base.cpu_steps_per_second if base else float("nan")
+            speedup, cpu_speedup = speedups(r)
             writer.writerow(
-                [r.num_envs, r.env_steps, f"{r.seconds:.3f}", f"{r.steps_per_second:.3f}", f"{speedup:.2f}",
-                 f"{r.cpu_steps_per_second:.3f}", f"{cpu_speedup:.2f}", f"{r.generated_tokens / r.seconds:.1f}"]
+                [r.answers, r.threads, r.num_envs, r.env_steps, f"{r.seconds:.3f}", f"{r.steps_per_second:.3f}", f"{speedup:.2f}",
+                 f"{r.cpu_steps_per_second:.3f}", f"{cpu_speedup:.2f}", f"{r.generated_tokens / r.seconds:.1f}",
+                 f"{r.answer_tokens_per_env_step:.1f}", f"{r.decode_steps_per_round:.1f}"]
                 + [f"{100 * r.shares[c]:.2f}" for c in columns]
             )  # fmt: skip
 
     header = (
-        "| N envs | env steps/s | speedup vs N=1 | env steps per CPU s | CPU speedup | tokens/s | "
+        "| answers | threads | N envs | env steps/s | speedup vs N=1 | env steps per CPU s | CPU speedup | tokens/s | "
+        "answer tokens per env step | decode steps per round | "
         + " | ".join(f"{c} %" for c in columns)
         + " |"
     )
-    lines = [header, "|" + "---:|" * (6 + len(columns))]
+    lines = [header, "|---|" + "---:|" * (9 + len(columns))]
     for r in results:
-        speedup = f"{r.steps_per_second / base.steps_per_second:.1f}x" if base else "n/a"
-        cpu_speedup = f"{r.cpu_steps_per_second / base.cpu_steps_per_second:.1f}x" if base else "n/a"
+        speedup, cpu_speedup = speedups(r)
         lines.append(
-            f"| {r.num_envs} | {r.steps_per_second:.2f} | {speedup} | {r.cpu_steps_per_second:.2f} | {cpu_speedup} | "
-            f"{r.generated_tokens / r.seconds:.0f} | " + " | ".join(f"{100 * r.shares[c]:.1f}" for c in columns) + " |"
+            f"| {r.answers} | {r.threads} | {r.num_envs} | {r.steps_per_second:.2f} | {speedup:.1f}x | {r.cpu_steps_per_second:.2f} | "
+            f"{cpu_speedup:.1f}x | {r.generated_tokens / r.seconds:.0f} | {r.answer_tokens_per_env_step:.1f} | "
+            f"{r.decode_steps_per_round:.1f} | "
+            + " | ".join(f"{100 * r.shares[c]:.1f}" for c in columns)
+            + " |"
         )
-    eight = next((r for r in results if r.num_envs == 8), None)
-    if base and eight:
-        ratio = eight.steps_per_second / base.steps_per_second
-        cpu_ratio = eight.cpu_steps_per_second / base.cpu_steps_per_second
-        lines += [
-            "",
-            (
-                f"Batching: N = 8 acts at {ratio:.1f}x the env steps/s of N = 1 ({cpu_ratio:.1f}x per CPU second; "
-                "target: at least 5x)."
-            ),
-        ]
+    summary = batching_summary(results)
+    if summary:
+        lines += ["", " ".join(summary)]
     command = "python -m benchmarks.rollout_throughput" + ("" if not sys.argv[1:] else " " + " ".join(sys.argv[1:]))
+    settings = list(dict.fromkeys(r.setting for r in results))
     lines += [
         "",
         (
             f"gym_cards/{config.env}-v0, {'CoT' if config.cot else 'action-only'} prompt, {model_note}, "
             f"temperature {config.temperature:g}, up to {config.max_new_tokens} new tokens, "
             f"{config.rounds} timed rounds per N after one warm-up round, the N taken in turn round by round, "
-            f"seed {config.seed}, one torch thread. Env steps/s is N over the median wall time of a round; per CPU "
-            "second, over the median process CPU time (what a busy shared machine changes least). "
+            f"seed {config.seed}, {config.kv_cache} key/value cache; settings measured one after the other: "
+            f"{'; '.join(settings)}. 'fixed' answers never end at EOS (it is suppressed), so every answer is "
+            f"{config.max_new_tokens} tokens and every N does the same work per env step (like `ignore_eos` in "
+            "vLLM's throughput benchmarks); 'sampled' answers end where the random model happens to draw EOS, "
+            "and a batch runs until its longest answer ends. Env steps/s is N over the median wall time "
+            "of a round; per CPU second, over the median process CPU time (what a busy shared machine changes "
+            "least). One thread is what `vlm-agent train` uses on CPU unless VLM_AGENT_NUM_THREADS says otherwise: "
+            "more threads than free cores make every parallel region wait for a descheduled thread (on this "
+            "machine, 2 threads next to one busy process acted 3-4x slower than 1 thread). "
             + (
                 "Scoring re-runs the model over prompt + answer (`--recompute-scores`). "
                 if config.recompute_scores
@@ -427,21 +545,29 @@ def write_results(config: ThroughputConfig, results: list[ThroughputResult], mod
     (out / f"{RESULT_NAME}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8))
-    labels = [str(r.num_envs) for r in results]
-    bars = left.bar(labels, [r.steps_per_second for r in results], color="tab:blue")
-    left.bar_label(bars, fmt="%.1f", fontsize=8)
+    sizes = list(dict.fromkeys(r.num_envs for r in results))
+    width = 0.8 / len(settings)
+    for k, setting in enumerate(settings):
+        by_size = {r.num_envs: r for r in results if r.setting == setting}
+        xs = [i + (k - (len(settings) - 1) / 2) * width for i, n in enumerate(sizes) if n in by_size]
+        bars = left.bar(xs, [by_size[n].steps_per_second for n in sizes if n in by_size], width, label=setting)
+        left.bar_label(bars, fmt="%.1f", fontsize=7)
+    left.set_xticks(range(len(sizes)), [str(n) for n in sizes])
     left.set_xlabel("parallel environments N (one batched generation)")
     left.set_ylabel("env steps / s")
     left.set_title("Acting throughput")
     left.grid(axis="y", alpha=0.3)
-    bottom = np.zeros(len(results))
+    left.legend(fontsize=8)
+    shown = [r for r in results if r.setting == settings[0]]
+    labels = [str(r.num_envs) for r in shown]
+    bottom = np.zeros(len(shown))
     for column in columns:
-        values = np.array([100 * max(0.0, r.shares[column]) for r in results])
+        values = np.array([100 * max(0.0, r.shares[column]) for r in shown])
         right.bar(labels, values, bottom=bottom, label=column)
         bottom += values
     right.set_xlabel("parallel environments N")
     right.set_ylabel("share of wall time (%)")
-    right.set_title("Where the time goes")
+    right.set_title(f"Where the time goes ({settings[0]})")
     right.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     fig.savefig(out / f"{RESULT_NAME}.png", dpi=110)
@@ -452,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build (or load) the tiny model, measure every N, write the result files, print the table."""
     config = parse_args(argv)
     try:
-        import torch
+        import torch  # noqa: F401
         import transformers  # noqa: F401
         from tqdm import tqdm
     except ImportError as error:
@@ -461,7 +587,6 @@ def main(argv: list[str] | None = None) -> int:
             'install it with `pip install "gym-cards-vlm[agent]"`'
         ) from error
 
-    torch.set_num_threads(1)  # 2 shared cores: more threads slow everyone down
     from vlm_agent.tiny_models import make_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="rollout_throughput_") as scratch:
@@ -471,17 +596,22 @@ def main(argv: list[str] | None = None) -> int:
         kind = f"tiny random {config.arch}" if config.model_dir is None else str(config.model_dir)
         lora = " incl. LoRA r=128" if config.lora else ""
         model_note = f"{kind} ({parameters / 1e6:.2f}M parameters{lora})"
-        total = sum(config.rounds * n for n in config.num_envs)
+        total = sum(config.rounds * n for n in config.num_envs) * len(config.threads) * len(config.answers)
+        results: list[ThroughputResult] = []
         with tqdm(total=total, desc="env steps", unit="step", disable=not config.progress) as bar:
-            results = measure_interleaved(policy, config, bar)
-    base = next((r for r in results if r.num_envs == 1), None)
+            for answers in config.answers:
+                for threads in config.threads:
+                    results += measure_interleaved(policy, config, bar, threads=threads, answers=answers)
     for r in results:
+        base = baseline_of(r, results)
         speedup = f", {r.steps_per_second / base.steps_per_second:.1f}x N=1" if base else ""
         shares = ", ".join(f"{name} {100 * share:.0f}%" for name, share in r.shares.items())
         print(
-            f"N={r.num_envs}: {r.steps_per_second:.2f} env steps/s{speedup}, "
+            f"{r.setting}, N={r.num_envs}: {r.steps_per_second:.2f} env steps/s{speedup}, "
             f"{r.cpu_steps_per_second:.2f} per CPU second ({shares})"
         )
+    for line in batching_summary(results):
+        print(line)
     write_results(config, results, model_note)
     print(f"wrote {config.out_dir / RESULT_NAME}.{{md,csv,png}}")
     return 0

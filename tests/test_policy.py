@@ -115,6 +115,35 @@ def test_act_scores_from_generation_equal_a_second_forward(arch: str, policies: 
         assert sample.log_prob == pytest.approx(log_prob.item()) and sample.value == pytest.approx(value.item())
 
 
+@pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
+def test_static_and_dynamic_key_value_caches_give_the_same_answers(
+    arch: str, policies: dict[str, VLMPolicy]
+) -> None:
+    """kv_cache only changes how the cache is stored: same answers, log-probs and values, batch with left padding."""
+    policy = policies[arch]
+    images, prompts, legal = observations(3, seed=16)
+    runs, caches = {}, []
+
+    def record_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        caches.append(type(kwargs.get("past_key_values")).__name__)
+
+    handle = policy._base_model.register_forward_pre_hook(record_cache, with_kwargs=True)
+    try:
+        for kv_cache in ("dynamic", "static"):
+            caches.clear()
+            policy.settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS, temperature=1.0, kv_cache=kv_cache)
+            runs[kv_cache] = policy.act(
+                images, prompts, legal, invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(16)
+            )
+            assert set(caches) == {f"{kv_cache.capitalize()}Cache"}, caches
+    finally:
+        handle.remove()
+        policy.settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
+    assert runs["static"].texts == runs["dynamic"].texts
+    torch.testing.assert_close(runs["static"].log_probs, runs["dynamic"].log_probs, atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(runs["static"].values, runs["dynamic"].values, atol=1e-5, rtol=1e-5)
+
+
 def test_answers_ending_early_stop_generation_and_keep_matching_scores(tiny_model_dir: Callable[[str], Path]) -> None:
     """EOS ends an answer (the batch stops once all have ended); what follows it is never scored."""
     policy = VLMPolicy.from_model(
@@ -308,6 +337,8 @@ def test_bad_inputs_are_rejected(policies: dict[str, VLMPolicy]) -> None:
         policy.act(images, prompts, [["-"], []], invalid_policy=InvalidActionPolicy("random"), rng=rng)
     with pytest.raises(ValueError, match="temperature"):
         GenerationSettings(temperature=0.0)
+    with pytest.raises(ValueError, match="kv_cache"):
+        GenerationSettings(kv_cache="paged")
     with pytest.raises(FileNotFoundError, match="save_pretrained"):
         VLMPolicy.from_pretrained(Path(__file__).parent)
 

@@ -30,6 +30,7 @@ def test_defaults_are_the_papers() -> None:
         ({"kl_coef": -0.5}, "kl_coef=-0.5 must not be negative"),
         ({"min_learning_rate": 1.0}, "min_learning_rate=1.0 exceeds learning_rate"),
         ({"invalid_action": "ignore"}, "invalid_action='ignore' is not a policy; choose one of ('random', 'penalty')"),
+        ({"kv_cache": "paged"}, "kv_cache='paged' is not a cache kind; use 'static' or 'dynamic'"),
         ({"env_id": "NumberLine"}, "is not a namespaced, versioned Gymnasium id; use e.g. gym_cards/NumberLine-v0"),
         ({"report_to": "tensorboard,mlflow"}, "names unknown logger 'mlflow'"),
         ({"resume": True}, "resume=True needs the run directory; also pass --output_dir"),

@@ -91,6 +91,13 @@ class VLMPPOConfig:
     )
     temperature: float = field(default=0.2, metadata={"help": "Sampling temperature (> 0); log-probs use logits / T."})
     max_new_tokens: int = field(default=256, metadata={"help": "Longest generated answer, in tokens."})
+    kv_cache: str = field(
+        default="static",
+        metadata={
+            "help": "Key/value cache while generating: 'static' (preallocated, written in place; faster) or "
+            "'dynamic' (grown every step, Hugging Face's default). Same samples either way."
+        },
+    )
     invalid_action: str = field(
         default="random",
         metadata={
@@ -224,6 +231,8 @@ class VLMPPOConfig:
                      "invalid_action_penalty", "invalid_action_fallback"):
             if getattr(self, name) < 0:
                 fail(name, "must not be negative", f"set --{name} to 0 or more")
+        if self.kv_cache not in ("static", "dynamic"):
+            fail("kv_cache", "is not a cache kind", "use 'static' or 'dynamic'")
         if self.min_learning_rate > self.learning_rate:
             fail("min_learning_rate", f"exceeds learning_rate={self.learning_rate}", "lower it (paper: 1e-9)")
         for name in ("clip_range_value", "target_kl", "value_head_learning_rate"):

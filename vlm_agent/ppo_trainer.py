@@ -127,7 +127,10 @@ class VLMPPOTrainer:
                 gradient_checkpointing=config.gradient_checkpointing,
             )
             settings = GenerationSettings(
-                temperature=config.temperature, max_new_tokens=config.max_new_tokens, cot_scale=config.cot_scale
+                temperature=config.temperature,
+                max_new_tokens=config.max_new_tokens,
+                cot_scale=config.cot_scale,
+                kv_cache=config.kv_cache,
             )
             policy = VLMPolicy.from_model(model_settings, settings, seed=config.seed)
         self.policy = policy

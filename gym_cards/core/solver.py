@@ -18,7 +18,7 @@ from fractions import Fraction
 from functools import lru_cache
 from itertools import permutations
 
-from gym_cards.core.formula import PRECEDENCE, apply_operator, evaluate_formula, is_number_token, numbers_in
+from gym_cards.core.formula import PRECEDENCE, apply_operator, is_number_token, numbers_in
 
 _ATOM = 3  # precedence of a number or a parenthesised expression
 
