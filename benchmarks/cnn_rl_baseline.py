@@ -528,9 +528,13 @@ def peak_success(episodes: list[TrainingEpisode], window: int = PEAK_WINDOW) -> 
     This is the paper's way of reporting (peak within the step budget); with fewer than
     ``window`` episodes it is the success rate of all of them.
     """
-    if not episodes:
+    return peak_rate(np.array([e.success for e in episodes], dtype=float), window)
+
+
+def peak_rate(success: np.ndarray, window: int = PEAK_WINDOW) -> float:
+    """:func:`peak_success` of a 0/1 array of episode outcomes (NaN when it is empty)."""
+    if len(success) == 0:
         return float("nan")
-    success = np.array([e.success for e in episodes], dtype=float)
     if len(success) < window:
         return float(success.mean())
     return float(rolling_mean(success, window)[window - 1 :].max())
@@ -618,13 +622,8 @@ def noise_only_peak(success_rate: float, episodes: int, window: int = PEAK_WINDO
     of :func:`peak_success` over ``repeats`` runs of ``episodes`` independent Bernoulli(success_rate)
     episodes (fixed seed, so the number is reproducible).
     """
-    if episodes < 1:
-        return float("nan")
     outcomes = np.random.default_rng(0).random((repeats, episodes)) < success_rate
-    if episodes < window:  # as peak_success: fewer episodes than a window -> the rate of all of them
-        return float(outcomes.mean())
-    totals = np.concatenate([np.zeros((repeats, 1)), np.cumsum(outcomes, axis=1)], axis=1)
-    return float(((totals[:, window:] - totals[:, :-window]) / window).max(axis=1).mean())
+    return float(np.mean([peak_rate(run, window) for run in outcomes]))
 
 
 def mean_and_per_seed(values: list[float]) -> str:

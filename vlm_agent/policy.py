@@ -69,7 +69,7 @@ class GenerationSettings:
             writes each step in place; ``"dynamic"`` grows it by concatenation every step (Hugging
             Face's default). Same samples and log-probs; static is faster when decoding is
             overhead-bound (1.2x per decode step at batch 8 on CPU) and is what ``torch.compile``
-            needs. Models without a static cache fall back to dynamic.
+            needs.
     """
 
     temperature: float = 0.2
@@ -666,12 +666,13 @@ class VLMPolicy:
         return samples, log_probs, captured.get("hidden")
 
     def _cache_options(self) -> dict[str, Any]:
-        """Generation options for :attr:`GenerationSettings.kv_cache` (static only where the model supports it).
+        """Generation options for :attr:`GenerationSettings.kv_cache`.
 
-        ``disable_compile``: Hugging Face compiles the forward by itself on a GPU once the cache is
+        Hugging Face ignores ``cache_implementation`` (with a warning) for models that take no cache
+        objects. ``disable_compile``: it compiles the forward by itself on a GPU once the cache is
         static; a compile per new batch shape is not what an RL loop with changing batches wants.
         """
-        if self.settings.kv_cache == "static" and self._base_model._supports_default_dynamic_cache():
+        if self.settings.kv_cache == "static":
             return {"cache_implementation": "static", "disable_compile": True}
         return {}
 
