@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmarks.make_readme import RESULTS_DIR, available_cores, machine_description
+from vlm_agent.ppo_config import KV_CACHES
 
 if TYPE_CHECKING:  # torch and transformers load only once a benchmark runs
     from vlm_agent.policy import VLMPolicy
@@ -168,8 +169,8 @@ class ThroughputConfig:
             raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
         if not self.temperature > 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
-        if self.kv_cache not in ("static", "dynamic"):
-            raise ValueError(f"--kv-cache must be static or dynamic, got {self.kv_cache!r}")
+        if self.kv_cache not in KV_CACHES:
+            raise ValueError(f"--kv-cache must be one of {list(KV_CACHES)}, got {self.kv_cache!r}")
         if not self.answers or set(self.answers) - set(ANSWER_LENGTHS) or len(set(self.answers)) != len(self.answers):
             raise ValueError(f"--answers must be distinct values of {list(ANSWER_LENGTHS)}, got {self.answers}")
         if not self.threads or any(t < 1 for t in self.threads) or len(set(self.threads)) != len(self.threads):
@@ -184,7 +185,7 @@ _ARGUMENT_KINDS: dict[str, dict[str, Any]] = {
     "seed": {"type": int},
     "threads": {"type": int, "nargs": "+"},
     "answers": {"nargs": "+"},
-    "kv_cache": {"choices": ["static", "dynamic"]},
+    "kv_cache": {"choices": list(KV_CACHES)},
     "model_dir": {"type": Path},
     "out_dir": {"type": Path},
     "lora": {"action": argparse.BooleanOptionalAction},

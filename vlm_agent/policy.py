@@ -43,6 +43,7 @@ from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList,
 from vlm_agent.log_probs import cot_scaled_log_prob, thought_action_masks, token_log_probs_and_entropy
 from vlm_agent.models import ModelSettings, load_model_and_processor, load_processor
 from vlm_agent.parsing import InvalidActionPolicy, ParsedAction, parse_action, resolve_action
+from vlm_agent.ppo_config import KV_CACHES
 from vlm_agent.prompts import chat_messages
 from vlm_agent.value_head import ValueHead
 
@@ -52,8 +53,6 @@ PER_TOKEN_KEYS = ("attention_mask", "mm_token_type_ids", "token_type_ids")
 POLICY_SETTINGS_FILE = "policy_settings.json"
 
 ImageLike = np.ndarray | Image.Image
-#: Key/value cache kinds of :attr:`GenerationSettings.kv_cache`.
-KV_CACHES = ("static", "dynamic")
 
 
 @dataclass

@@ -14,6 +14,9 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+#: Key/value cache kinds while generating (see :attr:`vlm_agent.policy.GenerationSettings.kv_cache`).
+KV_CACHES = ("static", "dynamic")
+
 #: Names accepted by `report_to`, besides "none".
 REPORT_TARGETS = ("tensorboard", "wandb")
 #: What to do when the model's answer names no legal action (see `vlm_agent.parsing`).
@@ -231,8 +234,8 @@ class VLMPPOConfig:
                      "invalid_action_penalty", "invalid_action_fallback"):
             if getattr(self, name) < 0:
                 fail(name, "must not be negative", f"set --{name} to 0 or more")
-        if self.kv_cache not in ("static", "dynamic"):
-            fail("kv_cache", "is not a cache kind", "use 'static' or 'dynamic'")
+        if self.kv_cache not in KV_CACHES:
+            fail("kv_cache", "is not a cache kind", "use " + " or ".join(repr(kind) for kind in KV_CACHES))
         if self.min_learning_rate > self.learning_rate:
             fail("min_learning_rate", f"exceeds learning_rate={self.learning_rate}", "lower it (paper: 1e-9)")
         for name in ("clip_range_value", "target_kl", "value_head_learning_rate"):
