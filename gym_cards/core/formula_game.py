@@ -22,6 +22,7 @@ no ``**`` or ``//`` and no unary sign, and division is exact (``8 / (3 - 8 / 3)`
 from __future__ import annotations
 
 from collections import Counter
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,20 @@ def number_available(number: int, formula: list[str], numbers: list[int]) -> boo
     return numbers_in(formula).count(number) < numbers.count(number)
 
 
+@lru_cache(maxsize=16)
+def table_background(target: int, label_y: int) -> np.ndarray:
+    """The felt with the "Target" and "Formula:" labels (read-only; cards are pasted on a copy).
+
+    Cached because it is the same for every deal, and resets are frequent: an episode of these
+    games is a handful of steps.
+    """
+    frame = blank_frame()
+    paste(frame, text_sprite(f"Target: {target}", 20, GOLD), 12, label_y)
+    paste(frame, text_sprite("Formula:", 20), 12, label_y + 28)
+    frame.flags.writeable = False
+    return frame
+
+
 class FormulaCardEnv(VisualEnv):
     """Base class of the arithmetic card games; subclasses deal the cards and set the limits."""
 
@@ -92,13 +107,11 @@ class FormulaCardEnv(VisualEnv):
         return 64, 90, 40
 
     def _draw_table(self) -> None:
-        frame = blank_frame()
         width, height, top = self._card_layout()
+        label_y = top + height + 14
+        frame = table_background(self.target_points, label_y).copy()
         for card, x in zip(self.cards, row_positions(len(self.cards), width, 10, FRAME_SIZE - 10, 10)):
             paste(frame, card_sprite(card.rank, card.suit, width, height), x, top)
-        label_y = top + height + 14
-        paste(frame, text_sprite(f"Target: {self.target_points}", 20, GOLD), 12, label_y)
-        paste(frame, text_sprite("Formula:", 20), 12, label_y + 28)
         self._frame = frame
         self._cursor = (12, label_y + 28 + LINE_HEIGHT)
 

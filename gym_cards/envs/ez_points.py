@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from gym_cards.core.cards import Card, card_value, card_with_value
@@ -9,11 +11,13 @@ from gym_cards.core.formula_game import FormulaCardEnv
 from gym_cards.core.rendering import RANKS, SUITS
 
 
-def partner_values(first: int, target: int, largest: int = 10) -> list[int]:
+@lru_cache(maxsize=1024)
+def partner_values(first: int, target: int, largest: int = 10) -> tuple[int, ...]:
     """Values v in 1..largest with ``first + v == target`` or ``first * v == target``."""
-    return [v for v in range(1, largest + 1) if first + v == target or first * v == target]
+    return tuple(v for v in range(1, largest + 1) if first + v == target or first * v == target)
 
 
+@lru_cache(maxsize=256)
 def first_card_ranks(target: int) -> tuple[str, ...]:
     """The ranks the first card is drawn from: those whose value (faces count 10) has a partner.
 
@@ -29,13 +33,16 @@ def deal_pair(np_random: np.random.Generator, target: int) -> list[Card]:
     of 10 has weight 4/12: the 10, J, Q and K); its partner is one of its :func:`partner_values`
     with equal probability (for 12: ``12 // x`` or ``12 - x`` with probability 1/2 each when x is
     2, 3, 4 or 6, else ``12 - x``); then the two are shown in random order. Suits, and which of
-    10/J/Q/K a partner worth 10 is, are ours (uniform). Every draw uses ``np_random``.
+    10/J/Q/K a partner worth 10 is, are ours (uniform). Every draw uses ``np_random``; choices
+    that are independent share one draw (three generator calls a deal, resets are frequent).
     """
     ranks = first_card_ranks(target)
-    first = Card(ranks[int(np_random.integers(len(ranks)))], SUITS[int(np_random.integers(len(SUITS)))])
+    index = int(np_random.integers(len(ranks) * len(SUITS)))  # rank and suit in one draw
+    first = Card(ranks[index // len(SUITS)], SUITS[index % len(SUITS)])
     partners = partner_values(card_value(first.rank), target)
-    second = card_with_value(partners[int(np_random.integers(len(partners)))], np_random)
-    return [second, first] if np_random.integers(2) else [first, second]
+    index = int(np_random.integers(len(partners) * 2))  # which partner, and which card comes first
+    second = card_with_value(partners[index // 2], np_random)
+    return [second, first] if index % 2 else [first, second]
 
 
 class EZPointsEnv(FormulaCardEnv):
