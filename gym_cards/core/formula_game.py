@@ -8,7 +8,11 @@ The rules follow the original RL4VLM environments step for step:
   the length limit. Here that place is a *blank*: counted in ``formula_length`` (and
   ``info["formula_length"]``) but neither drawn nor listed in ``formula`` / ``info["formula"]``,
   and skipped when the formula is evaluated on "=" (the original's ``"".join`` drops the empty
-  strings before ``eval`` sees the text);
+  strings before ``eval`` sees the text). So ``6 9 * 2 =`` on the deal (6, 2) costs -1 for the 9
+  and still wins +10, within the limit. The picture stays the original's (a blank adds no
+  character to the written formula) and ``info["formula"]`` stays a list of real tokens that
+  prompts can join; ``describe()`` names the blanks and the length, so a text agent can see how
+  much of the limit is left;
 * the length limit is checked *before* acting: once the formula (blanks included) holds more
   than ``max_formula_length`` tokens, the next step, whatever its action, is truncated with -1
   and changes nothing;
