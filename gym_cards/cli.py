@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -65,15 +66,57 @@ def play_text(env_id: str, seed: int | None, stdin: TextIO, stdout: TextIO) -> f
     return total
 
 
+HEADLESS_VIDEO_DRIVERS = {"dummy", "offscreen"}
+"""SDL video drivers that open no window and deliver no key presses: waiting for keys would hang."""
+
+
+def window_problem() -> str | None:
+    """Why window mode cannot work here (one line that suggests ``--text``), or None.
+
+    Checked before SDL starts, because SDL without a display does not always fail: it can print
+    ``XDG_RUNTIME_DIR is invalid`` and then wait for keys that never come.
+    """
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # keep the error the only line printed
+    try:
+        import pygame  # noqa: F401
+    except ImportError:
+        return (
+            "window mode needs pygame, which is not installed; install it with "
+            '`pip install "gym-cards-vlm[human]"`, or play in the terminal with --text'
+        )
+    driver = os.environ.get("SDL_VIDEODRIVER", "").strip().lower()
+    if driver in HEADLESS_VIDEO_DRIVERS:
+        return f"SDL_VIDEODRIVER={driver} opens no window and reads no keys; play in the terminal with --text"
+    if sys.platform.startswith(("linux", "freebsd", "openbsd", "netbsd")) and not driver:
+        if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            return "no display found (neither DISPLAY nor WAYLAND_DISPLAY is set); play in the terminal with --text"
+    return None
+
+
+class NoWindowError(RuntimeError):
+    """Window mode cannot run here; the message is one line that suggests ``--text``."""
+
+
 def play_window(env_id: str, seed: int | None) -> None:
-    """Play in a pygame window with the keyboard (see :func:`key_bindings`); Esc quits."""
+    """Play in a pygame window with the keyboard (see :func:`key_bindings`); Esc quits.
+
+    Raises :class:`NoWindowError` when SDL fell back to a driver without a window (it does so
+    when the display it was given cannot be reached), instead of waiting for keys forever.
+    """
     env = gym.make(env_id, render_mode="human")
-    import pygame  # the env's human render imported it already (or raised naming the extra)
+    import pygame  # window_problem() checked that it imports
 
     names = env.unwrapped.action_names
     bindings = key_bindings(names)
+    env.reset(seed=seed)  # opens the window
+    driver = pygame.display.get_driver() if pygame.display.get_init() else ""
+    if driver in HEADLESS_VIDEO_DRIVERS:
+        env.close()
+        raise NoWindowError(
+            f"no usable display (SDL fell back to its {driver!r} driver: no window, no keys); "
+            "play in the terminal with --text"
+        )
     print(f"{env_id}: keys " + ", ".join(f"{k!r}={names[v]}" for k, v in bindings.items()) + "; Esc quits.")
-    env.reset(seed=seed)
     total = 0.0
     while True:
         event = pygame.event.wait()
@@ -124,9 +167,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.text:
         play_text(args.env_id, args.seed, sys.stdin, sys.stdout)
-    else:
-        play_window(args.env_id, args.seed)
-    return 0
+        return 0
+    problem = window_problem()
+    if problem is None:
+        try:
+            play_window(args.env_id, args.seed)
+            return 0
+        except NoWindowError as error:
+            problem = str(error)
+        except Exception as error:  # pygame.error, without importing pygame at module level
+            if type(error).__module__.split(".")[0] != "pygame":
+                raise
+            problem = f"the window could not be opened ({error}); play in the terminal with --text"
+    print(f"gym-cards: {problem}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

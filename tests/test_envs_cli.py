@@ -48,6 +48,56 @@ def test_help():
     assert "play" in _gym_cards("--help").stdout
 
 
+# ---- window mode where no window can open: one line, exit 1, never a hang -------------------------
+WINDOW_VARIABLES = ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER")
+
+
+def _play_window(*, set_env: dict[str, str], without_pygame: bool = False) -> subprocess.CompletedProcess:
+    """``gym-cards play gym_cards/NumberLine-v0`` in window mode, in a child with the given display
+    variables; the time-out turns a hang into a failure."""
+    env = {k: v for k, v in os.environ.items() if k not in WINDOW_VARIABLES} | set_env
+    code = "import sys\n"
+    if without_pygame:
+        code += "sys.modules['pygame'] = None  # what `import pygame` meets when it is not installed\n"
+    code += "from gym_cards.cli import main\nsys.exit(main(['play', 'gym_cards/NumberLine-v0']))\n"
+    return subprocess.run([sys.executable, "-c", code], input="", capture_output=True, text=True, env=env, timeout=60)
+
+
+def _one_line(result: subprocess.CompletedProcess) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and lines, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr and "--text" in lines[-1] and lines[-1].startswith("gym-cards: ")
+    return lines[-1]
+
+
+def test_window_mode_without_pygame_names_the_extra():
+    line = _one_line(_play_window(set_env={"DISPLAY": ":0"}, without_pygame=True))
+    assert 'pip install "gym-cards-vlm[human]"' in line
+    assert len(_play_window(set_env={}, without_pygame=True).stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="DISPLAY / WAYLAND_DISPLAY are how Linux finds a display")
+def test_window_mode_without_a_display_says_so_before_sdl_starts():
+    pytest.importorskip("pygame")
+    result = _play_window(set_env={})
+    assert "no display found" in _one_line(result)
+    assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""  # no SDL chatter either
+
+
+def test_window_mode_with_a_headless_video_driver_is_refused():
+    pytest.importorskip("pygame")
+    assert "SDL_VIDEODRIVER=dummy" in _one_line(_play_window(set_env={"SDL_VIDEODRIVER": "dummy"}))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="an X display name that leads nowhere")
+def test_window_mode_with_an_unreachable_display_does_not_hang():
+    pytest.importorskip("pygame")
+    # SDL cannot reach the display; it either fails (pygame.error) or falls back to its offscreen
+    # driver, which would wait for keys forever. Either way: one line of ours, last, and exit 1.
+    line = _one_line(_play_window(set_env={"DISPLAY": ":4917"}))
+    assert "display" in line or "window could not be opened" in line
+
+
 @pytest.mark.parametrize(
     "names, key, action",
     [(("-", "+"), "left", 0), (("stand", "hit"), "h", 1), (tuple(map(str, range(1, 14))) + ("=",), "q", 11)],

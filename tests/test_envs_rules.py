@@ -76,10 +76,11 @@ def test_ez_points_sum_to_twelve_wins_ten():
     assert (reward, terminated, truncated, info["success"]) == (10.0, True, False, True)
 
 
-def test_ez_points_number_not_on_table_costs_one_and_continues():
+def test_ez_points_number_not_on_table_costs_one_and_leaves_a_blank():
     env = _formula_env("gym_cards/EZPoints-v0", [3, 4])
     _, reward, terminated, truncated, info = _act(env, "9")
-    assert (reward, terminated, truncated, info["formula"]) == (-1.0, False, False, [])
+    # Nothing is written, but the blank takes a place: the length limit counts it.
+    assert (reward, terminated, truncated, info["formula"], info["formula_length"]) == (-1.0, False, False, [], 1)
 
 
 def test_ez_points_reusing_a_card_costs_one():
@@ -87,7 +88,7 @@ def test_ez_points_reusing_a_card_costs_one():
     _act(env, "6")
     _act(env, "*")
     _, reward, _, _, info = _act(env, "6")
-    assert reward == -1.0 and info["formula"] == ["6", "*"]
+    assert reward == -1.0 and info["formula"] == ["6", "*"] and info["formula_length"] == 3
 
 
 def test_ez_points_equals_early_loses():
@@ -115,12 +116,12 @@ def test_ez_points_numbers_are_never_concatenated():
     assert _act(env, "=")[1] == -1.0
 
 
-def test_ez_points_formula_too_long_ends_the_episode():
+def test_ez_points_formula_too_long_ends_the_episode_one_step_later():
     env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
-    for token in ["6", "+", "+", "+", "+"]:
+    for token in ["6", "+", "+", "+", "+", "+"]:  # the 6th token is still written, as published
         assert _act(env, token)[1:4] == (0.0, False, False)
-    _, reward, terminated, truncated, _ = _act(env, "*")
-    assert (reward, terminated, truncated) == (-1.0, False, True)
+    _, reward, terminated, truncated, info = _act(env, "*")  # the limit is checked before acting
+    assert (reward, terminated, truncated, info["formula_length"]) == (-1.0, False, True, 6)
 
 
 def test_ez_points_deals_are_always_solvable():
@@ -164,12 +165,12 @@ def test_points24_malformed_formulas_are_ordinary_wrong_answers(tokens):
     assert (reward, terminated, info["success"]) == (-1.0, True, False)
 
 
-def test_points24_formula_longer_than_twenty_tokens_truncates():
+def test_points24_formula_longer_than_twenty_tokens_truncates_the_next_step():
     env = _formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
-    for _ in range(20):
+    for _ in range(21):
         assert not any(_act(env, "(")[2:4])
-    _, reward, terminated, truncated, _ = _act(env, "(")
-    assert (reward, terminated, truncated) == (-1.0, False, True)
+    _, reward, terminated, truncated, info = _act(env, "=")  # even "=" is cut off now
+    assert (reward, terminated, truncated, len(info["formula"])) == (-1.0, False, True, 21)
 
 
 def test_points24_face_cards_keep_their_number_when_asked():

@@ -17,6 +17,9 @@ official release is there; otherwise the small pack of generated games shipped i
 as in every gym_cards env). ``step`` also accepts the command text itself (a ``str``, compared
 after lower-casing and collapsing spaces). An index
 past the end of the list, or a text that is not admissible, changes nothing and costs -1.
+The index must be an integer (Python or numpy, or a 0-d integer array); bools, floats, bytes
+and other types raise ``TypeError`` instead of being converted (``int(1.7)`` would silently run
+command 1).
 
 ## Observation Space
 ``Dict(image=Box(0, 255, (image_size, image_size, 3), uint8), text=Text, admissible_commands=Text)``:
@@ -28,7 +31,9 @@ Characters outside printable ASCII are replaced by ``?``.
 
 ## Starting State
 ``reset(seed=...)`` draws a game uniformly from the selected split and task types with the env's
-generator (same seed, same game and same observations); ``options={"game": i_or_path}`` picks one.
+generator (same seed, same game and same observations); ``options={"game": i_or_path}`` picks one
+(an int index into ``game_files`` or the path of a ``game.tw-pddl`` file). ``options`` must be a
+mapping (``TypeError`` otherwise) and ``"game"`` is its only key (``ValueError`` for others).
 
 ## Rewards
 RL4VLM's: ``50 * won + goal_condition_success_rate``, minus 1 when the action was not admissible.
@@ -37,7 +42,9 @@ RL4VLM's: ``50 * won + goal_condition_success_rate``, minus 1 when the action wa
 
 ## Episode End
 Terminated when the task is done (``won``). Registered with ``max_episode_steps=50`` (ALFWorld's
-evaluation budget); the shipped games are all won by alfworld's expert within that limit.
+evaluation budget); the shipped games are all won by alfworld's expert within that limit. A
+``step`` after the task was won raises ``RuntimeError`` (call ``reset()``): it would otherwise pay
+the 51 again.
 
 ## Arguments
 ``task_types`` (names, short names pick/look/clean/heat/cool/pick_two, numbers 1..6, or None
@@ -52,6 +59,9 @@ admissible), ``command`` (the text tried), ``admissible_commands``, ``goal_condi
 
 ## Version History
 - v0: first version.
+- v0, still before the first release: a step after the win raises ``RuntimeError`` (before, it
+  paid 51 again with ``success=True``); ``step`` accepts integers and command strings only
+  (before, ``int(action)`` ran 1.7, True and b"0" as commands); ``reset`` validates ``options``.
 """
 
 from __future__ import annotations
@@ -72,6 +82,7 @@ from gym_cards.alfworld.backends import (
 )
 from gym_cards.alfworld.engine import import_alfworld, user_alfworld_data
 from gym_cards.alfworld.tasks import alfworld_reward, resolve_task_types
+from gym_cards.core.arguments import check_reset_options, episode_over_error
 
 MAX_ADMISSIBLE_COMMANDS = 256
 """Size of the Discrete action space; real games offer well under 100 commands."""
@@ -219,18 +230,23 @@ class ALFWorldEnv(gym.Env):
 
     # ---------------------------------------------------------------- gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
-        game = (options or {}).get("game")
+        game = check_reset_options("ALFWorldEnv", options, known=("game",)).get("game")
+        if game is not None and (isinstance(game, (bool, np.bool_)) or not isinstance(game, (int, np.integer, str))):
+            raise TypeError(
+                f"options['game'] must be an int index into game_files or a game.tw-pddl path (str), "
+                f"got {game!r} ({type(game).__name__})."
+            )
+        if isinstance(game, (int, np.integer)) and not 0 <= int(game) < len(self.game_files):
+            raise ValueError(f"options['game'] index {game} out of range [0, {len(self.game_files)}).")
+        if isinstance(game, str) and not os.path.isfile(game):
+            raise ValueError(f"options['game'] must be an index or a game.tw-pddl path, got {game!r}.")
+        super().reset(seed=seed)  # only once the options are known to be good: a refused reset changes nothing
         if game is None:
             game_file = self.game_files[int(self.np_random.integers(len(self.game_files)))]
-        elif isinstance(game, (int, np.integer)):
-            if not 0 <= int(game) < len(self.game_files):
-                raise ValueError(f"options['game'] index {game} out of range [0, {len(self.game_files)}).")
-            game_file = self.game_files[int(game)]
-        elif isinstance(game, str) and os.path.isfile(game):
+        elif isinstance(game, str):
             game_file = game
         else:
-            raise ValueError(f"options['game'] must be an index or a game.tw-pddl path, got {game!r}.")
+            game_file = self.game_files[int(game)]
         self._game_file = game_file
         self._state = self._backend.reset(game_file, seed=int(self.np_random.integers(2**31)))
         self._image = None
@@ -238,14 +254,23 @@ class ALFWorldEnv(gym.Env):
 
     def step(self, action: int | str):
         self._require_reset()
+        if self._state.won:
+            raise episode_over_error("ALFWorldEnv", started=True)
         commands = self._state.admissible_commands
+        if isinstance(action, np.ndarray) and action.shape == () and np.issubdtype(action.dtype, np.integer):
+            action = action.item()
         if isinstance(action, str):
             command = " ".join(action.lower().split())  # commands are lower case, single-spaced
             admissible = command in commands
-        else:
+        elif isinstance(action, (int, np.integer)) and not isinstance(action, (bool, np.bool_)):
             index = int(action)
             admissible = 0 <= index < len(commands)
             command = commands[index] if admissible else f"<action {index}>"
+        else:
+            raise TypeError(
+                f"ALFWorldEnv.step expects an int index into legal_actions() (Python or numpy integer) "
+                f"or an admissible command (str), got {action!r} ({type(action).__name__})."
+            )
         if admissible:
             self._state = self._backend.step(command)
             self._image = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
@@ -34,9 +35,20 @@ def draw_card(np_random: np.random.Generator) -> Card:
     return DECK[int(np_random.integers(52))]
 
 
+@lru_cache(maxsize=64)
+def ranks_worth(value: int, face_cards_as_10: bool = True) -> tuple[str, ...]:
+    """The ranks whose card is worth ``value`` (10, J, Q, K for 10 with faces as 10)."""
+    return tuple(rank for rank in RANKS if card_value(rank, face_cards_as_10) == value)
+
+
 def card_with_value(value: int, np_random: np.random.Generator, face_cards_as_10: bool = True) -> Card:
-    """A card worth ``value``: with faces as 10, a 10 is drawn among 10/J/Q/K; the suit is random."""
-    ranks = [rank for rank in RANKS if card_value(rank, face_cards_as_10) == value]
+    """A card worth ``value``: with faces as 10, a 10 is drawn among 10/J/Q/K; the suit is random.
+
+    Rank and suit come from one draw (uniform over rank x suit): a generator call costs more
+    than the rest of a deal.
+    """
+    ranks = ranks_worth(value, face_cards_as_10)
     if not ranks:
         raise ValueError(f"no card is worth {value}")
-    return Card(ranks[int(np_random.integers(len(ranks)))], SUITS[int(np_random.integers(4))])
+    index = int(np_random.integers(len(ranks) * len(SUITS)))
+    return Card(ranks[index // len(SUITS)], SUITS[index % len(SUITS)])

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from gym_cards.core.arguments import check_reset_options, episode_over_error
 from gym_cards.core.rendering import FRAME_SIZE
 
 
@@ -56,7 +57,13 @@ class HumanWindow:
 
 
 class VisualEnv(gym.Env):
-    """Base class: subclasses keep ``self._frame`` (the current observation image) up to date."""
+    """Base class: subclasses keep ``self._frame`` (the current observation image) up to date.
+
+    It also keeps the episode's state: subclasses call ``super().reset(seed=..., options=...)``
+    (which refuses options the card games do not have), ``self._require_running()`` first in
+    ``step`` (a step before ``reset`` or after the episode ended raises ``RuntimeError`` and
+    changes nothing) and ``self._end_step(done)`` last.
+    """
 
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["human", "rgb_array"], "render_fps": 4}
     action_names: tuple[str, ...] = ()
@@ -69,6 +76,25 @@ class VisualEnv(gym.Env):
         self.render_mode = render_mode
         self._frame = np.zeros((FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
         self._window: HumanWindow | None = None
+        self._episode_started = False
+        self._episode_over = True
+
+    # -- episode state -------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Seed the generator and start an episode; the card games take no ``options``."""
+        check_reset_options(type(self).__name__, options)
+        super().reset(seed=seed)
+        self._episode_started = True
+        self._episode_over = False
+
+    def _require_running(self) -> None:
+        """Refuse a step outside an episode: paying the final reward again would be a silent lie."""
+        if self._episode_over:
+            raise episode_over_error(type(self).__name__, self._episode_started)
+
+    def _end_step(self, done: bool) -> None:
+        self._episode_over = done
+        self._after_change()
 
     # -- text protocol -------------------------------------------------------------------------
     def legal_actions(self) -> list[str]:

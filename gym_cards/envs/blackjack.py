@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
+from gym_cards.core.arguments import require_bool
 from gym_cards.core.cards import Card, card_value, draw_card
 from gym_cards.core.rendering import (
     RANKS,
@@ -135,14 +136,18 @@ class BlackjackEnv(VisualEnv):
     with ``sab=True`` (Sutton & Barto) a player's natural wins +1 unless the dealer also has one.
 
     ## Episode End
-    Terminates when the player busts or stands (or by ``max_episode_steps=300``).
+    Terminates when the player busts or stands (or by ``max_episode_steps=300``). A ``step``
+    after the end raises ``RuntimeError``: call ``reset()``.
 
     ## Arguments
-    ``natural`` (bool, False), ``sab`` (bool, False), ``is_pixel`` (bool, True), ``render_mode``.
+    ``natural`` (bool, False), ``sab`` (bool, False), ``is_pixel`` (bool, True), ``render_mode``;
+    flags must be real booleans. ``reset`` takes no options.
     ``info`` holds ``dealer_card``, ``player_cards``, ``player_sum``, ``usable_ace`` and ``success``.
 
     ## Version History
     * v0: first version; Gymnasium's rules, cards drawn by our own code, seeded suits.
+    * v0, still before the first release: flags must be booleans (``natural="no"`` was True);
+      ``reset`` refuses options; a step before the first ``reset`` is refused too.
     """
 
     action_names = ("stand", "hit")
@@ -151,9 +156,9 @@ class BlackjackEnv(VisualEnv):
         self, natural: bool = False, sab: bool = False, is_pixel: bool = True, render_mode: str | None = None
     ) -> None:
         super().__init__(render_mode)
-        self.natural = bool(natural)
-        self.sab = bool(sab)
-        self.is_pixel = bool(is_pixel)
+        self.natural = require_bool("natural", natural)
+        self.sab = require_bool("sab", sab)
+        self.is_pixel = require_bool("is_pixel", is_pixel)
         self.action_space = spaces.Discrete(2)
         if self.is_pixel:
             self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
@@ -195,7 +200,7 @@ class BlackjackEnv(VisualEnv):
 
     # -- gymnasium API -------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        super().reset(seed=seed, options=options)
         self.dealer = [draw_card(self.np_random), draw_card(self.np_random)]
         self.player = [draw_card(self.np_random), draw_card(self.np_random)]
         self.finished = False
@@ -204,9 +209,8 @@ class BlackjackEnv(VisualEnv):
         return self._observation(), self._info()
 
     def step(self, action):
+        self._require_running()
         action = self._check_action(action)
-        if self.finished:
-            raise RuntimeError("the hand is over; call reset() before stepping again")
         if action == 1:
             self.player.append(draw_card(self.np_random))
             self._draw_row(self.player, PLAYER_Y, hide_second=False)
@@ -224,7 +228,7 @@ class BlackjackEnv(VisualEnv):
         if terminated:
             self.finished = True
             self._draw_row(self.dealer, DEALER_Y, hide_second=False)
-        self._after_change()
+        self._end_step(terminated)
         return self._observation(), reward, terminated, False, self._info(success=terminated and reward > 0)
 
     # -- text protocol -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 from PIL import Image, ImageDraw
 
+from gym_cards.core.arguments import require_bool
 from gym_cards.core.rendering import FRAME_SIZE, font
 from gym_cards.core.visual_env import VisualEnv
 
@@ -86,16 +87,20 @@ class NumberLineEnv(VisualEnv):
 
     ## Episode End
     Terminates when the target is reached; truncated after ``2 * max_position`` steps (and by the
-    registered ``max_episode_steps=300``).
+    registered ``max_episode_steps=300``). A ``step`` after the end raises ``RuntimeError``: call
+    ``reset()``.
 
     ## Arguments
     ``max_position`` (int, default 5, at least 1), ``show_number_line`` (bool, default False: the
-    published text-only image), ``render_mode`` (``"rgb_array"``, ``"human"``, None).
-    ``info`` holds ``target``, ``current`` and ``success``.
+    published text-only image; a real boolean), ``render_mode`` (``"rgb_array"``, ``"human"``,
+    None). ``reset`` takes no options. ``info`` holds ``target``, ``current`` and ``success``.
 
     ## Version History
     * v0: first version, rules and text-only image as published; optional drawn number line;
       frames cached per state, seeded by ``reset(seed=...)``.
+    * v0, still before the first release: a step after the episode ended raises ``RuntimeError``
+      (before, the marker moved on); ``show_number_line`` must be a boolean (``"no"`` was True);
+      ``reset`` refuses options.
     """
 
     action_names = ("-", "+")
@@ -105,7 +110,7 @@ class NumberLineEnv(VisualEnv):
         if isinstance(max_position, bool) or not isinstance(max_position, (int, np.integer)) or max_position < 1:
             raise ValueError(f"max_position must be an integer >= 1, got {max_position!r}")
         self.max_position = int(max_position)
-        self.show_number_line = bool(show_number_line)
+        self.show_number_line = require_bool("show_number_line", show_number_line)
         self.action_space = spaces.Discrete(2)
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self.target = 0
@@ -120,7 +125,7 @@ class NumberLineEnv(VisualEnv):
         return self._frame.copy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        super().reset(seed=seed, options=options)
         self.target = int(self.np_random.integers(0, self.max_position + 1))
         start = int(self.np_random.integers(0, self.max_position))
         self.current = start if start < self.target else start + 1  # uniform over positions != target
@@ -130,6 +135,7 @@ class NumberLineEnv(VisualEnv):
         return observation, self._info()
 
     def step(self, action):
+        self._require_running()
         action = self._check_action(action)
         old = self.current
         self.current = move(old, action, self.max_position)
@@ -138,7 +144,7 @@ class NumberLineEnv(VisualEnv):
         terminated = self.current == self.target
         truncated = not terminated and self.steps >= 2 * self.max_position
         observation = self._observe()
-        self._after_change()
+        self._end_step(terminated or truncated)
         return observation, float(reward), terminated, truncated, self._info(success=terminated)
 
     def describe(self) -> str:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from gym_cards.core.arguments import require_bool
 from gym_cards.core.cards import Card, card_value, draw_card
 from gym_cards.core.solver import is_solvable
-from gym_cards.envs.formula_game import FormulaCardEnv
+from gym_cards.core.formula_game import FormulaCardEnv
 
 MAX_REDEALS = 1000
 
@@ -31,23 +32,36 @@ class Points24Env(FormulaCardEnv):
     Four cards from an infinite deck (rank and suit uniform), from the env's seeded generator.
 
     ## Rewards
-    -1 for a number that is not on the table or already used (formula unchanged); on "=": +10 if
-    the formula equals the target exactly (rational arithmetic: ``8 / (3 - 8 / 3)`` is 24) and uses
-    every card once, else -1 (a malformed formula or a division by zero is an ordinary wrong
-    answer); -1 when the formula grows past 20 tokens; 0 otherwise.
+    -1 for a number that is not on the table or already used: nothing is written, but a blank
+    takes its place, so it counts towards the length limit; on "=": +10 if the formula equals the
+    target exactly (rational arithmetic: ``8 / (3 - 8 / 3)`` is 24) and uses every card once, else
+    -1 (a malformed formula or a division by zero is an ordinary wrong answer); -1 on the step
+    after the formula (blanks included) has grown past 20 tokens; 0 otherwise. The rules match the
+    original env step for step (see :mod:`gym_cards.core.formula_game`), except where its
+    ``eval`` is itself the difference: no number concatenation, ``**``, ``//``, float division or
+    unary signs.
 
     ## Episode End
-    Terminates on "="; truncated when the formula grows past 20 tokens (as published), or by the
-    registered ``max_episode_steps=300``.
+    Terminates on "="; truncated on the step after the formula has grown past 20 tokens (blanks
+    included; the step is not carried out, as published), or by the registered
+    ``max_episode_steps=300``. A ``step`` after the end raises ``RuntimeError``: call ``reset()``.
 
     ## Arguments
     ``target_points`` (int, default 24), ``treat_face_cards_as_10`` (bool, default True),
-    ``solvable_only`` (bool, default False), ``render_mode``. ``info`` holds ``cards``, ``numbers``,
-    ``formula``, ``target``, ``solvable`` and ``success``.
+    ``solvable_only`` (bool, default False), ``render_mode``; flags must be real booleans.
+    ``reset`` takes no options. ``info`` holds ``cards``, ``numbers``, ``formula`` (the tokens
+    written; blanks are neither listed nor drawn), ``formula_length`` (tokens plus blanks: what
+    the limit counts), ``target``, ``solvable`` and ``success``.
 
     ## Version History
     * v0: first version, rules as published; exact formula evaluation without ``eval``, seeded
       deals, optional solvable-only dealing.
+    * v0, still before the first release (kept as v0 since no release had the older rules):
+      rules aligned with the original step for step. An unavailable number now leaves a blank that
+      counts towards the limit (before, the formula was unchanged); the limit is checked before
+      acting (before, the step adding the 21st token was truncated). A step after the episode
+      ended raises ``RuntimeError`` (before, "=" paid again); flags must be booleans;
+      ``reset`` refuses options.
     """
 
     operators = ("+", "-", "*", "/", "(", ")")
@@ -61,7 +75,7 @@ class Points24Env(FormulaCardEnv):
         render_mode: str | None = None,
     ) -> None:
         super().__init__(target_points, treat_face_cards_as_10, render_mode)
-        self.solvable_only = bool(solvable_only)
+        self.solvable_only = require_bool("solvable_only", solvable_only)
 
     def _deal(self) -> list[Card]:
         for _ in range(MAX_REDEALS):
