@@ -272,7 +272,7 @@ def test_hostile_long_inputs_give_a_result(hostile: str) -> None:
 
 
 def test_long_thoughts_before_the_action() -> None:
-    thoughts = "I count the cards again. " * 2_000  # ~50,000 characters
+    thoughts = "I count the cards again. " * 600  # 15,000 characters, inside MAX_TEXT_CHARS
     assert parse_action(f'{{"thoughts": "{thoughts}", "action": "hit"}}', BLACKJACK).action_text == "hit"
 
 
