@@ -366,11 +366,13 @@ def test_long_thoughts_before_the_action() -> None:
 def test_text_beyond_the_read_limit_reads_as_cut_off() -> None:
     thoughts = "x" * MAX_TEXT_CHARS
     assert parse_action(f'{{"thoughts": "{thoughts}", "action": "hit"}}', BLACKJACK).error == "truncated"
+    assert parse_action(" " * MAX_TEXT_CHARS + "hit", BLACKJACK).error == "truncated"
+    assert parse_action("no answer. " * 2_000 + "Action: hit", BLACKJACK).error == "truncated"
 
 
 def test_only_the_first_marks_are_scanned() -> None:
     """A text of thousands of marks before the answer reads as cut off where the scan stops."""
-    assert parse_action("," * MAX_SCANNED_TOKENS + '{"action": "hit"}', BLACKJACK).valid is False
+    assert parse_action("," * MAX_SCANNED_TOKENS + '{"action": "hit"}', BLACKJACK).error == "truncated"
     assert parse_action("," * (MAX_SCANNED_TOKENS - 10) + '{"action": "hit"}', BLACKJACK).action_text == "hit"
 
 
@@ -387,8 +389,7 @@ def test_only_the_first_marks_are_scanned() -> None:
 def test_a_long_answer_reads_as_cut_off_at_the_examined_part(text: str) -> None:
     """Only the bounded head is examined (what keeps every call cheap): what lies past it is unread."""
     parsed = parse_action(text, BLACKJACK)
-    assert not parsed.valid
-    assert parsed == parse_action(text[:MAX_TEXT_CHARS], BLACKJACK)
+    assert parsed.error == "truncated", parsed
 
 
 @pytest.mark.parametrize(

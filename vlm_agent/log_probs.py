@@ -19,10 +19,12 @@ Definitions used throughout this project (tested in ``tests/test_log_probs.py``)
   ``'action'``, curly-quoted, bare (``Action: hit``, ``**Action:** hit``); the key, its value, the
   closing ``"}`` and the EOS token are action. For a bare answer (``hit``, ``"+"``, a fenced
   ``stand``) the whole answer is action: it has no thoughts. The key itself counts as action, as
-  in the original code (its split is the first token of ``"action":``), so every generated token
-  lands in exactly one of the two sums (no token is silently left without gradient); for a trained
-  model the key and the closing braces are near-deterministic (log p ~ 0), so they barely change
-  the sum.
+  in the original code (its action sum starts at the first of the token ids of ``"action":``), so
+  every generated token but the first lands in exactly one of the two sums (no token is silently
+  left without gradient); for a trained model the key and the closing braces are near-deterministic
+  (log p ~ 0), so they barely change the sum. (The original uses that split only when
+  ``"action":`` occurs more than once, at the last occurrence; with a single occurrence its split
+  falls back to the fourth-last scored token.)
 * A token belongs to the action part when its characters *overlap* it: token ``i`` is action when
   the decoded prefix ``ids[: i + 1]`` is longer than ``action_part_start``, so a BPE token ``, "``
   that ends with the key's opening quote counts as action. Every later token is action too.

@@ -55,7 +55,8 @@ Error reasons (``ParsedAction.error``), machine-readable, each meaning the answe
 - ``"empty"``: the text is empty, or only whitespace and invisible characters.
 - ``"no_action"``: there is no action field and the text is not a bare legal action.
 - ``"truncated"``: the text stops inside the action value, or stops inside a string or an open
-  object before any action field appeared (cut off in the thoughts).
+  object before any action field appeared (cut off in the thoughts), or goes on past the examined
+  part (see Cost below) without an action field in it.
 - ``"illegal_action"``: the action value matches no legal action (includes an empty value and a
   value longer than :data:`MAX_VALUE_CHARS`).
 - ``"ambiguous"``: the value matches several legal actions, or the text has several action
@@ -599,9 +600,10 @@ def parse_action(text: str, legal_actions: Sequence[str]) -> ParsedAction:
     if not isinstance(text, str):
         raise TypeError(f"text must be the decoded answer as a str, got {type(text).__name__}")
     _validate_legal_actions(legal_actions)
+    given_length = len(text)
     text = text[:MAX_TEXT_CHARS]
     if not _remove_invisible(text).strip():
-        return ParsedAction(None, None, "empty")
+        return ParsedAction(None, None, "empty" if given_length == len(text) else "truncated")
     normalized_legal = [_normalize(action) for action in legal_actions]
     text, tokens = _scan(text)
     fields = _find_action_fields(text, tokens)
@@ -611,7 +613,7 @@ def parse_action(text: str, legal_actions: Sequence[str]) -> ParsedAction:
         text, tokens = _scan(text.translate(_QUOTE_TRANSLATION))
         fields = _find_action_fields(text, tokens)
     if not fields:
-        return _parse_bare_answer(text, tokens, legal_actions, normalized_legal)
+        return _parse_bare_answer(text, tokens, legal_actions, normalized_legal, len(text) < given_length)
     results = [_resolve_field(field, legal_actions, normalized_legal) for field in fields]
     complete = [(field, result) for field, result in zip(fields, results, strict=True) if result.error != "truncated"]
     if not complete:
@@ -649,16 +651,20 @@ def _closed_by_emphasis(field: _Field) -> bool:
 
 
 def _parse_bare_answer(
-    text: str, tokens: list[_Token], legal_actions: Sequence[str], normalized_legal: list[str]
+    text: str, tokens: list[_Token], legal_actions: Sequence[str], normalized_legal: list[str], cut: bool
 ) -> ParsedAction:
-    """A text without an action field: accept it only if it is, as a whole, one legal action."""
+    """A text without an action field: accept it only if it is, as a whole, one legal action.
+
+    ``cut``: the examined text is a prefix of the answer (the bounds of the module docstring), so
+    an unusable one is ``"truncated"``: the rest was never read.
+    """
     start, end = _bare_answer_span(text)
     if end - start <= MAX_VALUE_CHARS:
         bare = text[start:end]
         match = _match_value(bare, legal_actions, normalized_legal)
         if match.valid and match.matched_by in ("exact", "normalized"):
             return ParsedAction(match.index, match.action_text, None, bare, "bare", (start, end), 0)
-    cut_off = (bool(tokens) and not tokens[-1].terminated) or _opens_more_than_closes(tokens)
+    cut_off = cut or (bool(tokens) and not tokens[-1].terminated) or _opens_more_than_closes(tokens)
     return ParsedAction(None, None, "truncated" if cut_off else "no_action")
 
 
