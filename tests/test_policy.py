@@ -83,6 +83,14 @@ def test_act_returns_legal_actions_and_finite_scores(arch: str, batch: int, poli
         assert not torch.isin(sample.completion_ids, torch.tensor(policy.suppressed_token_ids)).any()
 
 
+def test_sampling_needs_one_legal_action_list_per_prompt(policies: dict[str, VLMPolicy]) -> None:
+    policy = policies["qwen2_vl"]
+    images, prompts, legal = observations(2)
+    inputs = policy.prepare_inputs(images, prompts)
+    with torch.no_grad(), pytest.raises(ValueError, match="2 prompts but 1 legal-action lists"):
+        policy.sample(inputs, seed=0, legal_actions=legal[:1])
+
+
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_recomputed_log_probs_match_generation_scores(arch: str, policies: dict[str, VLMPolicy]) -> None:
     policy = policies[arch]

@@ -23,8 +23,8 @@ Definitions used throughout this project (tested in ``tests/test_log_probs.py``)
   every generated token but the first lands in exactly one of the two sums (no token is silently
   left without gradient); for a trained model the key and the closing braces are near-deterministic
   (log p ~ 0), so they barely change the sum. (The original uses that split only when
-  ``"action":`` occurs more than once, at the last occurrence; with a single occurrence its split
-  falls back to the fourth-last scored token.)
+  ``"action":`` occurs more than once, at the last occurrence; with a single occurrence, the usual
+  case, its action sum is the last five scored tokens instead.)
 * A token belongs to the action part when its characters *overlap* it: token ``i`` is action when
   the decoded prefix ``ids[: i + 1]`` is longer than ``action_part_start``, so a BPE token ``, "``
   that ends with the key's opening quote counts as action. Every later token is action too.
