@@ -270,7 +270,7 @@ class ActingLoop:
         with torch.no_grad():
             if self.recompute_scores:
                 with timer.stage("generation"):
-                    samples, _ = policy.sample(inputs, seed=seed)
+                    samples, _ = policy.sample(inputs, seed=seed, legal_actions=legal_actions)
                 with timer.stage("scoring"):
                     scores = policy.evaluate(samples)
                 for sample, log_prob, value in zip(
@@ -279,7 +279,7 @@ class ActingLoop:
                     sample.log_prob, sample.value = log_prob, value  # what the PPO buffer would store
             else:
                 with timer.stage("generation"):
-                    samples, generation_scores = policy.sample_scored(inputs, seed=seed)
+                    samples, generation_scores = policy.sample_scored(inputs, seed=seed, legal_actions=legal_actions)
                 with timer.stage("scoring"):
                     policy.score_samples(samples, generation_scores)  # fills sample.log_prob / .value
         with timer.stage("parsing"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import unicodedata
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from vlm_agent.parsing import (
     ERROR_REASONS,
+    MAX_SCANNED_TOKENS,
     MAX_TEXT_CHARS,
     InvalidActionPolicy,
     ParsedAction,
@@ -200,6 +202,37 @@ CASES = [
     ("cut_after_complete_value", '{"thoughts": "x", "action": "hit"', BLACKJACK, "hit", None),
     ("cut_in_value_no_longer_action", '{"action": "stand', BLACKJACK, "stand", None),
     ("cut_in_key", '{"thoughts": "x", "act', BLACKJACK, None, "truncated"),
+    # -- a list value is read as a whole, never as its first element
+    ("list_of_two_actions", '{"action": ["-", "+"]}', NUMBER_LINE, None, "ambiguous"),
+    ("list_of_two_numbers", '{"thoughts": "x", "action": ["1", "10"]}', EZPOINTS, None, "ambiguous"),
+    ("list_of_one_action", '{"action": ["+"]}', NUMBER_LINE, "+", None),
+    ("list_cut_off", '{"action": ["-", "+', NUMBER_LINE, None, "truncated"),
+    # -- Markdown emphasis, as chat models write it, at the very end of the answer
+    ("markdown_bold_key_at_end", "**Thoughts:** 12 vs 10.\n**Action:** hit", BLACKJACK, "hit", None),
+    ("markdown_bold_value_at_end", "Action: **hit**", BLACKJACK, "hit", None),
+    ("markdown_bold_key_and_value", "**Action:** **stand**", BLACKJACK, "stand", None),
+    ("markdown_bold_key_star_action", "**Action:** *", POINTS24, "*", None),
+    ("markdown_italic_key", "*Action:* +", NUMBER_LINE, "+", None),
+    ("markdown_list_bold_key", "- **Action:** stand", BLACKJACK, "stand", None),
+    ("markdown_bold_number_is_complete", "Action: **1**", EZPOINTS, "1", None),
+    ("markdown_bold_cut_number", "Action: **1", EZPOINTS, None, "truncated"),
+    ("bare_bold_answer", "**hit**", BLACKJACK, "hit", None),
+    # -- math signs
+    ("times_sign", '{"action": "\u00d7"}', POINTS24, "*", None),
+    ("division_sign", '{"action": "\u00f7"}', POINTS24, "/", None),
+    ("minus_sign", '{"action": "\u2212"}', POINTS24, "-", None),
+    ("minus_sign_number_line", "Action: \u2212", NUMBER_LINE, "-", None),
+    # -- invisible characters inside a value, a key or a whole answer
+    ("zero_width_space_in_number", '{"action": "1\u200b0"}', EZPOINTS, "10", None),
+    ("soft_hyphen_in_number", '{"action": "1\u00ad0"}', EZPOINTS, "10", None),
+    ("word_joiner_in_number", '{"action": "1\u20600"}', EZPOINTS, "10", None),
+    ("nul_in_number", '{"action": "1\x000"}', EZPOINTS, "10", None),
+    ("zero_width_in_unquoted_number", '{"action": 1\u200b0}', EZPOINTS, "10", None),
+    ("zero_width_in_key", '{"act\u200bion"\u200b: "hit"}', BLACKJACK, "hit", None),
+    ("byte_order_mark_first", '\ufeff{"action": "stand"}', BLACKJACK, "stand", None),
+    ("bare_answer_with_zero_width", "\u200bhit\u2060", BLACKJACK, "hit", None),
+    ("cut_after_invisible_prefix_of_ten", '{"action": "1\u200b', EZPOINTS, None, "truncated"),
+    ("only_invisible", "\u200b\u2060\x00", BLACKJACK, None, "empty"),
 ]
 
 
@@ -216,6 +249,60 @@ def test_answer_table(text: str, legal: list[str], expected_action: str | None, 
         assert parsed.index is None and not parsed.valid
     else:
         assert parsed.index == legal.index(expected_action) and parsed.valid
+
+
+# (answer, legal actions, the value's text at ParsedAction.span, the text from action_part_start on)
+SPANS = [
+    ('{"thoughts": "x", "action": "hit"}', BLACKJACK, "hit", '"action": "hit"}'),
+    ("{'thoughts': 'x', 'action': 'stand'}", BLACKJACK, "stand", "'action': 'stand'}"),
+    ("{\u201caction\u201d: \u201chit\u201d}", BLACKJACK, "hit", "\u201caction\u201d: \u201chit\u201d}"),
+    ('{"Action" : "HIT"}', BLACKJACK, "HIT", '"Action" : "HIT"}'),
+    ('{"action": 10}', EZPOINTS, "10", '"action": 10}'),
+    ('{"action": "\\"hit\\""}', BLACKJACK, '\\"hit\\"', '"action": "\\"hit\\""}'),
+    ('{"action": "hit now"}', BLACKJACK, "hit now", '"action": "hit now"}'),
+    ('{"action": ["+"]}', NUMBER_LINE, '["+"]', '"action": ["+"]}'),
+    ("{action: '+'}", NUMBER_LINE, "+", "action: '+'}"),
+    ("So I stop.\nAction: stand\n", BLACKJACK, "stand", "Action: stand\n"),
+    ("**Thoughts:** go.\n**Action:** hit", BLACKJACK, "hit", "Action:** hit"),
+    ("Action: **hit**", BLACKJACK, "**hit**", "Action: **hit**"),
+    ('```json\n{"action": "10",}\n```', EZPOINTS, "10", '"action": "10",}\n```'),
+    ('{"thoughts": "a\u200bb", "action": "1\u200b0"}', EZPOINTS, "1\u200b0", '"action": "1\u200b0"}'),
+    ('{"action": "hit"}\n{"action": "hit"}', BLACKJACK, "hit", '"action": "hit"}\n{"action": "hit"}'),
+    ('{"thoughts": "x", "action": "stand', BLACKJACK, "stand", '"action": "stand'),
+    # Bare answers are all action.
+    ("hit", BLACKJACK, "hit", "hit"),
+    ('  "+"\n', NUMBER_LINE, "+", '  "+"\n'),
+    ("```\nstand\n```", BLACKJACK, "stand", "```\nstand\n```"),
+    ("**hit**.", BLACKJACK, "hit", "**hit**."),
+    ("\u200bhit", BLACKJACK, "\u200bhit", "\u200bhit"),
+]
+
+
+@pytest.mark.parametrize(("text", "legal", "value", "action_part"), SPANS)
+def test_valid_results_say_where_the_action_is(text: str, legal: list[str], value: str, action_part: str) -> None:
+    parsed = parse_action(text, legal)
+    assert parsed.valid, parsed
+    assert parsed.span is not None and parsed.action_part_start is not None
+    assert text[parsed.span[0] : parsed.span[1]] == value
+    assert text[parsed.action_part_start :] == action_part
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case[0] for case in CASES])
+def test_positions_exactly_when_valid(case: tuple) -> None:
+    _, text, legal, _, _ = case
+    parsed = parse_action(text, legal)
+    assert (parsed.span is None) == (parsed.action_part_start is None) == (not parsed.valid)
+    if parsed.valid:
+        start, end = parsed.span
+        assert 0 <= parsed.action_part_start <= start < end <= len(text)
+
+
+def test_invisible_character_class_holds_every_format_character() -> None:
+    """parsing only scans the Unicode blocks known to hold Cf characters; a newer Unicode that adds one
+    elsewhere must fail here, not silently read "1\\u2xxx0" as "1"."""
+    everything = "".join(chr(code) for code in range(0x110000) if unicodedata.category(chr(code)) == "Cf")
+    assert parse_action('{"action": "1' + everything + '0"}', EZPOINTS).action_text == "10"
+    assert parse_action('{"action": "1\\u200c0"}', EZPOINTS).action_text == "10"  # escaped: decoded first
 
 
 def test_match_kinds_are_reported() -> None:
@@ -272,13 +359,37 @@ def test_hostile_long_inputs_give_a_result(hostile: str) -> None:
 
 
 def test_long_thoughts_before_the_action() -> None:
-    thoughts = "I count the cards again. " * 2_000  # ~50,000 characters
+    thoughts = "I count the cards again. " * 600  # 15,000 characters, inside MAX_TEXT_CHARS
     assert parse_action(f'{{"thoughts": "{thoughts}", "action": "hit"}}', BLACKJACK).action_text == "hit"
 
 
 def test_text_beyond_the_read_limit_reads_as_cut_off() -> None:
     thoughts = "x" * MAX_TEXT_CHARS
     assert parse_action(f'{{"thoughts": "{thoughts}", "action": "hit"}}', BLACKJACK).error == "truncated"
+    assert parse_action(" " * MAX_TEXT_CHARS + "hit", BLACKJACK).error == "truncated"
+    assert parse_action("no answer. " * 2_000 + "Action: hit", BLACKJACK).error == "truncated"
+
+
+def test_only_the_first_marks_are_scanned() -> None:
+    """A text of thousands of marks before the answer reads as cut off where the scan stops."""
+    assert parse_action("," * MAX_SCANNED_TOKENS + '{"action": "hit"}', BLACKJACK).error == "truncated"
+    assert parse_action("," * (MAX_SCANNED_TOKENS - 10) + '{"action": "hit"}', BLACKJACK).action_text == "hit"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"thoughts": "' + "I count again, don't I? " * 4_000 + '", "action": "hit"}',  # 96,000 characters
+        ":" * 90_000 + '{"action": "hit"}',
+        "'" * 90_000 + "hit",
+        "\u200b" * 90_000 + "hit",
+    ],
+    ids=["long_thoughts", "colons", "apostrophes", "zero_width"],
+)
+def test_a_long_answer_reads_as_cut_off_at_the_examined_part(text: str) -> None:
+    """Only the bounded head is examined (what keeps every call cheap): what lies past it is unread."""
+    parsed = parse_action(text, BLACKJACK)
+    assert parsed.error == "truncated", parsed
 
 
 @pytest.mark.parametrize(
@@ -342,6 +453,9 @@ def test_any_text_gives_a_well_formed_result(text: str, legal: list[str]) -> Non
     assert (parsed.index is None) == (parsed.error is not None)
     assert parsed.error is None or parsed.error in ERROR_REASONS
     assert parsed.action_text == (None if parsed.index is None else legal[parsed.index])
+    assert (parsed.span is None) == (parsed.action_part_start is None) == (parsed.index is None)
+    if parsed.span is not None:
+        assert 0 <= parsed.action_part_start <= parsed.span[0] <= parsed.span[1] <= len(text)
 
 
 _ACTION_TEXT = st.text(min_size=1, max_size=30).filter(lambda a: a == a.strip() and a.strip() != "")
@@ -356,7 +470,11 @@ _ACTION_TEXT = st.text(min_size=1, max_size=30).filter(lambda a: a == a.strip() 
 def test_round_trip_with_arbitrary_action_texts(legal: list[str], data: st.DataObject, thoughts: str) -> None:
     action = data.draw(st.sampled_from(legal))
     answer = json.dumps({"thoughts": thoughts, "action": action}, ensure_ascii=False)
-    assert parse_action(answer, legal).index == legal.index(action)
+    parsed = parse_action(answer, legal)
+    assert parsed.index == legal.index(action)
+    assert parsed.span is not None
+    assert answer[parsed.span[0] : parsed.span[1]] == json.dumps(action, ensure_ascii=False)[1:-1]
+    assert parsed.action_part_start is not None and answer[parsed.action_part_start :].startswith('"action": ')
 
 
 @settings(max_examples=150, deadline=None)

@@ -75,19 +75,30 @@ def test_act_returns_legal_actions_and_finite_scores(arch: str, batch: int, poli
         assert 1 <= len(sample.completion_ids) <= MAX_NEW_TOKENS
         assert not sample.completion_ids.is_inference() and sample.completion_ids.device.type == "cpu"
         assert parsed == parse_action(text, actions)
+        # The masks split where the parser found the action (none found: all CoT, no action).
+        assert bool(sample.action_mask.any()) == parsed.valid
+        assert not (sample.thought_mask & sample.action_mask).any() and not sample.thought_mask[0]
         eos_positions = torch.isin(sample.completion_ids, torch.tensor(policy.eos_token_ids)).nonzero()
         assert len(eos_positions) == 0 or int(eos_positions[0]) == len(sample.completion_ids) - 1
         assert not torch.isin(sample.completion_ids, torch.tensor(policy.suppressed_token_ids)).any()
 
 
+def test_sampling_needs_one_legal_action_list_per_prompt(policies: dict[str, VLMPolicy]) -> None:
+    policy = policies["qwen2_vl"]
+    images, prompts, legal = observations(2)
+    inputs = policy.prepare_inputs(images, prompts)
+    with torch.no_grad(), pytest.raises(ValueError, match="2 prompts but 1 legal-action lists"):
+        policy.sample(inputs, seed=0, legal_actions=legal[:1])
+
+
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_recomputed_log_probs_match_generation_scores(arch: str, policies: dict[str, VLMPolicy]) -> None:
     policy = policies[arch]
-    images, prompts, _ = observations(3, seed=1)
+    images, prompts, legal = observations(3, seed=1)
     inputs = policy.prepare_inputs(images, prompts)
     policy.eval()
     with torch.no_grad():
-        samples, generation_log_probs = policy.sample(inputs, seed=5, output_scores=True)
+        samples, generation_log_probs = policy.sample(inputs, seed=5, legal_actions=legal, output_scores=True)
         scores = policy.evaluate(samples)
     assert generation_log_probs is not None
     width = scores.token_log_probs.shape[1]
@@ -189,19 +200,19 @@ def test_model_generation_config_cannot_change_the_sampling_distribution(policie
     policy = policies["qwen2_vl"]
     config = policy._base_model.generation_config
     saved = config.to_dict()
-    images, prompts, _ = observations(2, seed=16)
+    images, prompts, legal = observations(2, seed=16)
     inputs = policy.prepare_inputs(images, prompts)
     try:
         config.repetition_penalty, config.no_repeat_ngram_size, config.top_k, config.temperature = 3.0, 1, 3, 0.05
         with torch.no_grad():
-            samples, generation_log_probs = policy.sample(inputs, seed=3, output_scores=True)
+            samples, generation_log_probs = policy.sample(inputs, seed=3, legal_actions=legal, output_scores=True)
             recomputed = policy.evaluate(samples)
         assert generation_log_probs is not None
         width = recomputed.token_log_probs.shape[1]
         torch.testing.assert_close(recomputed.token_log_probs, generation_log_probs[:, :width], atol=1e-5, rtol=1e-5)
         config.bad_words_ids = [[5]]
         with pytest.raises(ValueError, match=r"generation_config sets \['bad_words_ids'\]"):
-            policy.sample(inputs, seed=3)
+            policy.sample(inputs, seed=3, legal_actions=legal)
     finally:
         for name in ("repetition_penalty", "no_repeat_ngram_size", "top_k", "temperature", "bad_words_ids"):
             setattr(config, name, saved.get(name))
@@ -221,28 +232,35 @@ def test_draw_from_probabilities_has_the_right_frequencies() -> None:
 
 
 def test_scaled_log_prob_is_lambda_cot_plus_action(policies: dict[str, VLMPolicy]) -> None:
+    """evaluate's log-prob is 0.5 * sum(CoT) + sum(action) over masks written out by hand."""
     policy = policies["qwen2_vl"]
     images, prompts, legal = observations(3, seed=2)
     out = policy.act(images, prompts, legal, invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(2))
-    # A hand-made answer with an action key, scored through the same path.
+    # A hand-made answer, tokenized in two pieces so that the action part (from the key's opening
+    # quote) starts exactly at the first token of the second piece.
     tokenizer = policy.processor.tokenizer
-    answer_ids = tokenizer('{"thoughts": "go up", "action": "+"}', add_special_tokens=False)["input_ids"]
-    answer_ids.append(policy.eos_token_ids[0])
-    sample = out.samples[0]
+    thought_ids = tokenizer('{"thoughts": "go up", ', add_special_tokens=False)["input_ids"]
+    action_ids = tokenizer('"action": "+"}', add_special_tokens=False)["input_ids"] + [policy.eos_token_ids[0]]
+    answer_ids = thought_ids + action_ids
+    cot, length = range(1, len(thought_ids)), len(answer_ids)  # the first token is in neither sum
+    thought = torch.tensor([i in cot for i in range(length)])
+    action = torch.tensor([i >= len(thought_ids) for i in range(length)])
+    # The policy's own masks for this answer are the hand-written ones.
     from vlm_agent.log_probs import thought_action_masks
 
-    thought, action = thought_action_masks(tokenizer, answer_ids)
+    policy_thought, policy_action = thought_action_masks(tokenizer, answer_ids, ["-", "+"])
+    assert policy_thought.tolist() == thought.tolist() and policy_action.tolist() == action.tolist()
+    sample = out.samples[0]
     crafted = PolicySample(
         sample.prompt_ids, sample.prompt_token_inputs, sample.image_inputs,
         torch.tensor(answer_ids), thought, action, 0.0, 0.0,
     )  # fmt: skip
     with torch.no_grad():
         scores = policy.evaluate([crafted])
-    tokens = scores.token_log_probs[0]
-    expected = 0.5 * tokens[thought].sum() + tokens[action].sum()
-    assert action.any() and thought.any()
-    assert scores.log_probs[0].item() == pytest.approx(expected.item(), rel=1e-6)
-    assert scores.log_probs[0].item() != pytest.approx(tokens.sum().item())
+    tokens = scores.token_log_probs[0].tolist()
+    expected = 0.5 * sum(tokens[i] for i in cot) + sum(tokens[len(thought_ids) : length])
+    assert scores.log_probs[0].item() == pytest.approx(expected, rel=1e-6)
+    assert scores.log_probs[0].item() != pytest.approx(sum(tokens[:length]))
 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)

@@ -9,37 +9,54 @@ linear-time scanner instead of ``json.loads``:
   text in other fields (a ``"thoughts"`` string that mentions other actions) never counts.
 - The key may be quoted (``"action"``, ``'action'``, any case) or bare when it starts an object
   member or a line (``{action: "hit"}``, ``Action: hit``); ``my action: hit`` in prose is not a key.
+  Markdown emphasis around a line's key or value is fine (``**Action:** hit``, ``**Action**: hit``,
+  ``Action: **hit**``).
+- A list value (``"action": ["-", "+"]``) is read as a whole: two different actions in it are
+  ``"ambiguous"``, never "the first one".
+- Invisible format characters (Unicode category Cf: zero-width space, soft hyphen, word joiner,
+  byte order mark, ...) and NUL count for nothing: they are removed from keys and values before
+  matching (``"1\\u200b0"`` reads as ``"10"``, not ``"1"``) and read as blank between a key and its
+  colon. The scanner reads the text as given, so every position it reports points into it.
 - A value cut off by the token limit (``"action": "1`` with no closing quote, or an unquoted
   value running into the end of the text) is not guessed: it counts only when it already is a
   legal action (rules 1-2 below) that no other legal action begins with. ``"1`` might have
   become ``"10"`` and ``"sta`` is not an action yet (both ``"truncated"``); ``"stand`` can only
-  be ``"stand"``.
+  be ``"stand"``. An unquoted value closed by Markdown emphasis (``Action: **1**``) is complete.
 - Several action fields (a model repeating itself) must agree; a cut-off field after a complete
   one is ignored.
 
 Matching a value to the legal actions, in order (the first rule that applies decides):
 
 1. ``exact``: the value with surrounding whitespace removed equals a legal action.
-2. ``normalized``: equal after Unicode NFKC, case folding and collapsing runs of whitespace
-   (``"Hit"``, ``"GO TO  cabinet 1"``, ``"＋"``), and after removing one wrapping pair of quotes,
-   backticks or brackets and a final full stop (``"'hit'"``, ``"{+}"``, ``"[10]"``, ``"hit."``).
-   Parentheses are only removed when the inside is not empty, so ``"("`` and ``")"`` stay legal
-   Points24 actions.
+2. ``normalized``: equal after Unicode NFKC, case folding, collapsing runs of whitespace and
+   reading the math signs ``×``, ``÷`` and ``−`` (U+2212) as ``*``, ``/`` and ``-`` (``"Hit"``,
+   ``"GO TO  cabinet 1"``, ``"＋"``, ``"×"``), and after removing one wrapping pair of quotes,
+   backticks, brackets or Markdown emphasis and a final full stop (``"'hit'"``, ``"{+}"``,
+   ``"[10]"``, ``"**hit**"``, ``"hit."``). Parentheses are only removed when the inside is not
+   empty, so ``"("`` and ``")"`` stay legal Points24 actions.
 3. ``contained``: exactly one legal action occurs inside the normalized value as a whole word
    (an occurrence next to a letter or digit does not count when the action itself starts or ends
    with one: ``"1"`` does not occur in ``"10"``, ``"go to cabinet 1"`` not in ``"go to cabinet
    10"``); an occurrence inside the occurrence of a longer legal action is dropped
    (``"put"`` inside ``"put apple 1 in/on fridge 1"``). Two or more survivors: ``"ambiguous"``.
 
-A text with no action field whose whole content (without fences, quotes and braces) is one legal
-action (``hit``, ``"+"``) is accepted with ``matched_by="bare"``.
+A text with no action field whose whole content (without fences, quotes, braces and emphasis) is
+one legal action (``hit``, ``"+"``) is accepted with ``matched_by="bare"``.
+
+Where the action is (:attr:`ParsedAction.span`, :attr:`ParsedAction.action_part_start`): a valid
+result says where, in the text as given, the value it used is written, and where the answer's
+*action part* begins: the first character of the action key (its opening quote when quoted; for a
+bare key such as ``Action: hit``, the ``A``), or 0 for a bare answer, which is all action. The
+thought/action split of the CoT-scaled log-probability (:mod:`vlm_agent.log_probs`) is taken from
+it, so the tokens that chose the action are the ones the parser read.
 
 Error reasons (``ParsedAction.error``), machine-readable, each meaning the answer is unusable:
 
-- ``"empty"``: the text is empty or only whitespace.
+- ``"empty"``: the text is empty, or only whitespace and invisible characters.
 - ``"no_action"``: there is no action field and the text is not a bare legal action.
 - ``"truncated"``: the text stops inside the action value, or stops inside a string or an open
-  object before any action field appeared (cut off in the thoughts).
+  object before any action field appeared (cut off in the thoughts), or goes on past the examined
+  part (see Cost below) without an action field in it.
 - ``"illegal_action"``: the action value matches no legal action (includes an empty value and a
   value longer than :data:`MAX_VALUE_CHARS`).
 - ``"ambiguous"``: the value matches several legal actions, or the text has several action
@@ -47,14 +64,21 @@ Error reasons (``ParsedAction.error``), machine-readable, each meaning the answe
 
 Invalid answers then become an action through :func:`resolve_action` and an
 :class:`InvalidActionPolicy`: a uniformly random legal action (the paper's behaviour) or a fixed
-fallback action with a reward penalty. Nothing here evaluates model text. The work is linear in
-the length of the text (the regular expressions have no nested quantifiers over the same
-characters), which is read up to :data:`MAX_TEXT_CHARS`; matching is bounded by
-:data:`MAX_VALUE_CHARS` and :data:`MAX_ACTION_FIELDS`.
+fallback action with a reward penalty. Nothing here evaluates model text.
+
+Cost: the work is linear in the examined text (the regular expressions have no nested quantifiers
+over the same characters) and the examined text is bounded, so that one call stays in the
+low milliseconds whatever the model wrote: only the first :data:`MAX_TEXT_CHARS` characters are
+examined, and in them only the first :data:`MAX_SCANNED_TOKENS` quoted strings and punctuation
+marks (a text reads as if it ended where a limit cut it). A real answer is far inside both: the
+paper's 256-token answers are about 1,000 characters and 30-100 strings and marks; a hostile
+text of 90,000 quotes or colons is not. Matching is bounded by :data:`MAX_VALUE_CHARS` and
+:data:`MAX_ACTION_FIELDS`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -68,6 +92,7 @@ import numpy as np
 __all__ = [
     "ERROR_REASONS",
     "MAX_ACTION_FIELDS",
+    "MAX_SCANNED_TOKENS",
     "MAX_TEXT_CHARS",
     "MAX_VALUE_CHARS",
     "InvalidActionPolicy",
@@ -83,8 +108,14 @@ ERROR_REASONS: tuple[str, ...] = ("empty", "no_action", "truncated", "illegal_ac
 MAX_VALUE_CHARS = 1000
 """An action value longer than this is not matched (``"illegal_action"``): bounds the matching work."""
 
-MAX_TEXT_CHARS = 100_000
-"""Only this many leading characters of an answer are read (a 256-token answer is ~1,000)."""
+MAX_TEXT_CHARS = 16_000
+"""Only this many leading characters of an answer are examined (a 256-token answer is ~1,000;
+16,000 is a 4,000-token answer of English prose); a longer text reads as cut off there."""
+
+MAX_SCANNED_TOKENS = 1_024
+"""Only the first this many quotes and punctuation marks (``" ' { } [ ] : ,``, apostrophes included)
+are read; the text reads as cut off after the last one. A real JSON answer has 30-100, prose about
+one per 20-30 characters; the limit binds on degenerate text (thousands of quotes or colons)."""
 
 MAX_ACTION_FIELDS = 32
 """Only the first this many action fields of a text are read (a hostile text may hold thousands)."""
@@ -94,6 +125,11 @@ _ACTION_KEY = "action"
 # Curly quotes (which some chat models emit) read as straight ones.
 _CURLY_QUOTES = ("\u201c", "\u201d", "\u2018", "\u2019")
 _QUOTE_TRANSLATION = str.maketrans(dict(zip(_CURLY_QUOTES, ('"', '"', "'", "'"), strict=True)))
+# Math signs that NFKC leaves alone, read as the ASCII operators the card games use.
+_MATH_SIGNS = {"\u00d7": "*", "\u00f7": "/", "\u2212": "-"}
+_NORMALIZE_TRANSLATION = str.maketrans(
+    {**dict(zip(_CURLY_QUOTES, ('"', '"', "'", "'"), strict=True)), **_MATH_SIGNS}
+)
 # Characters that matter to the scanner; everything between them is "bare" text.
 _SIGNIFICANT = re.compile(r"[\"'{}\[\]:,]")
 # The rest of a quoted string after its opening quote ("unrolled loop": linear, no backtracking).
@@ -106,8 +142,17 @@ _MAX_VALUE_TOKENS = 64
 # A single quote opens a string only where JSON expects a value or a key, so that apostrophes
 # in prose ("don't") do not swallow the rest of the text.
 _SINGLE_QUOTE_OPENERS = frozenset("{[,:")
-# Pairs removed (once) around a value by the ``normalized`` rule.
-_WRAPPING_PAIRS = (("'", "'"), ('"', '"'), ("`", "`"), ("{", "}"), ("[", "]"), ("(", ")"), ("<", ">"))
+# Markdown emphasis and list markers allowed around a line-leading bare key ("**Action**:", "- action:").
+_KEY_DECORATION = "*_#->` "
+# Markdown emphasis that may close a bare key after its colon ("**Action:** hit").
+_EMPHASIS = "*_"
+# Pairs removed (once) around a value by the ``normalized`` rule; the longer emphasis first.
+_WRAPPING_PAIRS = (
+    ("'", "'"), ('"', '"'), ("`", "`"), ("{", "}"), ("[", "]"), ("(", ")"), ("<", ">"),
+    ("**", "**"), ("__", "__"), ("*", "*"), ("_", "_"),
+)  # fmt: skip
+# Markdown emphasis that shows an unquoted value at the very end of a text is complete ("**1**").
+_CLOSING_EMPHASIS = ("**", "__", "*", "_", "`")
 
 
 @dataclass(frozen=True)
@@ -122,6 +167,13 @@ class ParsedAction:
             found; useful for logging what an invalid answer asked for.
         matched_by: How the value matched: ``"exact"``, ``"normalized"``, ``"contained"`` or
             ``"bare"``; ``None`` when nothing matched.
+        span: ``(start, end)``: ``text[start:end]`` is the value the parser used, as written in
+            the text given to :func:`parse_action` (inside its quotes when quoted, escapes and
+            invisible characters as they are there). ``None`` exactly when ``index`` is ``None``.
+        action_part_start: Where the answer's action part begins in that text: the first
+            character of the action key (its opening quote when quoted), or 0 for a bare answer.
+            The CoT-scaled log-probability splits the answer there (:mod:`vlm_agent.log_probs`).
+            ``None`` exactly when ``index`` is ``None``.
     """
 
     index: int | None
@@ -129,6 +181,8 @@ class ParsedAction:
     error: str | None
     value: str | None = None
     matched_by: str | None = None
+    span: tuple[int, int] | None = None
+    action_part_start: int | None = None
 
     @property
     def valid(self) -> bool:
@@ -136,8 +190,7 @@ class ParsedAction:
         return self.index is not None
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):
     kind: Literal["string", "punct"]
     start: int
     end: int
@@ -146,21 +199,72 @@ class _Token:
     terminated: bool = True
 
 
+# ``_Token(...)`` runs a Python-level ``__new__``; the scanner makes one token per punctuation mark,
+# and building the tuple directly is several times faster on degenerate, punctuation-only text.
+_new_token = tuple.__new__
+
+
 @dataclass(frozen=True)
 class _Field:
     raw: str  # the value as written, escapes not yet decoded
     quote: str  # '"', "'" or "" for a bare value
     terminated: bool
+    start: int  # text[start:end] == raw
+    end: int
+    key_start: int  # the first character of the key
 
 
-def _tokenize(text: str) -> list[_Token]:
-    """Split ``text`` into quoted strings and JSON punctuation, in one left-to-right pass."""
+def _format_characters() -> re.Pattern[str]:
+    """A character class of NUL and every format character (Unicode category Cf) of this Python's Unicode.
+
+    Only the blocks that hold Cf characters are looked at (a full scan of the code space costs
+    ~0.1 s at import); ``tests/test_parsing.py`` checks that no Cf character lies outside them.
+    """
+    blocks = ((0x00AD, 0x00AD), (0x0600, 0x08FF), (0x180E, 0x180E), (0x2000, 0x206F), (0xFEFF, 0xFEFF),
+              (0xFFF0, 0xFFFB), (0x11000, 0x113FF), (0x13430, 0x1345F), (0x1BCA0, 0x1BCA3),
+              (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF))  # fmt: skip
+    codes = [0] + [
+        code for first, last in blocks for code in range(first, last + 1) if unicodedata.category(chr(code)) == "Cf"
+    ]
+    runs: list[list[int]] = []  # ranges, not single characters: a class of ranges is searched much faster
+    for code in codes:
+        if runs and runs[-1][1] == code - 1:
+            runs[-1][1] = code
+        else:
+            runs.append([code, code])
+    return re.compile("[" + "".join(f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in runs) + "]")
+
+
+_INVISIBLE = _format_characters()
+
+
+def _remove_invisible(text: str) -> str:
+    """``text`` without NUL and format characters (Unicode category Cf: zero-width space, soft hyphen, ...)."""
+    if text.isascii() and "\0" not in text:  # the common case: one pass in C
+        return text
+    return _INVISIBLE.sub("", text)
+
+
+def _scan(text: str) -> tuple[str, list[_Token]]:
+    """Tokenize ``text``; when :data:`MAX_SCANNED_TOKENS` cut the scan short, also cut the text there."""
+    tokens, read = _tokenize(text)
+    return text[:read], tokens
+
+
+def _tokenize(text: str) -> tuple[list[_Token], int]:
+    """Split ``text`` into quoted strings and JSON punctuation, in one left-to-right pass.
+
+    Stops after :data:`MAX_SCANNED_TOKENS` significant characters (apostrophes included) and
+    returns how far it read.
+    """
     tokens: list[_Token] = []
     pos = 0
     last_significant = ""  # the last punctuation character outside strings, "" at the start
     last_significant_end = 0
     length = len(text)
-    while pos < length:
+    for _ in range(MAX_SCANNED_TOKENS):
+        if pos >= length:
+            break
         match = _SIGNIFICANT.search(text, pos)
         if match is None:
             break
@@ -177,25 +281,43 @@ def _tokenize(text: str) -> list[_Token]:
         if char in "\"'":
             rest = (_DOUBLE_QUOTED_REST if char == '"' else _SINGLE_QUOTED_REST).match(text, start + 1)
             if rest is None:  # no closing quote: the text ends inside this string
-                tokens.append(_Token("string", start, length, text[start + 1 :], char, False))
+                tokens.append(_new_token(_Token, ("string", start, length, text[start + 1 :], char, False)))
                 break
             end = rest.end()
-            tokens.append(_Token("string", start, end, text[start + 1 : end - 1], char))
+            tokens.append(_new_token(_Token, ("string", start, end, text[start + 1 : end - 1], char, True)))
             last_significant, last_significant_end = char, end
             pos = end
         else:
-            tokens.append(_Token("punct", start, start + 1, char))
+            tokens.append(_new_token(_Token, ("punct", start, start + 1, char, "", True)))
             last_significant, last_significant_end = char, start + 1
             pos = start + 1
-    return tokens
+    else:  # every step used: the text is read up to here
+        return tokens, pos
+    return tokens, length
 
 
 def _is_blank(text: str, start: int, end: int) -> bool:
-    return start >= end or text[start:end].isspace()
+    """Whether ``text[start:end]`` holds nothing but whitespace and invisible characters."""
+    return start >= end or not _remove_invisible(text[start:end]).strip()
 
 
-def _is_bare_key(text: str, tokens: list[_Token], colon_index: int) -> bool:
-    """Whether the bare text before the colon token is the word ``action`` starting a member or a line."""
+def _is_action_key(key: str) -> bool:
+    return len(key) <= 64 and _remove_invisible(key).strip().casefold() == _ACTION_KEY
+
+
+def _strip_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """``text[start:end]`` without surrounding whitespace, as positions."""
+    piece = text[start:end]
+    stripped = piece.strip()
+    if not stripped:
+        return end, end
+    left = len(piece) - len(piece.lstrip())
+    return start + left, start + left + len(stripped)
+
+
+def _bare_key(text: str, tokens: list[_Token], colon_index: int) -> tuple[int, str] | None:
+    """For bare text ``action`` before the colon token that starts a member or a line: where the word
+    begins and the Markdown emphasis right before it (``"**"`` in ``**Action:**``); else None."""
     colon = tokens[colon_index]
     previous = tokens[colon_index - 1] if colon_index > 0 else None
     gap_start = previous.end if previous is not None else 0
@@ -207,11 +329,16 @@ def _is_bare_key(text: str, tokens: list[_Token], colon_index: int) -> bool:
     gap = text[gap_start : colon.start]
     if "\n" in gap:
         starts_member = True
-        gap = gap[gap.rindex("\n") + 1 :]
+        newline = gap.rindex("\n") + 1
+        gap, gap_start = gap[newline:], gap_start + newline
     if not starts_member:
-        return False
+        return None
     # Markdown emphasis and list markers around a line-leading key ("**Action**:", "- action:").
-    return gap.strip().strip("*_#->` ").casefold() == _ACTION_KEY
+    if not _is_action_key(_remove_invisible(gap).strip().strip(_KEY_DECORATION)):
+        return None
+    offset = next(i for i, char in enumerate(gap) if char.isalpha())  # decoration is no letter: the key's "a"
+    before = _remove_invisible(gap[:offset])
+    return gap_start + offset, before[len(before.rstrip(_EMPHASIS)) :]
 
 
 def _find_action_fields(text: str, tokens: list[_Token]) -> list[_Field]:
@@ -223,31 +350,37 @@ def _find_action_fields(text: str, tokens: list[_Token]) -> list[_Field]:
             continue
         key = tokens[index - 1] if index > 0 else None
         if key is not None and key.kind == "string" and _is_blank(text, key.end, token.start):
-            if key.text.strip().casefold() != _ACTION_KEY:
-                continue
-        elif not _is_bare_key(text, tokens, index):
+            if _is_action_key(key.text):
+                fields.append(_read_value(text, tokens, index, key.start, ""))
             continue
-        fields.append(_read_value(text, tokens, index))
+        bare = _bare_key(text, tokens, index)
+        if bare is not None:
+            fields.append(_read_value(text, tokens, index, *bare))
     return fields
 
 
-def _read_value(text: str, tokens: list[_Token], colon_index: int) -> _Field:
+def _read_value(text: str, tokens: list[_Token], colon_index: int, key_start: int, emphasis: str) -> _Field:
     """Read the value after the colon token.
 
     The value runs from the colon to the first ``,``, ``}`` or ``]`` outside strings, the end of
     its line, or the end of the text. A value that is one quoted string is that string (complete
-    when its closing quote is there, whatever follows); anything else (``hit``, ``"-" or "+"``)
-    is kept as written, quotes included, and is complete when something ended it before the end
-    of the text.
+    when its closing quote is there, whatever follows); a value that opens a list runs to the
+    list's closing ``]``; anything else (``hit``, ``"-" or "+"``) is kept as written, quotes
+    included, and is complete when something ended it before the end of the text. ``emphasis``
+    (the Markdown before a bare key) is skipped when it closes right after the colon.
     """
     colon = tokens[colon_index]
-    start = _LEADING_WHITESPACE.match(text, colon.end).end()
+    after = colon.end + len(emphasis) if emphasis and text.startswith(emphasis, colon.end) else colon.end
+    start = _LEADING_WHITESPACE.match(text, after).end()
+    following = tokens[colon_index + 1 : colon_index + 1 + _MAX_VALUE_TOKENS]
+    if following and following[0].start == start and following[0].kind == "punct" and following[0].text == "[":
+        return _read_list(text, following, start, key_start)
     end_of_line = text.find("\n", start)
     if end_of_line == -1:
         end_of_line = len(text)
     region: list[_Token] = []
     stop, terminated = end_of_line, end_of_line < len(text)
-    for token in tokens[colon_index + 1 : colon_index + 1 + _MAX_VALUE_TOKENS]:
+    for token in following:
         if token.start >= end_of_line:
             break
         if token.kind == "punct" and token.text in ",}]":
@@ -265,8 +398,24 @@ def _read_value(text: str, tokens: list[_Token], colon_index: int) -> _Field:
     if len(region) == 1 and region[0].kind == "string" and region[0].start == start:
         only = region[0]
         if not only.terminated or _is_blank(text, only.end, stop):
-            return _Field(only.text, only.quote, only.terminated)
-    return _Field(text[start:stop].strip(), "", terminated)
+            end = only.end - 1 if only.terminated else len(text)
+            return _Field(only.text, only.quote, only.terminated, only.start + 1, end, key_start)
+    value_start, value_end = _strip_span(text, start, stop)
+    return _Field(text[value_start:value_end], "", terminated, value_start, value_end, key_start)
+
+
+def _read_list(text: str, following: list[_Token], start: int, key_start: int) -> _Field:
+    """A value that opens a list: as written up to its matching ``]`` (or the end: cut off)."""
+    depth = 0
+    for token in following:
+        if token.kind == "string" and not token.terminated:
+            break
+        if token.kind == "punct" and token.text in "[]":
+            depth += 1 if token.text == "[" else -1
+            if depth == 0:
+                return _Field(text[start : token.end], "", True, start, token.end, key_start)
+    value_start, value_end = _strip_span(text, start, len(text))
+    return _Field(text[value_start:value_end], "", False, value_start, value_end, key_start)
 
 
 def _decode(field: _Field) -> str:
@@ -286,20 +435,31 @@ def _decode(field: _Field) -> str:
 
 
 def _normalize(text: str) -> str:
-    """NFKC, case folding, curly quotes to straight ones, whitespace runs to one space, stripped."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTE_TRANSLATION).casefold()
+    """Invisible characters removed, NFKC, curly quotes to straight ones, math signs to ASCII operators,
+    case folding, whitespace runs to one space, stripped."""
+    text = unicodedata.normalize("NFKC", _remove_invisible(text)).translate(_NORMALIZE_TRANSLATION).casefold()
     return _WHITESPACE_RUN.sub(" ", text).strip()
 
 
-def _unwrap(text: str) -> str:
-    """Remove one wrapping pair of quotes/brackets and a final full stop (``'hit'.`` -> ``hit``)."""
-    text = text.strip()
-    if len(text) > 1 and text.endswith(".") and not text.endswith(".."):
-        text = text[:-1].rstrip()
+def _unwrap_span(text: str, start: int, end: int) -> tuple[int, int]:
+    """Positions of ``text[start:end]`` without one wrapping pair and a final full stop (see :func:`_unwrap`)."""
+    start, end = _strip_span(text, start, end)
+    if end - start > 1 and text[end - 1] == "." and text[end - 2] != ".":
+        start, end = _strip_span(text, start, end - 1)
     for opening, closing in _WRAPPING_PAIRS:
-        if len(text) > 2 and text.startswith(opening) and text.endswith(closing):
-            return text[1:-1].strip()
-    return text
+        if (
+            end - start > len(opening) + len(closing)
+            and text.startswith(opening, start, end)
+            and text.endswith(closing, start, end)
+        ):
+            return _strip_span(text, start + len(opening), end - len(closing))
+    return start, end
+
+
+def _unwrap(text: str) -> str:
+    """Remove one wrapping pair of quotes/brackets/emphasis and a final full stop (``'hit'.`` -> ``hit``)."""
+    start, end = _unwrap_span(text, 0, len(text))
+    return text[start:end]
 
 
 def _is_word_char(char: str) -> bool:
@@ -372,24 +532,24 @@ def _contained_actions(value: str, normalized_legal: list[str]) -> list[int]:
     return survivors
 
 
-def _bare_answer(text: str) -> str:
-    """The text without code fences, a language tag, quotes and braces around it."""
-    text = text.strip()
-    if text.startswith("```"):
-        text = text[3:]
-        first_line, newline, rest = text.partition("\n")
-        if newline and first_line.strip().isalpha():  # ```json
-            text = rest
-        text = text.rstrip()
-        if text.endswith("```"):
-            text = text[:-3]
-    text = text.strip()
+def _bare_answer_span(text: str) -> tuple[int, int]:
+    """Positions of the text without code fences, a language tag, quotes, braces and emphasis around it."""
+    start, end = _strip_span(text, 0, len(text))
+    if text.startswith("```", start, end):
+        start += 3
+        newline = text.find("\n", start, end)
+        if newline != -1 and text[start:newline].strip().isalpha():  # ```json
+            start = newline + 1
+        end = start + len(text[start:end].rstrip())
+        if text.endswith("```", start, end):
+            end -= 3
+    start, end = _strip_span(text, start, end)
     for _ in range(3):
-        unwrapped = _unwrap(text)
-        if unwrapped == text:
+        unwrapped = _unwrap_span(text, start, end)
+        if unwrapped == (start, end):
             break
-        text = unwrapped
-    return text
+        start, end = unwrapped
+    return start, end
 
 
 def _validate_legal_actions(legal_actions: Sequence[str]) -> None:
@@ -410,15 +570,18 @@ def _validate_legal_actions(legal_actions: Sequence[str]) -> None:
 def parse_action(text: str, legal_actions: Sequence[str]) -> ParsedAction:
     """Read the action a model's answer chose among ``legal_actions``.
 
+    A pure function of its arguments.
+
     Args:
         text: The generated answer (the decoded completion, special tokens removed). Only the
-            first :data:`MAX_TEXT_CHARS` characters are read; a longer text reads as one cut off there.
+            first :data:`MAX_TEXT_CHARS` characters (and in them :data:`MAX_SCANNED_TOKENS`
+            strings and marks) are examined; a longer text reads as one cut off there.
         legal_actions: The text form of the legal actions, in the env's index order
             (``env.unwrapped.legal_actions()``).
 
     Returns:
-        A :class:`ParsedAction`; ``index`` is ``None`` exactly when ``error`` is set. Never raises
-        for any ``str`` text.
+        A :class:`ParsedAction`; ``index``, ``span`` and ``action_part_start`` are ``None``
+        exactly when ``error`` is set. Never raises for any ``str`` text.
 
     Raises:
         TypeError: ``text`` is not a ``str`` or ``legal_actions`` does not hold strings.
@@ -429,39 +592,47 @@ def parse_action(text: str, legal_actions: Sequence[str]) -> ParsedAction:
         1
         >>> parse_action('{"action": "1', ["1", "10"]).error
         'truncated'
+        >>> answer = "I would draw.\\nAction: hit"
+        >>> parsed = parse_action(answer, ["stand", "hit"])
+        >>> answer[parsed.action_part_start :], answer[slice(*parsed.span)]
+        ('Action: hit', 'hit')
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be the decoded answer as a str, got {type(text).__name__}")
     _validate_legal_actions(legal_actions)
-    if not text.strip():
-        return ParsedAction(None, None, "empty")
+    given_length = len(text)
     text = text[:MAX_TEXT_CHARS]
+    if not _remove_invisible(text).strip():
+        return ParsedAction(None, None, "empty" if given_length == len(text) else "truncated")
     normalized_legal = [_normalize(action) for action in legal_actions]
-    tokens = _tokenize(text)
+    text, tokens = _scan(text)
     fields = _find_action_fields(text, tokens)
     if not fields and any(quote in text for quote in _CURLY_QUOTES):
         # Only now read curly quotes as straight ones: in valid JSON they may sit inside strings.
-        text = text.translate(_QUOTE_TRANSLATION)
-        tokens = _tokenize(text)
+        # (One character for one, so positions still point into the text as given.)
+        text, tokens = _scan(text.translate(_QUOTE_TRANSLATION))
         fields = _find_action_fields(text, tokens)
     if not fields:
-        return _parse_bare_answer(text, tokens, legal_actions, normalized_legal)
+        return _parse_bare_answer(text, tokens, legal_actions, normalized_legal, len(text) < given_length)
     results = [_resolve_field(field, legal_actions, normalized_legal) for field in fields]
-    complete = [result for field, result in zip(fields, results, strict=True) if result.error != "truncated"]
+    complete = [(field, result) for field, result in zip(fields, results, strict=True) if result.error != "truncated"]
     if not complete:
         return results[0]
-    if len({result.index for result in complete}) > 1:
+    if len({result.index for _, result in complete}) > 1:
         # Fields that disagree (or one legal, one not): the answer names several actions.
-        values = {_normalize(result.value or "") for result in complete}
+        values = {_normalize(result.value or "") for _, result in complete}
         if len(values) > 1:
-            return ParsedAction(None, None, "ambiguous", complete[0].value)
-    return complete[0]
+            return ParsedAction(None, None, "ambiguous", complete[0][1].value)
+    field, result = complete[0]
+    if not result.valid:
+        return result
+    return dataclasses.replace(result, span=(field.start, field.end), action_part_start=field.key_start)
 
 
 def _resolve_field(field: _Field, legal_actions: Sequence[str], normalized_legal: list[str]) -> ParsedAction:
     """Match one field; a cut-off value counts only if no legal action could continue it."""
     value = _decode(field)
-    if field.terminated:
+    if field.terminated or _closed_by_emphasis(field):
         return _match_value(value, legal_actions, normalized_legal)
     match = _match_value(value, legal_actions, normalized_legal)
     if match.valid and match.matched_by in ("exact", "normalized"):
@@ -471,16 +642,29 @@ def _resolve_field(field: _Field, legal_actions: Sequence[str], normalized_legal
     return ParsedAction(None, None, "truncated", value)
 
 
+def _closed_by_emphasis(field: _Field) -> bool:
+    """An unquoted value wrapped in Markdown emphasis (``**1**``) ends where the emphasis closes."""
+    raw = field.raw
+    return field.quote == "" and any(
+        len(raw) > 2 * len(marker) and raw.startswith(marker) and raw.endswith(marker) for marker in _CLOSING_EMPHASIS
+    )
+
+
 def _parse_bare_answer(
-    text: str, tokens: list[_Token], legal_actions: Sequence[str], normalized_legal: list[str]
+    text: str, tokens: list[_Token], legal_actions: Sequence[str], normalized_legal: list[str], cut: bool
 ) -> ParsedAction:
-    """A text without an action field: accept it only if it is, as a whole, one legal action."""
-    bare = _bare_answer(text)
-    if len(bare) <= MAX_VALUE_CHARS:
+    """A text without an action field: accept it only if it is, as a whole, one legal action.
+
+    ``cut``: the examined text is a prefix of the answer (the bounds of the module docstring), so
+    an unusable one is ``"truncated"``: the rest was never read.
+    """
+    start, end = _bare_answer_span(text)
+    if end - start <= MAX_VALUE_CHARS:
+        bare = text[start:end]
         match = _match_value(bare, legal_actions, normalized_legal)
         if match.valid and match.matched_by in ("exact", "normalized"):
-            return ParsedAction(match.index, match.action_text, None, bare, "bare")
-    cut_off = (bool(tokens) and not tokens[-1].terminated) or _opens_more_than_closes(tokens)
+            return ParsedAction(match.index, match.action_text, None, bare, "bare", (start, end), 0)
+    cut_off = cut or (bool(tokens) and not tokens[-1].terminated) or _opens_more_than_closes(tokens)
     return ParsedAction(None, None, "truncated" if cut_off else "no_action")
 
 

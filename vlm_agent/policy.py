@@ -549,13 +549,13 @@ class VLMPolicy:
             with torch.no_grad():
                 seed = int(rng.integers(0, 2**31 - 1))
                 if recompute_scores:
-                    samples, _ = self.sample(inputs, seed=seed)
+                    samples, _ = self.sample(inputs, seed=seed, legal_actions=legal_actions)
                     scores = self.evaluate(samples)
                     log_probs, values = scores.log_probs, scores.values
                     for sample, log_prob, value in zip(samples, log_probs.tolist(), values.tolist(), strict=True):
                         sample.log_prob, sample.value = log_prob, value
                 else:
-                    samples, generation_scores = self.sample_scored(inputs, seed=seed)
+                    samples, generation_scores = self.sample_scored(inputs, seed=seed, legal_actions=legal_actions)
                     log_probs, values = self.score_samples(samples, generation_scores)
         finally:
             self.train(was_training)
@@ -582,9 +582,17 @@ class VLMPolicy:
         )
 
     def sample(
-        self, inputs: dict[str, torch.Tensor], *, seed: int, output_scores: bool = False
+        self,
+        inputs: dict[str, torch.Tensor],
+        *,
+        seed: int,
+        legal_actions: Sequence[Sequence[str]],
+        output_scores: bool = False,
     ) -> tuple[list[PolicySample], torch.Tensor | None]:
         """Generate one answer per row of ``inputs`` (from :meth:`prepare_inputs`) and store them.
+
+        ``legal_actions`` (one list per row) is what each answer is parsed against to split its
+        thought and action masks (:func:`vlm_agent.log_probs.thought_action_masks`).
 
         Sampling is seeded with ``seed`` inside a forked RNG state (the global torch RNG is left
         as it was). Returns the samples (``log_prob``/``value`` still NaN: :meth:`act` fills them)
@@ -592,11 +600,13 @@ class VLMPolicy:
         of the processed scores, i.e. of logits / T with suppression), 0 after each answer's end.
         Call it under ``torch.no_grad()``.
         """
-        samples, token_log_probs, _ = self._generate(inputs, seed=seed, capture_prompt_hidden=False)
+        samples, token_log_probs, _ = self._generate(
+            inputs, seed=seed, capture_prompt_hidden=False, legal_actions=legal_actions
+        )
         return samples, token_log_probs if output_scores else None
 
     def sample_scored(
-        self, inputs: dict[str, torch.Tensor], *, seed: int
+        self, inputs: dict[str, torch.Tensor], *, seed: int, legal_actions: Sequence[Sequence[str]]
     ) -> tuple[list[PolicySample], GenerationScores]:
         """Like :meth:`sample`, also returning what the PPO buffer needs from this one generation.
 
@@ -606,7 +616,9 @@ class VLMPolicy:
         no second forward over prompt + answer is needed. :meth:`score_samples` turns them into the
         CoT-scaled log-probs and values. Call it under ``torch.no_grad()`` in eval mode.
         """
-        samples, token_log_probs, prompt_hidden = self._generate(inputs, seed=seed, capture_prompt_hidden=True)
+        samples, token_log_probs, prompt_hidden = self._generate(
+            inputs, seed=seed, capture_prompt_hidden=True, legal_actions=legal_actions
+        )
         assert prompt_hidden is not None
         return samples, GenerationScores(token_log_probs, prompt_hidden)
 
@@ -640,7 +652,12 @@ class VLMPolicy:
         return log_probs, values
 
     def _generate(
-        self, inputs: dict[str, torch.Tensor], *, seed: int, capture_prompt_hidden: bool
+        self,
+        inputs: dict[str, torch.Tensor],
+        *,
+        seed: int,
+        capture_prompt_hidden: bool,
+        legal_actions: Sequence[Sequence[str]],
     ) -> tuple[list[PolicySample], torch.Tensor, torch.Tensor | None]:
         """One seeded batched ``generate``: samples, per-token log-probs ``[N, C]`` (CPU) and, when
         asked, the last prompt token's final hidden state ``[N, H]`` (model device)."""
@@ -648,6 +665,8 @@ class VLMPolicy:
         devices = [cuda_index] if self.device.type == "cuda" else []
         scorer = ScoringLogitsProcessor(self.settings.temperature, self.suppressed_token_ids, self.device)
         prompt_length = inputs["input_ids"].shape[1]
+        if len(legal_actions) != inputs["input_ids"].shape[0]:
+            raise ValueError(f"got {inputs['input_ids'].shape[0]} prompts but {len(legal_actions)} legal-action lists")
         with torch.random.fork_rng(devices=devices), self._prompt_hidden_hook(capture_prompt_hidden) as captured:
             torch.manual_seed(seed)
             # Greedy over the scorer's output is a draw from the policy (see ScoringLogitsProcessor).
@@ -660,7 +679,7 @@ class VLMPolicy:
                 cache=self.make_kv_cache(prompt_length + self.settings.max_new_tokens),
             )
         completions = sequences[:, prompt_length:]
-        samples = self._split_samples(inputs, completions)
+        samples = self._split_samples(inputs, completions, legal_actions)
         log_probs = scorer.token_log_probs(len(sequences))[:, : completions.shape[1]]
         lengths = torch.tensor([len(s.completion_ids) for s in samples], device=log_probs.device)
         real = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :] < lengths[:, None]
@@ -712,19 +731,23 @@ class VLMPolicy:
         finally:
             handle.remove()
 
-    def _split_samples(self, inputs: dict[str, torch.Tensor], completions: torch.Tensor) -> list[PolicySample]:
-        """Cut a generated batch into per-observation CPU records (padding removed, EOS kept)."""
+    def _split_samples(
+        self, inputs: dict[str, torch.Tensor], completions: torch.Tensor, legal_actions: Sequence[Sequence[str]]
+    ) -> list[PolicySample]:
+        """Cut a generated batch into per-observation CPU records (padding removed, EOS kept); the
+        thought/action masks split each answer where the parser, reading it against its row's
+        legal actions, finds the action."""
         attention = inputs["attention_mask"].bool().cpu()
         image_inputs = split_image_inputs(
             {k: v for k, v in inputs.items() if k not in PER_TOKEN_KEYS and k != "input_ids"}, len(completions)
         )
         eos = torch.as_tensor(self.eos_token_ids)
         samples = []
-        for row, completion in enumerate(completions.cpu()):
+        for row, (completion, legal) in enumerate(zip(completions.cpu(), legal_actions, strict=True)):
             is_eos = torch.isin(completion, eos).nonzero()
             length = int(is_eos[0]) + 1 if len(is_eos) else len(completion)
             completion_ids = completion[:length].clone()
-            thought, action = thought_action_masks(self.processor.tokenizer, completion_ids.tolist())
+            thought, action = thought_action_masks(self.processor.tokenizer, completion_ids.tolist(), list(legal))
             keep = attention[row]
             samples.append(
                 PolicySample(

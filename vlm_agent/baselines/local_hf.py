@@ -83,7 +83,8 @@ class LocalHFAgent:
         model_inputs = self.policy.prepare_inputs([agent_input.image for agent_input in inputs],
                                                   [agent_input.prompt for agent_input in inputs])
         with torch.no_grad():
-            samples, _ = self.policy.sample(model_inputs, seed=int(self._rng.integers(0, 2**31 - 1)))
+            samples, _ = self.policy.sample(model_inputs, seed=int(self._rng.integers(0, 2**31 - 1)),
+                                            legal_actions=[agent_input.legal_actions for agent_input in inputs])
         tokenizer = self.policy.processor.tokenizer
         texts = [tokenizer.decode(sample.completion_ids.tolist(), skip_special_tokens=True)
                  for sample in samples]
