@@ -272,31 +272,34 @@ def _damage(path: Path) -> str | None:
     return None
 
 
-def _is_read(relative: str) -> bool:
-    """Listed files that loading deserialises (the rest, e.g. export/, are only verified)."""
+def _kind(relative: str) -> str:
+    """How loading uses a listed file: "state", "tensors", "blobs", or "" (only verified, e.g. export/)."""
     parts = Path(relative).parts
-    return relative == "state.json" or (
-        len(parts) == 2 and (parts[0], Path(parts[1]).suffix) in (("tensors", ".pt"), ("blobs", ".pkl"))
-    )
+    if relative == "state.json":
+        return "state"
+    if len(parts) == 2 and (parts[0], Path(parts[1]).suffix) in (("tensors", ".pt"), ("blobs", ".pkl")):
+        return parts[0]
+    return ""
 
 
 def _load_verified(path: Path) -> LoadedCheckpoint:
     files = _read_manifest(path)
+    # State and blobs are deserialised from the very bytes that were hashed. Tensor files can be
+    # large (a full fine-tune's optimizer state), so they are hashed streaming and then read by
+    # `torch.load(weights_only=True)`, which cannot run code whatever the file holds.
     contents = {
-        relative: _check_file(path, relative, expected, keep=_is_read(relative))
+        relative: _check_file(path, relative, expected, keep=_kind(relative) in ("state", "blobs"))
         for relative, expected in sorted(files.items())
     }
     try:
         state = json.loads(contents["state.json"])
         tensors, blobs = {}, {}
-        for relative, data in contents.items():
-            if data is None or relative == "state.json":
-                continue
-            folder, name = Path(relative).parts
-            if folder == "tensors":
-                tensors[Path(name).stem] = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            else:
-                blobs[Path(name).stem] = _BlobUnpickler(io.BytesIO(data)).load()
+        for relative in contents:
+            kind, stem = _kind(relative), Path(relative).stem
+            if kind == "tensors":
+                tensors[stem] = torch.load(path / relative, map_location="cpu", weights_only=True)
+            elif kind == "blobs":
+                blobs[stem] = _BlobUnpickler(io.BytesIO(contents[relative])).load()
     except pickle.UnpicklingError as error:
         raise CheckpointError(f"{path} could not be read ({error})") from error
     except Exception as error:  # hashes matched, so this is a version mismatch of a dependency

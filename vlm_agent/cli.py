@@ -51,7 +51,7 @@ def _parser(dataclass_type: type, command: str):
         """argparse prints the whole usage (dozens of lines for train) before an error; one line is enough."""
 
         def error(self, message: str) -> typing.NoReturn:
-            self.exit(2, f"{self.prog}: error: {message}\n")
+            self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
     parser = OneLineErrorParser(dataclass_type, prog=f"vlm-agent {command}", description=COMMANDS[command])
     # `_parse` reads --config itself; declaring it here documents it in --help.
