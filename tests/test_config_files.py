@@ -93,3 +93,26 @@ def test_lists_for_comma_separated_options_and_yaml_floats(tmp_path) -> None:
     assert (parsed.learning_rate, parsed.min_learning_rate, parsed.gamma) == (1e-5, 1e-9, 1.0)
     assert parsed.clip_range_value is None and parsed.seed == 4  # the flag overrides nothing set in the file
     assert VLMPPOConfig(lora_target_modules=["q_proj"]).lora_target_modules == "q_proj"  # type: ignore[arg-type]
+
+
+def test_shipped_configs_pass_the_checks() -> None:
+    from vlm_agent.cli import embedded_config_path
+    from vlm_agent.config_files import check_options, read_config_file
+
+    for name in ("tiny_numberline_cpu.yaml", "paper_card_games.yaml"):
+        path = embedded_config_path(name)
+        options = check_options(read_config_file(path), VLMPPOConfig, source=str(path),
+                                comma_separated=VLMPPOConfig.COMMA_SEPARATED)
+        assert options["env_id"] == "gym_cards/NumberLine-v0"
+
+
+def test_config_files_cannot_set_environment_variables(tmp_path, capsys, monkeypatch) -> None:
+    """TRL's `env:` mapping would let a config file carry an API key; keys come from the environment only."""
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = tmp_path / "eval.yaml"
+    config.write_text("env:\n  OPENAI_API_KEY: sk-from-a-file-0123456789\nmethods: [expert]\n")
+    assert run(["eval", "--config", str(config)]) == 2
+    assert "'env' is not an option" in capsys.readouterr().err
+    import os
+
+    assert "OPENAI_API_KEY" not in os.environ
