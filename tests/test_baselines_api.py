@@ -669,8 +669,10 @@ def test_a_key_echoed_across_the_detail_cut_is_redacted_whole(
 
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_an_answer_that_echoes_the_key_is_redacted_before_the_cache(
-        provider: str, server: ScriptedModelServer, keys: None, tmp_path: Path) -> None:
+        provider: str, server: ScriptedModelServer, keys: None, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     key = OPENAI_KEY if provider == "openai" else GEMINI_KEY
+    caplog.set_level(logging.DEBUG)
     server.script.append(Reply(f'{{"thoughts": "your key is {key}", "action": "+"}}'))
     agent = make_agent(provider, server, cache_dir=str(tmp_path))
     [answer] = agent.respond([agent_input()])
@@ -681,6 +683,7 @@ def test_an_answer_that_echoes_the_key_is_redacted_before_the_cache(
     rerun = make_agent(provider, server, cache_dir=str(tmp_path))
     assert rerun.respond([agent_input()]) == [answer]  # the cached answer is the redacted one
     rerun.close()
+    assert key not in caplog.text
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
