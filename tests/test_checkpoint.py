@@ -152,6 +152,32 @@ def test_a_listed_pickle_may_not_call_anything_but_environment_classes(tmp_path)
     assert not marker.exists()
 
 
+class _CallsGlobal:
+    """Unpickling this object calls `function(*arguments)`."""
+
+    def __init__(self, function, *arguments) -> None:
+        self.function, self.arguments = function, arguments
+
+    def __reduce__(self):
+        return (self.function, self.arguments)
+
+
+def test_the_blob_allowlist_admits_environment_classes_only(tmp_path) -> None:
+    import pickle
+
+    from gym_cards import cli
+    from gym_cards.core import cards
+
+    path = write(tmp_path, 1)
+    for hostile, name in ((_CallsGlobal(cli.main, ["list"]), "gym_cards.cli.main"),
+                          (_CallsGlobal(cards.draw_card, None), "gym_cards.core.cards.draw_card"),
+                          (_CallsGlobal(getattr, "text", "upper"), "builtins.getattr")):
+        (path / "blobs" / "x.pkl").write_bytes(pickle.dumps(hostile))
+        _relist(path, "blobs/x.pkl")
+        with pytest.raises(CheckpointError, match=f"refers to {name}, which is not part of an environment"):
+            load_checkpoint(path)
+
+
 def test_real_environments_pass_the_blob_allowlist(tmp_path) -> None:
     import gymnasium as gym
 

@@ -16,10 +16,11 @@ It is written into a temporary sibling directory and renamed into place (`os.rep
 on POSIX), then `<run_dir>/checkpoints/latest` is rewritten the same way. A process killed at
 any moment leaves either the previous checkpoint or the new one, never a half-written one.
 
-Loading reads only the files the manifest lists, each one's bytes read once, checked against its
-SHA-256 and only then deserialised (a file dropped into the folder is never opened). Blobs are
-unpickled with an allowlist of the classes an environment is made of (`_BlobUnpickler`), so even
-a listed pickle cannot call anything else. Problems raise `CheckpointError` saying what to do.
+Loading reads only the files the manifest lists, each checked against its SHA-256 before it is
+deserialised (a file dropped into the folder is never opened): `state.json` and blobs from the
+very bytes that were hashed, tensors with `torch.load(weights_only=True)`. Blobs are unpickled
+with an allowlist of the classes an environment is made of (`_BlobUnpickler`), so even a listed
+pickle cannot call anything else. Problems raise `CheckpointError` saying what to do.
 
 Damaged checkpoints are evidence, never touched: resuming a run passes over newer damaged ones
 (`LoadedCheckpoint.skipped` says which and why), pruning deletes only checkpoints that still
@@ -347,9 +348,12 @@ class _BlobUnpickler(pickle.Unpickler):
     """Unpickles only what an environment's state is made of; any other global is refused.
 
     A pickle can call any importable callable while it loads; this one may only reach the exact
-    NumPy/Gymnasium names below and classes defined in `gym_cards`, none of which runs commands,
-    opens files or imports modules named by the data.
+    NumPy/Gymnasium names below and classes defined in `gym_cards.envs` and `gym_cards.core` (the
+    card games and their parts), none of which runs commands, opens files or imports modules
+    named by the data. (ALFWorld's environment is not picklable; its state is not a blob.)
     """
+
+    ENVIRONMENT_MODULES = ("gym_cards.envs.", "gym_cards.core.")
 
     ALLOWED = {
         "builtins": {"dict", "list", "tuple", "set", "frozenset", "bytearray", "complex", "slice", "range"},
@@ -379,9 +383,9 @@ class _BlobUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if name in self.ALLOWED.get(module, ()):
             return super().find_class(module, name)
-        if module == "gym_cards" or module.startswith("gym_cards."):
+        if module.startswith(self.ENVIRONMENT_MODULES):
             found = super().find_class(module, name)
-            if isinstance(found, type) and found.__module__.startswith("gym_cards"):
+            if isinstance(found, type) and found.__module__ == module:  # defined there, not imported
                 return found
         raise pickle.UnpicklingError(
             f"a blob refers to {module}.{name}, which is not part of an environment's state; refusing to load it"
