@@ -57,10 +57,17 @@ class Reply:
 
 @dataclass(frozen=True)
 class Fail:
-    """Answer with an HTTP error; ``echo_key`` puts the received key in the body (hostile server)."""
+    """Answer with an HTTP error; ``echo_key`` puts the received key in the body (hostile server).
+
+    ``echo_times`` repeats the echo (numbered, after ``padding``) so that some copy straddles any
+    cut of the message; ``retry_after`` is sent as the ``Retry-After`` header.
+    """
 
     status: int
     echo_key: bool = False
+    echo_times: int = 1
+    padding: str = ""
+    retry_after: str | None = None
 
 
 @dataclass(frozen=True)
@@ -155,11 +162,13 @@ class ScriptedModelServer:
             key = request.headers.get("authorization", request.headers.get("x-goog-api-key", ""))
             message = f"scripted failure {step.status}"
             if step.echo_key:
-                message += f"; you sent {key}"
+                message += "; you sent " + step.padding + "".join(
+                    f"{index:03d}{key}" for index in range(step.echo_times))
             body = ({"error": {"code": step.status, "message": message, "status": "UNAVAILABLE"}}
                     if gemini else {"error": {"message": message, "type": "server_error",
                                               "code": step.status}})
-            self._send(handler, step.status, body)
+            headers = {"Retry-After": step.retry_after} if step.retry_after is not None else {}
+            self._send(handler, step.status, body, headers)
         elif gemini:
             self._send(handler, 200, {
                 "candidates": [{"content": {"role": "model", "parts": [{"text": step.text}]},
@@ -181,10 +190,13 @@ class ScriptedModelServer:
             })
 
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+    def _send(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any],
+              headers: dict[str, str] | None = None) -> None:
         payload = json.dumps(body).encode()
         try:
             handler.send_response(status)
+            for name, value in (headers or {}).items():
+                handler.send_header(name, value)
             handler.send_header("Content-Type", "application/json")
             handler.send_header("Content-Length", str(len(payload)))
             handler.end_headers()
@@ -631,3 +643,90 @@ def test_benchmark_script_runs_an_openai_compatible_server_end_to_end(
     assert module.main(["--methods", "gemini:", "--out-dir", str(tmp_path / "bad"),
                         "--no-progress"]) == 2
     assert "unknown method" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# Hostile servers: keys echoed past the cut and in answers, Retry-After, odd content
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("padding", ["", "x" * 16])
+def test_a_key_echoed_across_the_detail_cut_is_redacted_whole(
+        provider: str, padding: str, server: ScriptedModelServer, keys: None) -> None:
+    key = OPENAI_KEY if provider == "openai" else GEMINI_KEY
+    # 30 numbered copies of the key from about character 40 to 1000: the 500-character cut of
+    # the error detail falls inside one of them for at least one of the two paddings.
+    server.script.append(Fail(401, echo_key=True, echo_times=30, padding=padding))
+    agent = make_agent(provider, server)
+    with pytest.raises(ModelRequestError) as raised:
+        agent.respond([agent_input()])
+    agent.close()
+    text = "".join(traceback.format_exception(raised.value))
+    assert "[REDACTED]" in text and "401" in text
+    assert key[:10] not in text  # not even the start of a cut-off copy
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_answer_that_echoes_the_key_is_redacted_before_the_cache(
+        provider: str, server: ScriptedModelServer, keys: None, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    key = OPENAI_KEY if provider == "openai" else GEMINI_KEY
+    caplog.set_level(logging.DEBUG)
+    server.script.append(Reply(f'{{"thoughts": "your key is {key}", "action": "+"}}'))
+    agent = make_agent(provider, server, cache_dir=str(tmp_path))
+    [answer] = agent.respond([agent_input()])
+    agent.close()
+    assert answer == '{"thoughts": "your key is [REDACTED]", "action": "+"}'
+    [entry] = tmp_path.glob("*/*.json")
+    assert key not in entry.read_text() and "[REDACTED]" in entry.read_text()
+    rerun = make_agent(provider, server, cache_dir=str(tmp_path))
+    assert rerun.respond([agent_input()]) == [answer]  # the cached answer is the redacted one
+    rerun.close()
+    assert key not in caplog.text
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_retry_after_seconds_and_http_dates_are_honoured_and_capped(
+        provider: str, server: ScriptedModelServer, keys: None) -> None:
+    import email.utils
+
+    in_five_seconds = email.utils.formatdate(time.time() + 5, usegmt=True)
+    server.script.extend([Fail(429, retry_after="3"), Fail(503, retry_after=in_five_seconds),
+                          Fail(429, retry_after="86400"), Reply('{"action": "+"}')])
+    sleeps = RecordedSleeps()
+    retry = RetryPolicy(max_retries=3, base_delay_s=0.5, max_delay_s=4.0, max_retry_after_s=30.0,
+                        jitter=0.5, seed=7, sleep=sleeps)
+    agent = make_agent(provider, server, retry=retry)
+    assert agent.respond([agent_input()]) == ['{"action": "+"}']
+    agent.close()
+    assert sleeps.waits[0] == 3.0  # not the 0.25-0.5 s of the backoff schedule
+    assert 3.0 <= sleeps.waits[1] <= 5.0  # an HTTP date has whole seconds
+    assert sleeps.waits[2] == 30.0  # a day, capped
+    assert agent.usage().retries == 3 and agent.usage().requests == 1
+
+
+def openai_body(content: Any) -> dict[str, Any]:
+    return {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}
+
+
+def test_openai_content_parts_are_joined_and_other_content_is_an_unusable_answer(
+        server: ScriptedModelServer, keys: None, caplog: pytest.LogCaptureFixture) -> None:
+    server.script.extend([
+        RawBody(openai_body([{"type": "text", "text": '{"action":'},
+                             {"type": "image_url", "image_url": {"url": "data:,"}},
+                             {"type": "text", "text": ' "+"}'}])),
+        RawBody(openai_body(42)),
+        RawBody(openai_body([{"type": "image_url", "image_url": {"url": "data:,"}}])),
+        RawBody(openai_body({"text": "+"})),
+    ])
+    agent = make_agent("openai", server, concurrency=1)
+    answers = agent.respond([agent_input(seed=index) for index in range(4)])
+    agent.close()
+    assert answers == ['{"action": "+"}', "", "", ""]
+    assert "the message content is int '42', not text" in caplog.text
+    assert "a list of 1 parts without text" in caplog.text
+    assert agent.usage().requests == 4  # answers, if unusable ones: not failures, not retried

@@ -139,3 +139,40 @@ def test_keys_come_from_the_environment_and_are_redacted(monkeypatch: pytest.Mon
     assert redact("got secret-value-123 twice: secret-value-123", ["secret-value-123"]) == (
         f"got {REDACTED} twice: {REDACTED}")
     assert redact("EMPTY stays", ["x", None, ""]) == "EMPTY stays"
+
+
+def test_parse_retry_after_reads_seconds_dates_and_milliseconds() -> None:
+    import email.utils
+
+    import httpx
+
+    from vlm_agent.baselines.retry import parse_retry_after
+
+    now = 1_700_000_000.0
+    date = email.utils.formatdate(now + 7, usegmt=True)
+    assert parse_retry_after(httpx.Headers({"Retry-After": "3"}), now) == 3.0
+    assert parse_retry_after(httpx.Headers({"retry-after": date}), now) == pytest.approx(7.0)
+    assert parse_retry_after(httpx.Headers({"Retry-After": email.utils.formatdate(now - 60, usegmt=True)}), now) == 0.0
+    assert parse_retry_after(httpx.Headers({"Retry-After": "3", "retry-after-ms": "250"}), now) == 0.25
+    assert parse_retry_after(httpx.Headers({"Retry-After": "soon"}), now) is None
+    assert parse_retry_after(httpx.Headers({"Retry-After": "-5", "retry-after-ms": "nan"}), now) is None
+    assert parse_retry_after(httpx.Headers({}), now) is None and parse_retry_after(None) is None
+
+
+def test_retry_after_raises_the_wait_up_to_its_cap_and_keeps_the_draws() -> None:
+    waits: list[float] = []
+    policy = RetryPolicy(max_retries=3, base_delay_s=1.0, max_delay_s=8.0, max_retry_after_s=5.0, jitter=0.5,
+                         seed=2, sleep=waits.append)
+    asked = iter([0.1, 4.0, 999.0])
+    failures = iter([ConnectionError(), ConnectionError(), ConnectionError()])
+
+    def flaky() -> str:
+        error = next(failures, None)
+        if error is not None:
+            raise error
+        return "ok"
+
+    assert policy.call(flaky, lambda error: True, retry_after=lambda error: next(asked)) == "ok"
+    schedule = RetryPolicy(max_retries=3, base_delay_s=1.0, max_delay_s=8.0, jitter=0.5, seed=2)
+    backoff = [schedule.delay(attempt) for attempt in range(3)]
+    assert waits == [backoff[0], max(backoff[1], 4.0), max(backoff[2], 5.0)]

@@ -129,5 +129,6 @@ def test_a_fresh_run_refuses_an_output_dir_that_holds_a_run(tiny_model_dir, tmp_
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(FileExistsError, match="pass --resume to continue it"):
+    # No checkpoint to resume from: --resume would be refused too, so the advice is another folder.
+    with pytest.raises(FileExistsError, match="no complete checkpoint to continue it from; choose another --output_dir"):
         VLMPPOTrainer(small_config(tiny_model_dir("qwen2_vl"), run)).train()

@@ -1,8 +1,11 @@
 """The `vlm-agent` command: train | eval | sft | make-tiny-model | env.
 
 Every subcommand reads its options from a dataclass (each field's `help` is its `--help` line)
-through `trl.TrlParser`, so `--config file.yaml` sets the same options by name and command-line
-flags override the file.
+through `trl.TrlParser`, so `--config file.yaml` (or `--config=file.yaml`) sets the same options by
+name and command-line flags override the file. The file is read and type-checked by
+`vlm_agent.config_files` before anything runs. User errors (a bad option, an unusable config file,
+a damaged or mismatched checkpoint) end in one `vlm-agent <command>: error: ...` line and exit
+status 2 (options) or 1 (checkpoints), without a traceback.
 
     vlm-agent train                                   # the embedded CPU demo (tiny model, NumberLine)
     vlm-agent train --config my_run.yaml --seed 3
@@ -18,6 +21,7 @@ import argparse
 import os
 import platform
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -43,18 +47,62 @@ def embedded_config_path(name: str) -> Path:
 def _parser(dataclass_type: type, command: str):
     from trl import TrlParser
 
-    parser = TrlParser(dataclass_type, prog=f"vlm-agent {command}", description=COMMANDS[command])
-    # TrlParser consumes --config itself; declaring it here only documents it in --help.
+    class OneLineErrorParser(TrlParser):
+        """argparse prints the whole usage (dozens of lines for train) before an error; one line is enough."""
+
+        def error(self, message: str) -> typing.NoReturn:
+            self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
+
+    parser = OneLineErrorParser(dataclass_type, prog=f"vlm-agent {command}", description=COMMANDS[command])
+    # `_parse` reads --config itself; declaring it here documents it in --help.
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file setting any of the options below by name.")
     return parser
 
 
-def _parse(dataclass_type: type, command: str, argv: list[str]):
+def _split_config(argv: list[str]) -> tuple[list[str], str | None]:
+    """`argv` without its `--config FILE` / `--config=FILE`, and FILE (None when not given)."""
+    rest: list[str] = []
+    paths: list[str] = []
+    tokens = iter(argv)
+    for token in tokens:
+        if token == "--config":
+            value = next(tokens, None)
+            if value is None or value.startswith("--"):
+                raise ValueError("--config needs a file: --config FILE.yaml")
+            paths.append(value)
+        elif token.startswith("--config="):
+            paths.append(token.split("=", 1)[1])
+        else:
+            rest.append(token)
+    if len(paths) > 1:
+        raise ValueError(f"--config is given {len(paths)} times ({', '.join(paths)}); give one file")
+    return rest, (paths[0] if paths else None)
+
+
+def _has_config(argv: list[str]) -> bool:
+    return any(token == "--config" or token.startswith("--config=") for token in argv)
+
+
+def _parse(dataclass_type: type, command: str, argv: list[str], comma_separated: tuple[str, ...] = ()):
+    """The options dataclass from `argv`: config file (type-checked) first, flags over it.
+
+    `comma_separated`: text options a config file may write as a YAML list.
+    """
+    from vlm_agent.config_files import check_options, read_config_file
+
     parser = _parser(dataclass_type, command)
     try:
+        argv, config_path = _split_config(argv)
+        if config_path is not None:
+            options = check_options(
+                read_config_file(config_path), dataclass_type, source=config_path,
+                comma_separated=comma_separated,
+            )
+            # Checked values become the defaults, so command-line flags still override the file.
+            parser.set_defaults_with_config(**options)
         # The first output is the dataclass; a second one holds the documented-only --config.
-        parsed = parser.parse_args_and_config(argv)[0]
-    except ValueError as error:  # __post_init__ validation and unknown YAML keys
+        parsed = parser.parse_args_into_dataclasses(args=argv)[0]
+    except ValueError as error:  # config files, __post_init__ validation
         parser.error(str(error))
     return parsed
 
@@ -62,7 +110,7 @@ def _parse(dataclass_type: type, command: str, argv: list[str]):
 def _train(argv: list[str]) -> int:
     from vlm_agent.ppo_config import VLMPPOConfig
 
-    if "--config" not in argv and not any(a.startswith("--model_name_or_path") for a in argv) and not {
+    if not _has_config(argv) and not any(a.startswith("--model_name_or_path") for a in argv) and not {
         "-h",
         "--help",
     } & set(argv):
@@ -71,7 +119,7 @@ def _train(argv: list[str]) -> int:
         # nothing (a hub lookup, TRL's usage ping) tries the network. Read by huggingface_hub at
         # import, so before TrlParser is imported.
         os.environ["HF_HUB_OFFLINE"] = "1"
-    config = _parse(VLMPPOConfig, "train", argv)
+    config = _parse(VLMPPOConfig, "train", argv, comma_separated=VLMPPOConfig.COMMA_SEPARATED)
     from vlm_agent.ppo_trainer import train
 
     run_dir = train(config)
@@ -254,7 +302,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.print_help()
         return 0 if argv else 2
     arguments = top.parse_args(argv[:1])
-    return HANDLERS[arguments.command](argv[1:])
+    try:
+        return HANDLERS[arguments.command](argv[1:])
+    except Exception as error:
+        # Only a module that was imported can have raised its error: checking through sys.modules
+        # keeps `vlm-agent env` and `--help` from importing torch.
+        checkpoint = sys.modules.get("vlm_agent.checkpoint")
+        if checkpoint is not None and isinstance(error, checkpoint.CheckpointError):
+            print(f"vlm-agent {arguments.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

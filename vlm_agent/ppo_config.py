@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, ClassVar
 
 #: Key/value cache kinds while generating (see :attr:`vlm_agent.policy.GenerationSettings.kv_cache`).
 KV_CACHES = ("static", "dynamic")
@@ -36,6 +36,9 @@ class VLMPPOConfig:
     environments (per process), so `batch_size = num_steps * num_envs * world_size`, and the run
     has `num_updates = ceil(total_timesteps / batch_size)` updates.
     """
+
+    #: Text options that list names separated by ",": a config file may write them as a YAML list.
+    COMMA_SEPARATED: ClassVar[tuple[str, ...]] = ("lora_target_modules", "report_to")
 
     # > Model
     model_name_or_path: str | None = field(
@@ -210,7 +213,20 @@ class VLMPPOConfig:
                 setattr(self, name, None if value.lower() in ("none", "null", "") else float(value))
         if self.model_name_or_path == "":
             self.model_name_or_path = None
+        self._check_types()
         self._validate()
+
+    def _check_types(self) -> None:
+        """Each field against its declared type (Python callers; config files are checked on reading)."""
+        from vlm_agent.config_files import ConfigFileError, check_options
+
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        try:
+            checked = check_options(values, type(self), source="VLMPPOConfig", comma_separated=self.COMMA_SEPARATED)
+        except ConfigFileError as error:
+            raise ValueError(str(error)) from None
+        for name, value in checked.items():
+            setattr(self, name, value)
 
     def _validate(self) -> None:
         def fail(name: str, problem: str, fix: str) -> None:

@@ -15,8 +15,10 @@ optimizer go through `accelerator.prepare` and DeepSpeed averages and steps.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -27,10 +29,13 @@ import torch
 
 from vlm_agent.checkpoint import (
     CheckpointError,
+    RunExistsError,
     capture_rng_state,
     check_compatible,
+    check_same_model,
     latest_checkpoint,
     load_checkpoint,
+    model_fingerprint,
     restore_rng_state,
     save_checkpoint,
 )
@@ -191,10 +196,16 @@ class VLMPPOTrainer:
 
         config = self.config
         if not config.resume and (self.run_dir / METRICS_JSONL).exists():
-            raise FileExistsError(
+            if latest_checkpoint(self.run_dir) is None:
+                raise RunExistsError(
+                    f"{self.run_dir} already holds a run (metrics.jsonl) but no complete checkpoint to continue it "
+                    f"from; choose another --output_dir, or move {self.run_dir} away to start it over"
+                )
+            raise RunExistsError(
                 f"{self.run_dir} already holds a run (metrics.jsonl); pass --resume to continue it, or choose "
                 "another --output_dir"
             )
+        self.base_model_fingerprint  # noqa: B018 - hash the model we start from before it can change
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
@@ -500,6 +511,7 @@ class VLMPPOTrainer:
                     "global_step": self.global_step,
                     "world_size": self.world_size,
                     "config": self.config.to_dict(),
+                    "base_model": self.base_model_fingerprint,
                     "rng": [item["rng"] for item in gathered],
                 },
                 tensors={
@@ -519,6 +531,7 @@ class VLMPPOTrainer:
         checkpoint = load_checkpoint(path)
         saved_config = checkpoint.state.get("config", {})
         check_compatible(saved_config, self.config.to_dict(), RESUME_KEYS)
+        check_same_model(checkpoint.state.get("base_model"), self.base_model_fingerprint, self.config.model_name_or_path)
         if checkpoint.state.get("world_size") != self.world_size:
             raise CheckpointError(
                 f"{checkpoint.path} was written by {checkpoint.state.get('world_size')} processes, this run has "
@@ -546,6 +559,16 @@ class VLMPPOTrainer:
         if self.is_main:
             # A run killed after logging an update it never checkpointed logs that update again.
             self.history = _truncate_metrics(self.run_dir, self.update)
+            note = f"Resuming from {checkpoint.path} (update {self.update})"
+            if checkpoint.skipped:
+                note += "; passed over newer damaged checkpoints, left as they are: " + "; ".join(checkpoint.skipped)
+            print(note, file=sys.stderr)
+
+    @functools.cached_property
+    def base_model_fingerprint(self) -> dict[str, str] | None:
+        """`model_fingerprint` of `config.model_name_or_path`, recorded in checkpoints and checked on resume."""
+        path = self.config.model_name_or_path
+        return model_fingerprint(path) if path else None
 
 
 def _target_modules(text: str) -> str | list[str]:
@@ -646,6 +669,11 @@ def train(config: VLMPPOConfig) -> Path:
         torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))
     run_dir = Path(config.output_dir) if config.output_dir else default_run_dir(config)
     if config.resume and latest_checkpoint(run_dir) is None:
+        if (run_dir / METRICS_JSONL).exists():  # "drop --resume" would be refused: the folder holds a run
+            raise CheckpointError(
+                f"--resume was given but {run_dir} holds no complete checkpoint; its damaged checkpoints are left as "
+                f"they are: choose another --output_dir, or move {run_dir} away to start the run over"
+            )
         raise CheckpointError(f"--resume was given but {run_dir} holds no complete checkpoint; drop --resume to start fresh")
     if config.model_name_or_path is None:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ endpoint (a proxy, or a local server speaking the ``generateContent`` protocol i
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from vlm_agent.baselines.api_keys import read_api_key
@@ -88,6 +89,13 @@ class GeminiAgent(RemoteModelAgent):
         transport_errors = tuple(sys.modules[name].TransportError
                                  for name in ("httpx", "httpx2") if name in sys.modules)
         return isinstance(error, transport_errors)
+
+    def _error_headers(self, error: BaseException) -> Mapping[str, str] | None:
+        from google.genai import errors
+
+        if isinstance(error, errors.APIError) and error.response is not None:
+            return error.response.headers
+        return None
 
     def _close_client(self) -> None:
         self._client.close()

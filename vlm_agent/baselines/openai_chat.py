@@ -13,10 +13,14 @@ temperature, are not the target of this baseline.
 from __future__ import annotations
 
 import base64
+import logging
+from collections.abc import Mapping
 from typing import Any
 
 from vlm_agent.baselines.api_keys import read_api_key
 from vlm_agent.baselines.remote_agent import Completion, RemoteModelAgent
+
+logger = logging.getLogger(__name__)
 
 OPENAI_KEY_VARIABLES = ("OPENAI_API_KEY",)
 LOCAL_SERVER_PLACEHOLDER_KEY = "EMPTY"
@@ -33,6 +37,27 @@ def chat_messages(prompt: str, png: bytes) -> list[dict[str, Any]]:
             {"type": "text", "text": prompt},
         ],
     }]
+
+
+def message_text(content: Any) -> tuple[str, str | None]:
+    """The answer text of a chat message's ``content``, and why it is unusable (None if usable).
+
+    ``content`` is text, None (no answer), or a list of content parts (``{"type": "text",
+    "text": ...}``, as some servers answer); the text parts are joined in order and other parts
+    (images, audio, refusals) are left out. Anything else (a number, a mapping) is no answer: the
+    text is empty, which the parser counts as invalid, and the reason is returned for the log.
+    """
+    if content is None or isinstance(content, str):
+        return content or "", None
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if isinstance(part, Mapping) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+        if texts or not content:
+            return "".join(texts), None
+        return "", f"the message content is a list of {len(content)} parts without text"
+    return "", f"the message content is {type(content).__name__} {str(content)[:40]!r}, not text"
 
 
 class OpenAIChatAgent(RemoteModelAgent):
@@ -77,7 +102,9 @@ class OpenAIChatAgent(RemoteModelAgent):
         )
         if not response.choices:
             raise ValueError("the server's chat-completions response has no choices")
-        text = response.choices[0].message.content or ""
+        text, problem = message_text(response.choices[0].message.content)
+        if problem is not None:
+            logger.warning("%s: unusable answer (%s); counted as an invalid answer", self.name, problem)
         usage = response.usage
         return Completion(
             text=text,
@@ -93,6 +120,11 @@ class OpenAIChatAgent(RemoteModelAgent):
         if isinstance(error, openai.APIStatusError):
             return error.status_code == 429 or error.status_code >= 500
         return False
+
+    def _error_headers(self, error: BaseException) -> Mapping[str, str] | None:
+        import openai
+
+        return error.response.headers if isinstance(error, openai.APIStatusError) else None
 
     def _close_client(self) -> None:
         self._client.close()

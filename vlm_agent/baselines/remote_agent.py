@@ -7,12 +7,15 @@ A subclass says how to send one (prompt, image) request to its provider
 - requests of one batch (one per parallel environment) run on a thread pool of ``concurrency``
   workers, in order of the batch;
 - transient failures (429, 5xx, timeouts, dropped connections) are retried with capped,
-  jittered exponential backoff (:mod:`vlm_agent.baselines.retry`); the provider SDK's own retries
-  are switched off so that there is one retry policy, not two multiplied;
+  jittered exponential backoff, or after the server's `Retry-After` when it sends one
+  (:mod:`vlm_agent.baselines.retry`); the provider SDK's own retries are switched off so that
+  there is one retry policy, not two multiplied;
 - answers are cached on disk by (provider, model, server, prompt, image, sampling settings,
   repeat number of the question) (:mod:`vlm_agent.baselines.response_cache`);
 - tokens are counted from the server's usage reports;
-- the API key never appears in a log line or error message (:mod:`vlm_agent.baselines.api_keys`).
+- the API key never appears in a log line, error message, answer or cache entry
+  (:mod:`vlm_agent.baselines.api_keys`): answers are redacted as they arrive, error details are
+  redacted before they are shortened (a cut through the key would leave its start unredacted).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from __future__ import annotations
 import io
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +37,7 @@ from vlm_agent.baselines.response_cache import (
     cache_key,
     question_digest,
 )
-from vlm_agent.baselines.retry import RetriesExhaustedError, RetryPolicy
+from vlm_agent.baselines.retry import RetriesExhaustedError, RetryPolicy, parse_retry_after
 from vlm_agent.evaluation import AgentInput, TokenUsage
 
 logger = logging.getLogger(__name__)
@@ -134,6 +137,10 @@ class RemoteModelAgent:
         """True for errors worth retrying: rate limits, server errors, timeouts."""
         raise NotImplementedError
 
+    def _error_headers(self, error: BaseException) -> Mapping[str, str] | None:
+        """The HTTP headers of the response behind an SDK error (for `Retry-After`), if any."""
+        return None
+
     def _close_client(self) -> None:
         """Close the SDK client's connections."""
 
@@ -186,7 +193,7 @@ class RemoteModelAgent:
             cached = self._cache.get(key)
             if cached is not None:
                 self._count(cache_hits=1)
-                return cached.text
+                return redact(cached.text, [self._api_key])  # entries written before answers were redacted
         png = encode_png(agent_input.image)
 
         def on_retry(attempt: int, error: BaseException, delay_s: float) -> None:
@@ -196,7 +203,8 @@ class RemoteModelAgent:
 
         try:
             completion = self._retry.call(lambda: self._complete(agent_input.prompt, png),
-                                          self._is_transient, on_retry)
+                                          self._is_transient, on_retry,
+                                          retry_after=lambda error: parse_retry_after(self._error_headers(error)))
         except RetriesExhaustedError as error:
             # `from None`: the SDK error chained below could carry the key in its body.
             raise ModelRequestError(
@@ -209,6 +217,10 @@ class RemoteModelAgent:
                 f"is not retried: {self._describe(error)}. Check the model name, the API key "
                 "variable and the server"
             ) from None
+        # A server may echo the key in an answer as well as in an error: redact before the text
+        # reaches the cache, the logs and the results.
+        completion = Completion(redact(completion.text, [self._api_key]), completion.prompt_tokens,
+                                completion.completion_tokens)
         self._count(requests=1, prompt_tokens=completion.prompt_tokens,
                     completion_tokens=completion.completion_tokens)
         if self._cache is not None and key is not None:
@@ -220,7 +232,8 @@ class RemoteModelAgent:
         """``Type: message`` of an error, shortened and with the API key redacted."""
         if error is None:
             return "unknown error"
-        detail = str(error)
+        # Redact first: shortening first could cut through the key and leave its start behind.
+        detail = redact(str(error), [self._api_key])
         if len(detail) > MAX_ERROR_DETAIL_CHARS:
             detail = detail[:MAX_ERROR_DETAIL_CHARS] + "..."
-        return redact(f"{type(error).__name__}: {detail}", [self._api_key])
+        return f"{type(error).__name__}: {detail}"

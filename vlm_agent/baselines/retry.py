@@ -4,13 +4,23 @@ Rate limits (HTTP 429) and server errors (5xx) from model APIs are transient: th
 is to wait, longer each time, and try again. Waiting exactly ``base * 2**attempt`` makes every
 client that failed together retry together; a random jitter spreads them out. The random draw
 comes from a seeded generator, so a test (or a rerun) sees the same waits.
+
+A server that says how long to wait (`Retry-After: 3`, or an HTTP date; OpenAI also sends
+`retry-after-ms`) knows better than any schedule: the wait is then at least that long, capped at
+`RetryPolicy.max_retry_after_s` (120 s by default) so that a misconfigured server cannot park a
+run for hours. This stays a small loop of our own rather than tenacity or the SDKs' retries:
+those would add a dependency (tenacity) or hide the retry counts and the seeded waits we report
+and test, and the SDKs' loops differ between providers.
 """
 
 from __future__ import annotations
 
+import datetime
+import email.utils
+import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -37,6 +47,38 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, jitter: float, unit
     return capped * (1.0 - jitter + jitter * unit_draw)
 
 
+def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
+    """Seconds a server asked to wait, from `retry-after-ms` or `Retry-After`; None if it did not say.
+
+    `Retry-After` is either a number of seconds or an HTTP date (RFC 9110, section 10.2.3); a date
+    in the past means 0. Unparseable values count as not said. `headers` must look up names
+    without regard to case (as httpx's headers do).
+    """
+    if headers is None:
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            value = float(milliseconds) / 1000.0
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value >= 0.0:
+            return value
+    text = headers.get("retry-after")
+    if text is None:
+        return None
+    text = text.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # HTTP dates are GMT; a date without a zone is read as such
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
 class RetriesExhaustedError(RuntimeError):
     """Raised when a call still fails after the last retry; the message says what to change."""
 
@@ -48,7 +90,8 @@ class RetryPolicy:
     Attributes:
         max_retries: Retries after the first attempt (0: fail at once).
         base_delay_s: Wait before the first retry, before jitter.
-        max_delay_s: Upper bound of any single wait.
+        max_delay_s: Upper bound of any single wait of the backoff schedule.
+        max_retry_after_s: Upper bound of a wait a server asked for with `Retry-After`.
         jitter: Random fraction of each wait, in [0, 1].
         seed: Seed of the jitter draws.
         sleep: The function that waits; tests pass one that records the waits instead.
@@ -57,6 +100,7 @@ class RetryPolicy:
     max_retries: int = 6
     base_delay_s: float = 1.0
     max_delay_s: float = 60.0
+    max_retry_after_s: float = 120.0
     jitter: float = 0.5
     seed: int = 0
     sleep: Callable[[float], None] = time.sleep
@@ -65,8 +109,8 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.base_delay_s < 0 or self.max_delay_s < 0:
-            raise ValueError("base_delay_s and max_delay_s must be >= 0")
+        if self.base_delay_s < 0 or self.max_delay_s < 0 or self.max_retry_after_s < 0:
+            raise ValueError("base_delay_s, max_delay_s and max_retry_after_s must be >= 0")
         if not 0.0 <= self.jitter <= 1.0:
             raise ValueError(f"jitter must lie in [0, 1], got {self.jitter}")
         self._rng = random.Random(self.seed)
@@ -77,13 +121,16 @@ class RetryPolicy:
                              self._rng.random())
 
     def call(self, function: Callable[[], T], is_transient: Callable[[BaseException], bool],
-             on_retry: Callable[[int, BaseException, float], None] | None = None) -> T:
+             on_retry: Callable[[int, BaseException, float], None] | None = None,
+             retry_after: Callable[[BaseException], float | None] | None = None) -> T:
         """Call ``function``; retry it while it raises transient errors and retries remain.
 
         Args:
             function: The call to make.
             is_transient: True for errors worth retrying (429, 5xx, timeouts).
             on_retry: Called as ``on_retry(attempt, error, delay_s)`` before each wait.
+            retry_after: The wait the server asked for with an error (seconds), or None; the
+                wait is then ``max(backoff, min(asked, max_retry_after_s))``.
 
         Returns:
             ``function()``'s result.
@@ -105,7 +152,10 @@ class RetryPolicy:
                         f"{type(error).__name__}. Raise max_retries or timeout, lower "
                         "concurrency, or check the server"
                     ) from error
-                wait = self.delay(attempt)
+                wait = self.delay(attempt)  # drawn even when the server decides: same draws, same seed
+                asked = retry_after(error) if retry_after is not None else None
+                if asked is not None:
+                    wait = max(wait, min(asked, self.max_retry_after_s))
                 if on_retry is not None:
                     on_retry(attempt, error, wait)
                 self.sleep(wait)
