@@ -35,7 +35,7 @@ from vlm_agent.baselines.response_cache import (
     question_digest,
 )
 from vlm_agent.baselines.retry import RetriesExhaustedError, RetryPolicy
-from vlm_agent.evaluation import AgentInput, TokenUsage
+from vlm_agent.agents import AgentInput, TokenUsage
 
 logger = logging.getLogger(__name__)
 
