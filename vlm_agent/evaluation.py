@@ -62,7 +62,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CARD_ENV_IDS", "EVAL_SEED_OFFSET", "Agent", "AgentInput", "EpisodeRecord", "EvalConfig", "EvalResult",
     "TokenUsage", "evaluate_agent", "held_out_seed", "make_eval_env", "rescue_generator", "results_csv",
-    "results_markdown", "run_eval", "validate_env_id", "wilson_interval", "write_results",
+    "results_markdown", "run_eval", "validate_env_id", "wilson_interval", "write_results", "compare_before_after",
+    "method_settings",
 ]
 
 EVAL_SEED_OFFSET = 1_000_000_000
@@ -177,6 +178,8 @@ class EvalResult:
         invalid_rate: Share of steps whose answer was unusable (no single legal action named).
         usage: Tokens and requests spent by this run (cache hits cost nothing).
         records: One :class:`EpisodeRecord` per episode, in episode order.
+        show_state: Whether the prompt also gave the state as text.
+        invalid_action: The rule for unusable answers, ``"random"`` or ``"penalty"``.
     """
 
     method: str
@@ -192,10 +195,13 @@ class EvalResult:
     invalid_rate: float
     usage: TokenUsage
     records: tuple[EpisodeRecord, ...] = field(repr=False)
+    show_state: bool = False
+    invalid_action: str = "random"
 
     @classmethod
     def from_records(cls, method: str, env_id: str, cot: bool, records: Sequence[EpisodeRecord],
-                     usage: TokenUsage) -> EvalResult:
+                     usage: TokenUsage, *, show_state: bool = False,
+                     invalid_action: str = "random") -> EvalResult:
         """Aggregate per-episode records into a result."""
         episodes = len(records)
         successes = sum(record.success for record in records)
@@ -215,6 +221,8 @@ class EvalResult:
             invalid_rate=invalid / steps if steps else 0.0,
             usage=usage,
             records=tuple(records),
+            show_state=show_state,
+            invalid_action=invalid_action,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -223,6 +231,8 @@ class EvalResult:
             "method": self.method,
             "env_id": self.env_id,
             "cot": self.cot,
+            "show_state": self.show_state,
+            "invalid_action": self.invalid_action,
             "episodes": self.episodes,
             "successes": self.successes,
             "success_rate": round(self.success_rate, 6),
@@ -430,7 +440,8 @@ def evaluate_agent(
             env.close()
     finished = [record for record in records if record is not None]
     return EvalResult.from_records(method, env_id, prompt_template.cot, finished,
-                                   agent.usage() - usage_before)
+                                   agent.usage() - usage_before, show_state=show_state,
+                                   invalid_action=policy.mode)
 
 
 class _NoProgress:
@@ -530,8 +541,9 @@ def results_markdown(results: Sequence[EvalResult], title: str = "Evaluation") -
                 f"{usage.cache_hits} | {usage.retries} | {usage.prompt_tokens} | "
                 f"{usage.completion_tokens} |"
             )
-    settings = _ordered([f"cot={result.cot}" for result in results])
-    lines += ["", f"Prompting: {', '.join(settings)}.", ""]
+    settings = _ordered([f"cot={result.cot}, show_state={result.show_state}, "
+                         f"invalid answers: {result.invalid_action}" for result in results])
+    lines += ["", f"Prompting: {'; '.join(settings)}.", ""]
     return "\n".join(lines)
 
 
@@ -677,3 +689,51 @@ def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
             agent.close()
     paths = write_results(results, config.out_dir, config.stem, config.title)
     return results, paths
+
+
+# --------------------------------------------------------------------------------------------
+# Before / after: what `vlm-agent train` reports at the end of a run
+# --------------------------------------------------------------------------------------------
+
+COMPARISON_STEM = "held_out_comparison"
+"""File stem of the before/after comparison in a run folder (``.md``, ``.csv``, ``.png``, ``.json``)."""
+
+COMPARISON_ROWS = ("random", "warm start", "trained", "expert")
+"""Row names of the comparison, in order: floor, starting point, result, ceiling."""
+
+
+def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | Path, episodes: int,
+                         seed: int, num_envs: int | None = None,
+                         progress: bool = False) -> tuple[list[EvalResult], dict[str, Path]]:
+    """Held-out success of random play, the warm start, the trained policy and the expert.
+
+    The training curve alone cannot say whether PPO helped: it counts only the episodes that end
+    during rollouts, under a policy that changes as it learns. This plays the same held-out
+    episodes (:func:`held_out_seed`) with each of the four, each policy with the settings it was
+    trained with (``agent_settings.json``), and writes ``held_out_comparison.{md,csv,png,json}``
+    into ``run_dir`` (``vlm-agent train`` then redraws ``learning_curve.png`` with the four levels).
+
+    Args:
+        run_dir: A finished training run (holds ``policy/`` and ``metrics.jsonl``).
+        env_id: The environment trained on.
+        warm_start: The model PPO started from (the SFT'd ``base_model`` of the demo).
+        episodes: Held-out episodes per row.
+        seed: Run seed of the held-out episodes.
+        num_envs: Environments side by side (default :data:`vlm_agent.eval_config.DEFAULT_NUM_ENVS`).
+        progress: Show progress bars.
+
+    Returns:
+        The four results in :data:`COMPARISON_ROWS` order and the written paths.
+    """
+    from vlm_agent.eval_config import DEFAULT_NUM_ENVS
+
+    run_dir = Path(run_dir)
+    random_name, warm_name, trained_name, expert_name = COMPARISON_ROWS
+    config = EvalConfig(
+        methods=[f"{random_name}=random", f"{warm_name}=local:{warm_start}",
+                 f"{trained_name}=local:{run_dir}", f"{expert_name}=expert"],
+        env_ids=[env_id], episodes=episodes, seed=seed, num_envs=num_envs or DEFAULT_NUM_ENVS,
+        out_dir=str(run_dir), stem=COMPARISON_STEM,
+        title=f"Held-out success before and after PPO ({env_short_name(env_id)})", progress=progress,
+    )
+    return run_eval(config)
