@@ -101,7 +101,8 @@ def _train(argv: list[str]) -> int:
     if config.final_eval_episodes > 0:
         from vlm_agent.evaluation import compare_before_after
 
-        warm_start = config.model_name_or_path or run_dir / "base_model"
+        warm_start = Path(config.model_name_or_path or run_dir / "base_model")
+        warm_start = warm_start if warm_start.is_dir() else None  # a hub id: nothing local to evaluate
         results, paths = compare_before_after(
             run_dir, env_id=config.env_id, warm_start=warm_start, episodes=config.final_eval_episodes,
             seed=config.seed, progress=config.progress_bar,

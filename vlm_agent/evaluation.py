@@ -702,7 +702,7 @@ COMPARISON_ROWS = ("random", "warm start", "trained", "expert")
 """Row names of the comparison, in order: floor, starting point, result, ceiling."""
 
 
-def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | Path, episodes: int,
+def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | Path | None, episodes: int,
                          seed: int, num_envs: int | None = None,
                          progress: bool = False) -> tuple[list[EvalResult], dict[str, Path]]:
     """Held-out success of random play, the warm start, the trained policy and the expert.
@@ -716,22 +716,24 @@ def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | 
     Args:
         run_dir: A finished training run (holds ``policy/`` and ``metrics.jsonl``).
         env_id: The environment trained on.
-        warm_start: The model PPO started from (the SFT'd ``base_model`` of the demo).
+        warm_start: The model folder PPO started from (the SFT'd ``base_model`` of the demo);
+            None leaves its row out (a model given by hub id).
         episodes: Held-out episodes per row.
         seed: Run seed of the held-out episodes.
         num_envs: Environments side by side (default :data:`vlm_agent.eval_config.DEFAULT_NUM_ENVS`).
         progress: Show progress bars.
 
     Returns:
-        The four results in :data:`COMPARISON_ROWS` order and the written paths.
+        The results in :data:`COMPARISON_ROWS` order and the written paths.
     """
     from vlm_agent.eval_config import DEFAULT_NUM_ENVS
 
     run_dir = Path(run_dir)
     random_name, warm_name, trained_name, expert_name = COMPARISON_ROWS
+    methods = [f"{random_name}=random", f"{warm_name}=local:{warm_start}", f"{trained_name}=local:{run_dir}",
+               f"{expert_name}=expert"]
     config = EvalConfig(
-        methods=[f"{random_name}=random", f"{warm_name}=local:{warm_start}",
-                 f"{trained_name}=local:{run_dir}", f"{expert_name}=expert"],
+        methods=[method for method in methods if warm_start is not None or not method.startswith(warm_name)],
         env_ids=[env_id], episodes=episodes, seed=seed, num_envs=num_envs or DEFAULT_NUM_ENVS,
         out_dir=str(run_dir), stem=COMPARISON_STEM,
         title=f"Held-out success before and after PPO ({env_short_name(env_id)})", progress=progress,
