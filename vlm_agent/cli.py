@@ -112,10 +112,11 @@ def _train(argv: list[str]) -> int:
         plot_learning_curve(run_dir / METRICS_JSONL, run_dir / LEARNING_CURVE_PNG, title=config.env_id,
                             levels={result.method: result.success_rate for result in results})
         print(f"  comparison:     {paths['md']} (and .csv)")
+    print(f"  evaluate it:    {evaluate}")
+    if config.final_eval_episodes > 0:
         print()
         print(f"Held-out success on {config.env_id} ({config.final_eval_episodes} episodes each):")
         print(comparison_table(results))
-    print(f"  evaluate it:    {evaluate}")
     return 0
 
 

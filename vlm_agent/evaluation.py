@@ -53,7 +53,7 @@ import numpy as np
 # The agent protocol lives in vlm_agent.agents (which the baselines import, so that they never
 # import this module); it is re-exported here for code written against the former location.
 from vlm_agent.agents import PAPER_AGENT_SETTINGS, Agent, AgentInput, AgentSettings, TokenUsage
-from vlm_agent.eval_config import CARD_ENV_IDS, EvalConfig
+from vlm_agent.eval_config import CARD_ENV_IDS, DEFAULT_NUM_ENVS, EvalConfig
 
 if TYPE_CHECKING:
     from vlm_agent.parsing import InvalidActionPolicy
@@ -326,7 +326,7 @@ def evaluate_agent(
     seed: int,
     cot: bool = True,
     invalid_policy: InvalidActionPolicy | str = "random",
-    num_envs: int = 1,
+    num_envs: int = DEFAULT_NUM_ENVS,
     env_kwargs: Mapping[str, Any] | None = None,
     show_state: bool = False,
     prompt_template: PromptTemplate | None = None,
@@ -352,8 +352,9 @@ def evaluate_agent(
             :class:`vlm_agent.parsing.InvalidActionPolicy` or its mode, ``"random"`` (a uniformly
             random legal move, the paper's rule) or ``"penalty"`` (legal action 0 and -1 reward,
             counted in ``mean_return``).
-        num_envs: Environments run side by side; their inputs reach the agent as one batch, so a
-            remote agent can send them concurrently.
+        num_envs: Environments run side by side; their inputs reach the agent as one batch (one
+            generate call of a local policy; concurrent requests of a remote agent). Deterministic
+            agents and the random rescue give the same records for any value.
         env_kwargs: Keyword arguments for ``gym.make``.
         show_state: Also write the state as text into the card-game prompts (for text-only
             models, or as an ablation); the paper's prompts are image-only.
@@ -726,8 +727,6 @@ def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | 
     Returns:
         The results in :data:`COMPARISON_ROWS` order and the written paths.
     """
-    from vlm_agent.eval_config import DEFAULT_NUM_ENVS
-
     run_dir = Path(run_dir)
     random_name, warm_name, trained_name, expert_name = COMPARISON_ROWS
     methods = [f"{random_name}=random", f"{warm_name}=local:{warm_start}", f"{trained_name}=local:{run_dir}",

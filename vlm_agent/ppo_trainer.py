@@ -636,7 +636,9 @@ def plot_learning_curve(
         success_axis.plot(xs, rates, marker="o", markersize=3, color="C0", label="training episodes, running")
         success_axis.fill_between(xs, [100 * low for low, _ in bands], [100 * high for _, high in bands],
                                   color="C0", alpha=0.15, linewidth=0)
-        for x, rate, (_, n, _) in list(zip(xs, rates, shown))[:: max(1, len(shown) // 6)] + [(xs[-1], rates[-1], shown[-1])]:
+        labelled = sorted(set(range(0, len(shown), max(1, len(shown) // 6))) | {len(shown) - 1})
+        for index in labelled:
+            x, rate, n = xs[index], rates[index], shown[index][1]
             success_axis.annotate(f"n={n}", (x, rate), textcoords="offset points", xytext=(0, -12),
                                   ha="center", fontsize=7, color="C0")
     for index, (label, level) in enumerate((levels or {}).items()):
