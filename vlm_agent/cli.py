@@ -63,7 +63,7 @@ def _parse(dataclass_type: type, command: str, argv: list[str]):
 TRAIN_DESCRIPTION = (
     COMMANDS["train"]
     + f" A bare `vlm-agent train` (no --config, no --model_name_or_path) runs the embedded CPU demo, "
-    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine, ~7 minutes on 2 cores); the defaults "
+    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine, about 8 minutes on 2 cores); the defaults "
     "shown below are the paper's and apply as soon as --config or --model_name_or_path is given."
 )
 
