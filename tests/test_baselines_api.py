@@ -621,7 +621,7 @@ def test_benchmark_script_runs_an_openai_compatible_server_end_to_end(
     # A "model" that always says "+": it wins NumberLine exactly when the target is to the right.
     server.responder = lambda request: Reply('{"thoughts": "go right", "action": "+"}', 40, 9)
     code = module.main([
-        "--methods", "openai:scripted-vlm", "expert", "--envs", "gym_cards/NumberLine-v0",
+        "--methods", "openai:scripted-vlm", "expert", "--env_ids", "gym_cards/NumberLine-v0",
         "--episodes", "6", "--base-url", server.openai_url, "--num-envs", "3",
         "--concurrency", "3", "--cache-dir", str(tmp_path / "cache"),
         "--out-dir", str(tmp_path / "out"), "--no-progress",

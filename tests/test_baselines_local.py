@@ -24,9 +24,10 @@ def _inputs(count: int) -> list[AgentInput]:
 
 
 def test_local_agent_answers_each_input_reproducibly_and_counts_tokens(tiny_agent_path: Path) -> None:
-    from vlm_agent.baselines import AgentOptions, build_agent
+    from vlm_agent.baselines import build_agent
+    from vlm_agent.eval_config import EvalConfig
 
-    options = AgentOptions(max_new_tokens=12, seed=3)
+    options = EvalConfig(max_new_tokens=12, seed=3)
     first = build_agent(f"local:{tiny_agent_path}", options)
     second = build_agent(f"local:{tiny_agent_path}", options)
     assert first.name == f"local:{tiny_agent_path.name}"
@@ -69,3 +70,40 @@ def test_missing_local_model_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(FileNotFoundError, match="not a folder"):
         LocalHFAgent.from_pretrained(tmp_path / "nope")
+
+
+def test_local_spec_accepts_a_run_folder(tmp_path: Path) -> None:
+    from vlm_agent.baselines.method_spec import local_policy_dir
+
+    run = tmp_path / "run"
+    (run / "policy").mkdir(parents=True)
+    (run / "config.json").write_text("{}")  # a run folder holds the run's config.json too
+    (run / "policy" / "config.json").write_text("{}")
+    assert local_policy_dir(run) == run / "policy"
+    assert local_policy_dir(run / "policy") == run / "policy"
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "metrics.jsonl").write_text("")
+    with pytest.raises(FileNotFoundError, match="without a final policy/"):
+        local_policy_dir(unfinished)
+
+
+def test_saved_policy_settings_decide_sampling_unless_overridden(tiny_agent_path: Path, tmp_path: Path) -> None:
+    """A policy saved before agent_settings.json existed still plays at its own temperature and length."""
+    from vlm_agent.agents import AgentSettings, write_agent_settings
+    from vlm_agent.baselines import build_agent
+    from vlm_agent.baselines.local_hf import saved_settings
+    from vlm_agent.eval_config import EvalConfig
+    from vlm_agent.models import ModelSettings
+    from vlm_agent.policy import GenerationSettings, VLMPolicy
+
+    policy = VLMPolicy.from_model(ModelSettings(str(tiny_agent_path), use_lora=False),
+                                  GenerationSettings(temperature=0.7, max_new_tokens=9))
+    folder = policy.save_pretrained(tmp_path / "policy")
+    assert saved_settings(folder) == AgentSettings(temperature=0.7, max_new_tokens=9)
+    write_agent_settings(folder, AgentSettings(show_state=True, max_new_tokens=7))
+    assert saved_settings(folder) == AgentSettings(show_state=True, temperature=0.7, max_new_tokens=7)
+    agent = build_agent(f"local:{folder}")
+    assert (agent.policy.settings.temperature, agent.policy.settings.max_new_tokens) == (0.7, 7)
+    agent = build_agent(f"local:{folder}", EvalConfig(max_new_tokens=5))
+    assert agent.policy.settings.max_new_tokens == 5

@@ -94,25 +94,86 @@ def test_make_tiny_model(tmp_path, torch_single_thread, capsys) -> None:
 
 
 def test_train_without_a_model_builds_warm_starts_and_trains_the_tiny_model(tmp_path, torch_single_thread, capsys) -> None:
-    """The README's main command, shrunk: embedded config, tiny model, SFT warm start, PPO, outputs."""
+    """The README's main command, shrunk: embedded config, tiny model, SFT warm start, PPO, outputs,
+    the held-out before/after comparison, and `vlm-agent eval` on the run folder with its own settings."""
+    import csv
+    import json
+
     run_dir = tmp_path / "demo"
     code = run([
         "train", "--output_dir", str(run_dir), "--sft_num_demos", "16", "--sft_epochs", "1", "--num_envs", "4",
         "--num_steps", "2", "--total_timesteps", "16", "--mini_batch_size", "4", "--max_new_tokens", "16",
-        "--no_progress_bar",
+        "--final_eval_episodes", "4", "--no_progress_bar",
     ])
     assert code == 0
     out = capsys.readouterr().out
     assert f"Run written to {run_dir}" in out
-    for name in ("metrics.jsonl", "metrics.csv", "samples.jsonl", "learning_curve.png", "config.json"):
+    for name in ("metrics.jsonl", "metrics.csv", "samples.jsonl", "learning_curve.png", "config.json",
+                 "held_out_comparison.md", "held_out_comparison.csv"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "base_model" / "WARM_START_DONE").is_file()
     assert (run_dir / "policy" / "policy_settings.json").is_file()
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
+    # The policy and the warm start carry the demo's settings (show_state, 16 tokens, penalty rule).
+    for folder in ("policy", "base_model"):
+        saved = json.loads((run_dir / folder / "agent_settings.json").read_text())
+        assert (saved["show_state"], saved["max_new_tokens"], saved["invalid_action"]) == (True, 16, "penalty")
+    # The comparison: printed, and written with one row per reference, each with its settings.
+    table = out[out.index("Held-out success on gym_cards/NumberLine-v0 (4 episodes each):"):]
+    for row in ("random", "warm start", "trained", "expert"):
+        assert f"  {row} " in table
+    rows = {row["method"]: row for row in csv.DictReader((run_dir / "held_out_comparison.csv").open())}
+    assert list(rows) == ["random", "warm start", "trained", "expert"]
+    assert float(rows["expert"]["success_rate"]) == 1.0
+    assert rows["trained"]["show_state"] == "True" and rows["trained"]["invalid_action"] == "penalty"
+    assert rows["warm start"]["show_state"] == "True"
+    assert int(rows["trained"]["completion_tokens"]) <= 16 * int(rows["trained"]["steps"])
     capsys.readouterr()
-    code = run([
-        "eval", "--methods", f"local:{run_dir / 'policy'}", "--episodes", "2", "--num_envs", "2", "--show_state",
-        "--max_new_tokens", "16", "--out_dir", str(tmp_path / "eval"), "--no_progress",
-    ])
+    # `local:` accepts the run folder (its policy/) and plays it as trained, without prompt flags.
+    code = run(["eval", "--methods", f"local:{run_dir}", "--episodes", "2", "--num_envs", "2",
+                "--out_dir", str(tmp_path / "eval"), "--no_progress"])
     assert code == 0
-    assert "local:policy" in capsys.readouterr().out
+    assert "| local:demo |" in capsys.readouterr().out
+    (row,) = csv.DictReader((tmp_path / "eval" / "evaluation.csv").open())
+    assert row["show_state"] == "True" and row["invalid_action"] == "penalty"
+    # A flag overrides the saved setting.
+    code = run(["eval", "--methods", f"local:{run_dir}", "--episodes", "1", "--num_envs", "1", "--show_state",
+                "false", "--out_dir", str(tmp_path / "eval2"), "--no_progress"])
+    assert code == 0
+    (row,) = csv.DictReader((tmp_path / "eval2" / "evaluation.csv").open())
+    assert row["show_state"] == "False"
+
+
+def test_train_help_says_a_bare_train_runs_the_demo(capsys) -> None:
+    run(["train", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    head = out[: out.index("options:")]  # usage, then the description, before any option
+    assert "A bare `vlm-agent train`" in head and DEFAULT_TRAIN_CONFIG in head and "paper's" in head
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--env_id", "gym_cards/NumberLin-v0"], "did you mean 'gym_cards/NumberLine-v0'"),
+        (["train", "--env_id", "NumberLine-v0"], "use 'gym_cards/NumberLine-v0'"),
+        (["sft", "--env_id", "gym_cards/Chess-v0"], "unknown environment id 'gym_cards/Chess-v0'"),
+        (["eval", "--env_ids", "NumberLine-v0"], "did you mean 'gym_cards/NumberLine-v0'"),
+        (["eval", "--methods", "claude"], "unknown method 'claude'"),
+        (["eval", "--methods", "local:/no/such/folder"], "is not a folder"),
+    ],
+)
+def test_user_errors_are_one_line_without_building_anything(argv, message, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # a run folder or results would land here
+    assert run(argv) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # argparse may print its usage first
+    assert message in last and last.startswith(f"vlm-agent {argv[0]}: error: ")
+    assert "Traceback" not in err
+    assert not list(tmp_path.iterdir())  # no run folder, no tiny model, no results
+
+
+def test_eval_options_include_api_settings(capsys) -> None:
+    run(["eval", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--concurrency", "--timeout_s", "--max_retries", "--num_envs", "--invalid_action"):
+        assert option in out

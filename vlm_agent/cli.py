@@ -9,7 +9,7 @@ status 2 (options) or 1 (checkpoints), without a traceback.
 
     vlm-agent train                                   # the embedded CPU demo (tiny model, NumberLine)
     vlm-agent train --config my_run.yaml --seed 3
-    vlm-agent eval --methods local:runs/<run>/policy --env_ids gym_cards/NumberLine-v0
+    vlm-agent eval --methods local:runs/<run> --env_ids gym_cards/NumberLine-v0
     vlm-agent sft --env_id gym_cards/Blackjack-v0 --output_dir sft_blackjack
     vlm-agent make-tiny-model --arch llava_next tiny_llava
     vlm-agent env                                     # versions, for bug reports
@@ -53,7 +53,8 @@ def _parser(dataclass_type: type, command: str):
         def error(self, message: str) -> typing.NoReturn:
             self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
-    parser = OneLineErrorParser(dataclass_type, prog=f"vlm-agent {command}", description=COMMANDS[command])
+    description = TRAIN_DESCRIPTION if command == "train" else COMMANDS[command]
+    parser = OneLineErrorParser(dataclass_type, prog=f"vlm-agent {command}", description=description)
     # `_parse` reads --config itself; declaring it here documents it in --help.
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file setting any of the options below by name.")
     return parser
@@ -107,6 +108,20 @@ def _parse(dataclass_type: type, command: str, argv: list[str], comma_separated:
     return parsed
 
 
+TRAIN_DESCRIPTION = (
+    COMMANDS["train"]
+    + f" A bare `vlm-agent train` (no --config, no --model_name_or_path) runs the embedded CPU demo, "
+    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine, about 8 minutes on 2 cores); the defaults "
+    "shown below are the paper's and apply as soon as --config or --model_name_or_path is given."
+)
+
+
+def _fail(command: str, message: str) -> int:
+    """A user error: one line on stderr, exit status 2 (as argparse does), no traceback."""
+    print(f"vlm-agent {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _train(argv: list[str]) -> int:
     from vlm_agent.ppo_config import VLMPPOConfig
 
@@ -120,73 +135,66 @@ def _train(argv: list[str]) -> int:
         # import, so before TrlParser is imported.
         os.environ["HF_HUB_OFFLINE"] = "1"
     config = _parse(VLMPPOConfig, "train", argv, comma_separated=VLMPPOConfig.COMMA_SEPARATED)
+    from vlm_agent.evaluation import validate_env_id
+
+    try:
+        validate_env_id(config.env_id)  # before a model is built or a run folder is made
+    except ValueError as error:
+        return _fail("train", str(error))
     from vlm_agent.ppo_trainer import train
 
     run_dir = train(config)
-    prompt_flags = ("" if config.use_cot else " --no_cot") + (" --show_state" if config.show_state else "")
-    evaluate = f"vlm-agent eval --methods local:{run_dir / 'policy'} --env_ids {config.env_id}{prompt_flags}"
+    evaluate = f"vlm-agent eval --methods local:{run_dir} --env_ids {config.env_id}"
     print(f"Run written to {run_dir}")
     print(f"  metrics:        {run_dir / 'metrics.csv'} (and metrics.jsonl)")
     print(f"  learning curve: {run_dir / 'learning_curve.png'}")
     print(f"  samples:        {run_dir / 'samples.jsonl'}")
-    print(f"  policy:         {run_dir / 'policy'}")
+    print(f"  policy:         {run_dir / 'policy'} (with the prompt and sampling settings it was trained with)")
+    if config.final_eval_episodes > 0:
+        from vlm_agent.evaluation import compare_before_after
+
+        warm_start = Path(config.model_name_or_path or run_dir / "base_model")
+        warm_start = warm_start if warm_start.is_dir() else None  # a hub id: nothing local to evaluate
+        results, paths = compare_before_after(
+            run_dir, env_id=config.env_id, warm_start=warm_start, episodes=config.final_eval_episodes,
+            seed=config.seed, progress=config.progress_bar,
+        )
+        from vlm_agent.ppo_trainer import LEARNING_CURVE_PNG, METRICS_JSONL, plot_learning_curve
+
+        plot_learning_curve(run_dir / METRICS_JSONL, run_dir / LEARNING_CURVE_PNG, title=config.env_id,
+                            levels={result.method: result.success_rate for result in results})
+        print(f"  comparison:     {paths['md']} (and .csv)")
     print(f"  evaluate it:    {evaluate}")
+    if config.final_eval_episodes > 0:
+        print()
+        print(f"Held-out success on {config.env_id} ({config.final_eval_episodes} episodes each):")
+        print(comparison_table(results))
     return 0
 
 
-@dataclass
-class EvalArguments:
-    """Options of `vlm-agent eval` (see `vlm_agent.evaluation.EvalConfig`)."""
-
-    methods: list[str] = field(
-        default_factory=lambda: ["random", "expert"],
-        metadata={
-            "help": "Agents to evaluate: random, expert, local:PATH (a trained policy, e.g. runs/<run>/policy), "
-            "openai:MODEL, gemini:MODEL."
-        },
-    )
-    env_ids: list[str] = field(
-        default_factory=lambda: ["gym_cards/NumberLine-v0"], metadata={"help": "Environments to evaluate on."}
-    )
-    episodes: int = field(default=100, metadata={"help": "Episodes per (method, environment)."})
-    seed: int = field(default=0, metadata={"help": "Run seed; held-out episode seeds are derived from it."})
-    cot: bool = field(default=True, metadata={"help": "Chain-of-thought prompt (False: action-only prompt)."})
-    show_state: bool = field(
-        default=False, metadata={"help": "Card games: also write the state as text into the prompt (text-only models)."}
-    )
-    invalid_policy: str = field(default="random", metadata={"help": "Unusable answers: random or penalty."})
-    num_envs: int = field(default=1, metadata={"help": "Environments stepped side by side (one batch per step)."})
-    base_url: str | None = field(default=None, metadata={"help": "Server of openai:/gemini: methods."})
-    temperature: float = field(default=0.2, metadata={"help": "Sampling temperature."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Answer length limit, tokens."})
-    cache_dir: str | None = field(default=None, metadata={"help": "Response cache of API methods."})
-    out_dir: str = field(default="eval_results", metadata={"help": "Folder for Markdown, CSV, PNG and JSON results."})
-    stem: str = field(default="evaluation", metadata={"help": "File name stem of the results."})
-    progress: bool = field(default=True, metadata={"help": "Show progress bars."})
+def comparison_table(results) -> str:
+    """Fixed-width text table of the before/after comparison, for the terminal."""
+    lines = [f"  {'method':<24} {'success':>8} {'95% interval':>16} {'invalid':>8}"]
+    for result in results:
+        low, high = result.ci95
+        lines.append(f"  {result.method:<24} {100 * result.success_rate:7.1f}% "
+                     f"[{100 * low:5.1f}, {100 * high:5.1f}]% {100 * result.invalid_rate:7.1f}%")
+    return "\n".join(lines)
 
 
 def _eval(argv: list[str]) -> int:
-    arguments = _parse(EvalArguments, "eval", argv)
-    from vlm_agent.evaluation import EvalConfig, results_markdown, run_eval
+    from vlm_agent.eval_config import EvalConfig
 
-    config = EvalConfig(
-        methods=tuple(arguments.methods),
-        env_ids=tuple(arguments.env_ids),
-        episodes=arguments.episodes,
-        seed=arguments.seed,
-        cot=arguments.cot,
-        show_state=arguments.show_state,
-        invalid_policy=arguments.invalid_policy,
-        num_envs=arguments.num_envs,
-        base_url=arguments.base_url,
-        temperature=arguments.temperature,
-        max_new_tokens=arguments.max_new_tokens,
-        cache_dir=arguments.cache_dir,
-        out_dir=arguments.out_dir,
-        stem=arguments.stem,
-        progress=arguments.progress,
-    )
-    results, paths = run_eval(config)
+    config = _parse(EvalConfig, "eval", argv)
+    from vlm_agent.baselines.remote_agent import ModelRequestError
+    from vlm_agent.evaluation import results_markdown, run_eval
+
+    try:
+        results, paths = run_eval(config)
+    except (ValueError, FileNotFoundError, ModelRequestError) as error:
+        # Our own messages (unknown env id or method, missing folder, missing key, server gave up)
+        # say what to do; a traceback would add nothing.
+        return _fail("eval", str(error))
     print(results_markdown(results))
     print("Written: " + ", ".join(str(p) for p in paths.values()))
     return 0
@@ -196,6 +204,12 @@ def _sft(argv: list[str]) -> int:
     from vlm_agent.sft import VLMSFTConfig, run_sft
 
     config = _parse(VLMSFTConfig, "sft", argv)
+    from vlm_agent.evaluation import validate_env_id
+
+    try:
+        validate_env_id(config.env_id)  # before a model is built or anything is written
+    except ValueError as error:
+        return _fail("sft", str(error))
     import torch
 
     if not torch.cuda.is_available():

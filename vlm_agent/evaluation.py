@@ -14,9 +14,14 @@ resets its environment with ``held_out_seed(s, i) = EVAL_SEED_OFFSET + s + i`` w
 (``seed + env_index``, :mod:`vlm_agent.rollout`) and then follows its generator, so no
 evaluation episode starts from a training seed as long as training seeds stay below 10**9
 (small games such as NumberLine, with 30 start states, of course repeat states; held-out seeds
-keep the deal sequence independent, not the state space). Each episode's fallback random
-moves (the paper's answer to unusable text) draw from a generator seeded with that episode's seed,
-so a run's numbers do not depend on ``num_envs`` for deterministic agents.
+keep the deal sequence independent, not the state space).
+
+Each episode's fallback random moves (the paper's answer to unusable text) draw from
+:func:`rescue_generator`: a child (``SeedSequence.spawn``) of the seed sequence that gymnasium
+deals the episode from, so the rescue is reproducible, does not depend on ``num_envs`` for
+deterministic agents, and is statistically independent of the deal. (Seeding it with the episode
+seed itself, as before, replayed the deal's own random stream: on NumberLine the first rescue was
+the right move in 81% of episodes, and an agent whose every answer was unusable beat random play.)
 
 Example::
 
@@ -26,119 +31,46 @@ Example::
     result = evaluate_agent(ExpertAgent(), "gym_cards/NumberLine-v0", episodes=50, seed=0)
     print(result.success_rate, result.ci95)
 
-This module imports neither torch nor any API client; matplotlib is imported only when a plot
-is written.
+This module imports neither torch nor any API client; tqdm only when a progress bar is shown and
+matplotlib only when a plot is written.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import difflib
 import io
 import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+# The agent protocol lives in vlm_agent.agents (which the baselines import, so that they never
+# import this module); it is re-exported here for code written against the former location.
+from vlm_agent.agents import PAPER_AGENT_SETTINGS, Agent, AgentInput, AgentSettings, TokenUsage
+from vlm_agent.eval_config import CARD_ENV_IDS, DEFAULT_NUM_ENVS, EvalConfig
 
 if TYPE_CHECKING:
     from vlm_agent.parsing import InvalidActionPolicy
     from vlm_agent.prompts import PromptTemplate
+
+__all__ = [
+    "CARD_ENV_IDS", "EVAL_SEED_OFFSET", "Agent", "AgentInput", "EpisodeRecord", "EvalConfig", "EvalResult",
+    "TokenUsage", "evaluate_agent", "held_out_seed", "make_eval_env", "rescue_generator", "results_csv",
+    "results_markdown", "run_eval", "validate_env_id", "wilson_interval", "write_results", "compare_before_after",
+    "method_settings",
+]
 
 EVAL_SEED_OFFSET = 1_000_000_000
 """Added to every evaluation seed so that evaluation episodes never reuse a training seed."""
 
 Z_95 = 1.959963984540054
 """Standard normal quantile for a two-sided 95% interval, Phi^-1(0.975)."""
-
-
-# --------------------------------------------------------------------------------------------
-# The agent protocol
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AgentInput:
-    """What an agent sees at one environment step.
-
-    Attributes:
-        image: The observation image, ``uint8`` array of shape (H, W, 3).
-        prompt: The task prompt rendered by :mod:`vlm_agent.prompts` for the current state.
-        legal_actions: The text actions legal now; the parsed answer must name one of them.
-        expert_action: Index into ``legal_actions`` that the environment's expert would play, or
-            ``None`` where the environment offers no expert. Only the expert baseline reads it.
-    """
-
-    image: np.ndarray
-    prompt: str
-    legal_actions: list[str]
-    expert_action: int | None
-
-
-@dataclass(frozen=True)
-class TokenUsage:
-    """Token and request counters of an agent, cumulative since the agent was built.
-
-    Attributes:
-        prompt_tokens: Input tokens billed by the server (images included, as the server counts).
-        completion_tokens: Output tokens billed by the server.
-        requests: Requests that reached the server and got an answer (retries not included).
-        cache_hits: Answers served from the on-disk response cache (no request, no cost).
-        retries: Failed attempts that were retried (rate limits, server errors, timeouts).
-    """
-
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    requests: int = 0
-    cache_hits: int = 0
-    retries: int = 0
-
-    @property
-    def total_tokens(self) -> int:
-        """Prompt plus completion tokens."""
-        return self.prompt_tokens + self.completion_tokens
-
-    def __add__(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(**{f.name: getattr(self, f.name) + getattr(other, f.name)
-                             for f in dataclasses.fields(self)})
-
-    def __sub__(self, other: TokenUsage) -> TokenUsage:
-        return TokenUsage(**{f.name: getattr(self, f.name) - getattr(other, f.name)
-                             for f in dataclasses.fields(self)})
-
-
-@runtime_checkable
-class Agent(Protocol):
-    """Anything that answers task prompts with text, one answer per input.
-
-    ``respond`` gets a batch (one input per parallel environment) and returns the raw answer
-    texts in the same order; the evaluation loop parses them with the trainer's parser. Agents
-    never see the environment itself, so an API model and our trained policy are judged by the
-    same rules.
-    """
-
-    name: str
-    """Row name in result tables, e.g. ``"openai:gpt-4o"``."""
-
-    uses_expert_action: bool
-    """True only for agents that read :attr:`AgentInput.expert_action` (the expert baseline).
-    For the others the loop leaves it ``None``: the expert can cost a search per step (Points24
-    from a dead-end formula)."""
-
-    def respond(self, inputs: Sequence[AgentInput]) -> list[str]:
-        """Return one raw answer text per input, in order."""
-        ...
-
-    def usage(self) -> TokenUsage:
-        """Return the cumulative token usage (all zeros for agents without a model server)."""
-        ...
-
-    def close(self) -> None:
-        """Release threads, connections or models the agent holds."""
-        ...
 
 
 # --------------------------------------------------------------------------------------------
@@ -190,6 +122,18 @@ def held_out_seed(seed: int, episode: int) -> int:
     return EVAL_SEED_OFFSET + seed + episode
 
 
+def rescue_generator(episode_seed: int) -> np.random.Generator:
+    """The generator of an episode's random moves for unusable answers.
+
+    ``env.reset(seed=episode_seed)`` deals from ``PCG64(SeedSequence(episode_seed))``
+    (``gymnasium.utils.seeding.np_random``). The rescue draws from the first child that sequence
+    spawns: the same run seed and episode always give the same rescue, and numpy's seed sequences
+    make parent and child streams independent, so the rescue knows nothing about the deal.
+    """
+    (child,) = np.random.SeedSequence(episode_seed).spawn(1)
+    return np.random.Generator(np.random.PCG64(child))
+
+
 # --------------------------------------------------------------------------------------------
 # Results
 # --------------------------------------------------------------------------------------------
@@ -234,6 +178,8 @@ class EvalResult:
         invalid_rate: Share of steps whose answer was unusable (no single legal action named).
         usage: Tokens and requests spent by this run (cache hits cost nothing).
         records: One :class:`EpisodeRecord` per episode, in episode order.
+        show_state: Whether the prompt also gave the state as text.
+        invalid_action: The rule for unusable answers, ``"random"`` or ``"penalty"``.
     """
 
     method: str
@@ -249,10 +195,13 @@ class EvalResult:
     invalid_rate: float
     usage: TokenUsage
     records: tuple[EpisodeRecord, ...] = field(repr=False)
+    show_state: bool = False
+    invalid_action: str = "random"
 
     @classmethod
     def from_records(cls, method: str, env_id: str, cot: bool, records: Sequence[EpisodeRecord],
-                     usage: TokenUsage) -> EvalResult:
+                     usage: TokenUsage, *, show_state: bool = False,
+                     invalid_action: str = "random") -> EvalResult:
         """Aggregate per-episode records into a result."""
         episodes = len(records)
         successes = sum(record.success for record in records)
@@ -272,6 +221,8 @@ class EvalResult:
             invalid_rate=invalid / steps if steps else 0.0,
             usage=usage,
             records=tuple(records),
+            show_state=show_state,
+            invalid_action=invalid_action,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -280,6 +231,8 @@ class EvalResult:
             "method": self.method,
             "env_id": self.env_id,
             "cot": self.cot,
+            "show_state": self.show_state,
+            "invalid_action": self.invalid_action,
             "episodes": self.episodes,
             "successes": self.successes,
             "success_rate": round(self.success_rate, 6),
@@ -315,20 +268,41 @@ class _EpisodeInProgress:
     invalid_steps: int = 0
 
 
-def make_eval_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
-    """Build one environment by id, with an error that lists the known ids if it is unknown."""
+def validate_env_id(env_id: str) -> None:
+    """Refuse an id that is not registered, in one line that suggests the right one.
+
+    Reads the registry only (builds nothing), so commands can check their ids before they build a
+    model or create a run folder. ``NumberLine-v0`` gets "did you mean 'gym_cards/NumberLine-v0'".
+
+    Raises:
+        ValueError: ``env_id`` is not registered.
+    """
     import gymnasium as gym
 
     import gym_cards  # noqa: F401  (registers the gym_cards/* ids)
 
+    if env_id in gym.registry:
+        return
+    known = sorted(spec_id for spec_id in gym.registry if spec_id.startswith("gym_cards/"))
+    by_name = {spec_id.split("/", 1)[1].lower(): spec_id for spec_id in known}
+    suggestion = by_name.get(env_id.strip().lower().split("/")[-1])
+    if suggestion is None:
+        close = difflib.get_close_matches(env_id, known, n=1, cutoff=0.6)
+        suggestion = close[0] if close else None
+    hint = f"did you mean {suggestion!r}? " if suggestion else ""
+    raise ValueError(f"unknown environment id {env_id!r}: {hint}known gym_cards ids: {', '.join(known)}")
+
+
+def make_eval_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
+    """Build one environment by id, with an error that suggests the right id if it is unknown."""
+    import gymnasium as gym
+
+    validate_env_id(env_id)
     try:
         return gym.make(env_id, **dict(env_kwargs or {}))
-    except gym.error.Error as error:
-        known = sorted(spec_id for spec_id in gym.registry if spec_id.startswith("gym_cards/"))
-        raise ValueError(
-            f"cannot build environment {env_id!r} ({error}). Known gym_cards ids: "
-            f"{', '.join(known)}"
-        ) from error
+    except (gym.error.Error, TypeError) as error:
+        raise ValueError(f"cannot build environment {env_id!r} with env_kwargs {dict(env_kwargs or {})}: "
+                         f"{error}") from error
 
 
 def _agent_input(env: Any, observation: np.ndarray, prompt_template: PromptTemplate, *,
@@ -352,11 +326,12 @@ def evaluate_agent(
     seed: int,
     cot: bool = True,
     invalid_policy: InvalidActionPolicy | str = "random",
-    num_envs: int = 1,
+    num_envs: int = DEFAULT_NUM_ENVS,
     env_kwargs: Mapping[str, Any] | None = None,
     show_state: bool = False,
     prompt_template: PromptTemplate | None = None,
     progress: bool = True,
+    name: str | None = None,
 ) -> EvalResult:
     """Play ``episodes`` held-out episodes of ``env_id`` with ``agent`` and summarise them.
 
@@ -377,15 +352,17 @@ def evaluate_agent(
             :class:`vlm_agent.parsing.InvalidActionPolicy` or its mode, ``"random"`` (a uniformly
             random legal move, the paper's rule) or ``"penalty"`` (legal action 0 and -1 reward,
             counted in ``mean_return``).
-        num_envs: Environments run side by side; their inputs reach the agent as one batch, so a
-            remote agent can send them concurrently.
+        num_envs: Environments run side by side; their inputs reach the agent as one batch (one
+            generate call of a local policy; concurrent requests of a remote agent). Deterministic
+            agents and the random rescue give the same records for any value.
         env_kwargs: Keyword arguments for ``gym.make``.
         show_state: Also write the state as text into the card-game prompts (for text-only
             models, or as an ablation); the paper's prompts are image-only.
         prompt_template: A template to use instead of ``prompt_for(env_id, ...)``, for
             environments without a built-in prompt (see
             :func:`vlm_agent.prompts.load_prompt_template`).
-        progress: Show a tqdm bar over episodes.
+        progress: Show a tqdm bar over episodes (False: tqdm is not imported).
+        name: Row name of the result; default ``agent.name``.
 
     Returns:
         The :class:`EvalResult`, with per-episode records in episode order.
@@ -397,6 +374,7 @@ def evaluate_agent(
     from vlm_agent.parsing import parse_action, resolve_action
     from vlm_agent.prompts import prompt_for
 
+    validate_env_id(env_id)
     policy = _invalid_action_policy(invalid_policy)
     if prompt_template is None:
         prompt_template = prompt_for(env_id, cot=cot, show_state=show_state)
@@ -415,11 +393,12 @@ def evaluate_agent(
         observation, _ = envs[slot].reset(seed=episode_seed)
         slots[slot] = _EpisodeInProgress(
             episode=next_episode, seed=episode_seed, observation=observation,
-            rng=np.random.default_rng(episode_seed),
+            rng=rescue_generator(episode_seed),
         )
         next_episode += 1
 
-    bar = _progress_bar(episodes, f"{agent.name} on {env_id}", enabled=progress)
+    method = agent.name if name is None else name
+    bar = _progress_bar(episodes, f"{method} on {env_id}", enabled=progress)
     try:
         for slot in range(len(envs)):
             start_episode(slot)
@@ -461,15 +440,28 @@ def evaluate_agent(
         for env in envs:
             env.close()
     finished = [record for record in records if record is not None]
-    return EvalResult.from_records(agent.name, env_id, cot, finished,
-                                   agent.usage() - usage_before)
+    return EvalResult.from_records(method, env_id, prompt_template.cot, finished,
+                                   agent.usage() - usage_before, show_state=show_state,
+                                   invalid_action=policy.mode)
+
+
+class _NoProgress:
+    """Stands in for a tqdm bar when none is shown, so the loop needs no tqdm (the agent extra)."""
+
+    def update(self, count: int = 1) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
 
 
 def _progress_bar(total: int, description: str, *, enabled: bool) -> Any:
-    """A tqdm bar over episodes; disabled (prints nothing) when ``enabled`` is false."""
+    """A tqdm bar over episodes, or a silent stand-in without importing tqdm."""
+    if not enabled:
+        return _NoProgress()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=description, unit="episode", disable=not enabled)
+    return tqdm(total=total, desc=description, unit="episode")
 
 
 def _invalid_action_policy(policy: Any) -> Any:
@@ -550,8 +542,9 @@ def results_markdown(results: Sequence[EvalResult], title: str = "Evaluation") -
                 f"{usage.cache_hits} | {usage.retries} | {usage.prompt_tokens} | "
                 f"{usage.completion_tokens} |"
             )
-    settings = _ordered([f"cot={result.cot}" for result in results])
-    lines += ["", f"Prompting: {', '.join(settings)}.", ""]
+    settings = _ordered([f"cot={result.cot}, show_state={result.show_state}, "
+                         f"invalid answers: {result.invalid_action}" for result in results])
+    lines += ["", f"Prompting: {'; '.join(settings)}.", ""]
     return "\n".join(lines)
 
 
@@ -634,124 +627,114 @@ def write_results(results: Sequence[EvalResult], out_dir: str | Path, stem: str,
 # One call for command lines: build agents from method specs, evaluate, write the tables
 # --------------------------------------------------------------------------------------------
 
-CARD_ENV_IDS = (
-    "gym_cards/NumberLine-v0",
-    "gym_cards/EZPoints-v0",
-    "gym_cards/Points24-v0",
-    "gym_cards/Blackjack-v0",
-)
-"""The four card environments of the paper's Table 1, in the paper's column order."""
+def _invalid_action_policy_of(settings: AgentSettings) -> Any:
+    """The :class:`vlm_agent.parsing.InvalidActionPolicy` that fully resolved settings name."""
+    from vlm_agent.parsing import InvalidActionPolicy
+
+    return InvalidActionPolicy(mode=settings.invalid_action, fallback=settings.invalid_action_fallback,
+                               penalty=float(settings.invalid_action_penalty))
 
 
-@dataclass
-class EvalConfig:
-    """Everything ``vlm-agent eval`` and ``benchmarks/prompting_baselines.py`` need.
+def _prompt_template_of(settings: AgentSettings, env_id: str, explicit: AgentSettings) -> Any:
+    """The saved custom template where it is for ``env_id`` and no flag changed the prompt, else None."""
+    template = settings.prompt_template
+    if template is None or explicit.cot is not None or explicit.show_state is not None:
+        return None
+    if template.get("env_id") != env_id:
+        return None
+    from vlm_agent.prompts import template_from_mapping
 
-    Attributes:
-        methods: Method specs, each one of ``"random"``, ``"expert"``, ``"openai:MODEL"``,
-            ``"gemini:MODEL"``, ``"local:PATH"`` (a saved policy checkpoint); see
-            :func:`vlm_agent.baselines.build_agent`.
-        env_ids: Environments to evaluate every method on.
-        episodes: Episodes per (method, environment).
-        seed: Run seed; episode ``i`` uses ``held_out_seed(seed, i)``.
-        cot: Chain-of-thought prompt (True) or action-only prompt (False).
-        show_state: Also write the state as text into card-game prompts (text-only models).
-        invalid_policy: What an unusable answer does: ``"random"`` (the paper) or ``"penalty"``.
-        num_envs: Environments stepped side by side (one agent batch per step).
-        env_kwargs: Extra ``gym.make`` keyword arguments, applied to every environment.
-        base_url: Server of ``openai:`` methods (vLLM, SGLang, Ollama, ...) or of ``gemini:``
-            methods; None means the provider's public endpoint.
-        concurrency: Requests in flight at once per API method.
-        cache_dir: On-disk response cache of API methods (None: no cache).
-        timeout_s: Per-request timeout of API methods, seconds.
-        max_retries: Retries after a rate limit (429), server error (5xx) or timeout.
-        temperature: Sampling temperature (the paper: 0.2).
-        max_new_tokens: Answer length limit in tokens (the paper: 256).
-        out_dir: Folder for the Markdown, CSV, PNG and JSON results.
-        stem: File name stem of the results.
-        title: Title of the Markdown table and the plot.
-        progress: Show tqdm progress bars.
-    """
+    return template_from_mapping(template, source="saved prompt_template")
 
-    methods: tuple[str, ...] = ("random", "expert")
-    env_ids: tuple[str, ...] = CARD_ENV_IDS
-    episodes: int = 100
-    seed: int = 0
-    cot: bool = True
-    show_state: bool = False
-    invalid_policy: str = "random"
-    num_envs: int = 1
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    base_url: str | None = None
-    concurrency: int = 4
-    cache_dir: str | None = None
-    timeout_s: float = 60.0
-    max_retries: int = 6
-    temperature: float = 0.2
-    max_new_tokens: int = 256
-    out_dir: str = "eval_results"
-    stem: str = "evaluation"
-    title: str = "Evaluation"
-    progress: bool = True
 
-    def __post_init__(self) -> None:
-        self.methods = tuple(self.methods)
-        self.env_ids = tuple(self.env_ids)
-        if not self.methods:
-            raise ValueError("methods is empty: name at least one, e.g. 'random' or 'openai:gpt-4o'")
-        if not self.env_ids:
-            raise ValueError("env_ids is empty: name at least one, e.g. 'gym_cards/NumberLine-v0'")
-        positive = {"episodes": self.episodes, "num_envs": self.num_envs,
-                    "concurrency": self.concurrency, "max_new_tokens": self.max_new_tokens}
-        for name, value in positive.items():
-            if value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value}")
-        if self.timeout_s <= 0:
-            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
-        if self.max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if self.invalid_policy not in ("random", "penalty"):
-            raise ValueError(
-                f"invalid_policy must be 'random' or 'penalty', got {self.invalid_policy!r}"
-            )
+def method_settings(method: str, config: EvalConfig) -> AgentSettings:
+    """The settings ``method`` plays with: the config's explicit ones, else the saved policy's, else the paper's."""
+    from vlm_agent.baselines.method_spec import saved_agent_settings
+
+    saved = saved_agent_settings(method) or AgentSettings()
+    return PAPER_AGENT_SETTINGS.overridden_by(saved).overridden_by(config.agent_settings())
 
 
 def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
     """Evaluate every method of ``config`` on every environment and write the results.
 
-    Agents are built once per method (so an API method's cache, pool and token counters span
-    all environments) and closed at the end.
+    Environment ids and method specs are checked before any agent is built (a typo costs no model
+    load). Each method plays with :func:`method_settings`: a saved policy as it was trained,
+    unless the config says otherwise. Agents are built once per method (so an API method's cache,
+    pool and token counters span all environments) and closed at the end.
 
     Returns:
         The results in (method, environment) order and the written file paths (see
         :func:`write_results`).
     """
-    from vlm_agent.baselines import AgentOptions, build_agent
+    from vlm_agent.baselines.method_spec import build_agent, default_labels
 
-    options = AgentOptions(
-        base_url=config.base_url,
-        concurrency=config.concurrency,
-        cache_dir=config.cache_dir,
-        timeout_s=config.timeout_s,
-        max_retries=config.max_retries,
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
-    )
+    for env_id in config.env_ids:
+        validate_env_id(env_id)
+    labels = default_labels(config.methods)
+    explicit = config.agent_settings()
     results: list[EvalResult] = []
-    for method in config.methods:
-        agent = build_agent(method, options)
+    for method, label in zip(config.methods, labels):
+        settings = method_settings(method, config)
+        agent = build_agent(method, config, settings=settings)
         try:
             for env_id in config.env_ids:
                 results.append(evaluate_agent(
-                    agent, env_id, episodes=config.episodes, seed=config.seed, cot=config.cot,
-                    invalid_policy=config.invalid_policy, num_envs=config.num_envs,
-                    env_kwargs=config.env_kwargs, show_state=config.show_state,
-                    progress=config.progress,
+                    agent, env_id, episodes=config.episodes, seed=config.seed, cot=settings.cot,
+                    invalid_policy=_invalid_action_policy_of(settings), num_envs=config.num_envs,
+                    env_kwargs=config.env_kwargs, show_state=settings.show_state,
+                    prompt_template=_prompt_template_of(settings, env_id, explicit),
+                    progress=config.progress, name=label,
                 ))
         finally:
             agent.close()
     paths = write_results(results, config.out_dir, config.stem, config.title)
     return results, paths
+
+
+# --------------------------------------------------------------------------------------------
+# Before / after: what `vlm-agent train` reports at the end of a run
+# --------------------------------------------------------------------------------------------
+
+COMPARISON_STEM = "held_out_comparison"
+"""File stem of the before/after comparison in a run folder (``.md``, ``.csv``, ``.png``, ``.json``)."""
+
+COMPARISON_ROWS = ("random", "warm start", "trained", "expert")
+"""Row names of the comparison, in order: floor, starting point, result, ceiling."""
+
+
+def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | Path | None, episodes: int,
+                         seed: int, num_envs: int | None = None,
+                         progress: bool = False) -> tuple[list[EvalResult], dict[str, Path]]:
+    """Held-out success of random play, the warm start, the trained policy and the expert.
+
+    The training curve alone cannot say whether PPO helped: it counts only the episodes that end
+    during rollouts, under a policy that changes as it learns. This plays the same held-out
+    episodes (:func:`held_out_seed`) with each of the four, each policy with the settings it was
+    trained with (``agent_settings.json``), and writes ``held_out_comparison.{md,csv,png,json}``
+    into ``run_dir`` (``vlm-agent train`` then redraws ``learning_curve.png`` with the four levels).
+
+    Args:
+        run_dir: A finished training run (holds ``policy/`` and ``metrics.jsonl``).
+        env_id: The environment trained on.
+        warm_start: The model folder PPO started from (the SFT'd ``base_model`` of the demo);
+            None leaves its row out (a model given by hub id).
+        episodes: Held-out episodes per row.
+        seed: Run seed of the held-out episodes.
+        num_envs: Environments side by side (default :data:`vlm_agent.eval_config.DEFAULT_NUM_ENVS`).
+        progress: Show progress bars.
+
+    Returns:
+        The results in :data:`COMPARISON_ROWS` order and the written paths.
+    """
+    run_dir = Path(run_dir)
+    random_name, warm_name, trained_name, expert_name = COMPARISON_ROWS
+    methods = [f"{random_name}=random", f"{warm_name}=local:{warm_start}", f"{trained_name}=local:{run_dir}",
+               f"{expert_name}=expert"]
+    config = EvalConfig(
+        methods=[method for method in methods if warm_start is not None or not method.startswith(warm_name)],
+        env_ids=[env_id], episodes=episodes, seed=seed, num_envs=num_envs or DEFAULT_NUM_ENVS,
+        out_dir=str(run_dir), stem=COMPARISON_STEM,
+        title=f"Held-out success before and after PPO ({env_short_name(env_id)})", progress=progress,
+    )
+    return run_eval(config)

@@ -200,6 +200,14 @@ class VLMPPOConfig:
         metadata={"help": f"Comma-separated loggers besides JSONL/CSV: none, {', '.join(REPORT_TARGETS)}."},
     )
     log_samples: int = field(default=4, metadata={"help": "Generations (text + parsed action) logged per update."})
+    final_eval_episodes: int = field(
+        default=0,
+        metadata={
+            "help": "After training, `vlm-agent train` plays this many held-out episodes each with random play, "
+            "the starting (warm-start) model, the trained policy and the expert, and writes the comparison "
+            "(held_out_comparison.{md,csv}) and its levels into learning_curve.png; 0 skips it."
+        },
+    )
     progress_bar: bool = field(default=True, metadata={"help": "Show a tqdm progress bar."})
     deterministic: bool = field(
         default=False, metadata={"help": "torch.use_deterministic_algorithms (for resume-equivalence checks)."}
@@ -247,7 +255,7 @@ class VLMPPOConfig:
             if not (value > 0 and math.isfinite(value)):
                 fail(name, "must be a positive finite number", f"set --{name} above 0")
         for name in ("vf_coef", "ent_coef", "kl_coef", "min_learning_rate", "weight_decay", "sft_learning_rate",
-                     "invalid_action_penalty", "invalid_action_fallback"):
+                     "invalid_action_penalty", "invalid_action_fallback", "final_eval_episodes"):
             if getattr(self, name) < 0:
                 fail(name, "must not be negative", f"set --{name} to 0 or more")
         if self.kv_cache not in KV_CACHES:
@@ -271,7 +279,10 @@ class VLMPPOConfig:
         if self.lr_scheduler not in ("cosine", "constant"):
             fail("lr_scheduler", "is not a schedule", "choose cosine or constant")
         if "/" not in self.env_id or not self.env_id.endswith(tuple(f"-v{i}" for i in range(10))):
-            fail("env_id", "is not a namespaced, versioned Gymnasium id", "use e.g. gym_cards/NumberLine-v0")
+            name = self.env_id.rsplit("/", 1)[-1]
+            versioned = name if "-v" in name else f"{name}-v0"
+            fix = f"use {'gym_cards/' + versioned!r}" if "/" not in self.env_id else "use e.g. gym_cards/NumberLine-v0"
+            fail("env_id", "is not a namespaced, versioned Gymnasium id", fix)
         for target in self.report_targets:
             if target not in REPORT_TARGETS:
                 fail("report_to", f"names unknown logger {target!r}", f"use none or {', '.join(REPORT_TARGETS)}")

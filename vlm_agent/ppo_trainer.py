@@ -245,7 +245,7 @@ class VLMPPOTrainer:
             bar.close()
             self._close_loggers()
         if self.is_main and self.update == self.num_updates:
-            self.policy.save_pretrained(self.run_dir / "policy")
+            self.save_policy(self.run_dir / "policy")
             plot_learning_curve(self.run_dir / METRICS_JSONL, self.run_dir / LEARNING_CURVE_PNG, title=config.env_id)
         self.accelerator.wait_for_everyone()
         self.collector.close()
@@ -490,6 +490,15 @@ class VLMPPOTrainer:
             if parameter.requires_grad
         }
 
+    def save_policy(self, directory: str | Path) -> Path:
+        """`VLMPolicy.save_pretrained` plus the prompt, sampling and invalid-answer settings of this run
+        (`agent_settings.json`), so that `vlm-agent eval` plays the policy as it was trained."""
+        from vlm_agent.agents import AgentSettings, write_agent_settings
+
+        directory = self.policy.save_pretrained(directory)
+        write_agent_settings(directory, AgentSettings.from_ppo_config(self.config))
+        return Path(directory)
+
     def save_checkpoint(self) -> Path | None:
         """Write checkpoint `update` atomically (main process); every process contributes its envs."""
         collector_state = self.collector.state_dict()
@@ -521,7 +530,7 @@ class VLMPPOTrainer:
                     "torch_rng": [item["torch_rng"] for item in gathered],
                 },
                 blobs={"collectors": [item["collector"] for item in gathered]},
-                export=self.policy.save_pretrained,
+                export=self.save_policy,
             )
         self.accelerator.wait_for_everyone()
         return path
@@ -602,26 +611,77 @@ def _truncate_metrics(run_dir: Path, update: int) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_learning_curve(metrics_path: str | Path, png_path: str | Path, title: str = "") -> Path:
-    """Success rate, episode return and invalid-answer rate against environment steps (PNG)."""
+def running_success(rows: list[dict[str, Any]]) -> tuple[list[int], list[int]]:
+    """Cumulative (episodes, successes) after each update, from the per-update metrics rows.
+
+    An update's `charts/success_rate` counts only the episodes that happened to end inside its
+    rollout (a handful, and the short ones first), so per-update rates swing widely; the running
+    rate over every completed episode so far, with its count, is what the learning curve shows.
+    """
+    episodes, successes, total_episodes, total_successes = [], [], 0, 0
+    for row in rows:
+        count = int(row.get("charts/episodes", 0) or 0)
+        rate = row.get("charts/success_rate")
+        if count and rate is not None and rate == rate:  # NaN when no episode ended
+            total_episodes += count
+            total_successes += int(round(rate * count))
+        episodes.append(total_episodes)
+        successes.append(total_successes)
+    return episodes, successes
+
+
+def plot_learning_curve(
+    metrics_path: str | Path, png_path: str | Path, title: str = "", levels: dict[str, float] | None = None
+) -> Path:
+    """Learning curve (PNG): running success rate, episode return, invalid-answer rate, value loss.
+
+    The success panel shows the running rate over all completed training episodes with its Wilson
+    95% band and the episode count, and `levels` (e.g. held-out success of random play, the warm
+    start, the trained policy and the expert, as fractions) as labelled horizontal lines.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from vlm_agent.evaluation import wilson_interval
+
     rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     steps = [row["global_step"] for row in rows]
+    figure, axes = plt.subplots(1, 4, figsize=(17, 3.8))
+    success_axis = axes[0]
+    episodes, successes = running_success(rows)
+    shown = [(step, n, k) for step, n, k in zip(steps, episodes, successes) if n]
+    if shown:
+        xs = [step for step, _, _ in shown]
+        rates = [100 * k / n for _, n, k in shown]
+        bands = [wilson_interval(k, n) for _, n, k in shown]
+        success_axis.plot(xs, rates, marker="o", markersize=3, color="C0", label="training episodes, running")
+        success_axis.fill_between(xs, [100 * low for low, _ in bands], [100 * high for _, high in bands],
+                                  color="C0", alpha=0.15, linewidth=0)
+        labelled = sorted(set(range(0, len(shown), max(1, len(shown) // 6))) | {len(shown) - 1})
+        for index in labelled:
+            x, rate, n = xs[index], rates[index], shown[index][1]
+            success_axis.annotate(f"n={n}", (x, rate), textcoords="offset points", xytext=(0, -12),
+                                  ha="center", fontsize=7, color="C0")
+    for index, (label, level) in enumerate((levels or {}).items()):
+        success_axis.axhline(100 * level, linestyle="--", linewidth=1, color=f"C{index + 1}",
+                             label=f"{label} (held out): {100 * level:.1f}%")
+    success_axis.set_ylim(0, 105)
+    success_axis.set_ylabel("success rate (%)")
+    success_axis.set_title("success rate")
+    success_axis.legend(fontsize=7, loc="lower right")
     panels = [
-        ("charts/success_rate", "success rate"),
-        ("charts/episode_return", "mean episode return"),
-        ("charts/invalid_action_rate", "invalid-answer rate"),
-        ("losses/value_loss", "value loss"),
+        (axes[1], "charts/episode_return", "mean episode return", "return"),
+        (axes[2], "charts/invalid_action_rate", "invalid-answer rate", "share of steps"),
+        (axes[3], "losses/value_loss", "value loss", "loss"),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
-    for axis, (key, label) in zip(axes, panels):
+    for axis, key, label, unit in panels:
         axis.plot(steps, [row.get(key, float("nan")) for row in rows], marker="o", markersize=3)
+        axis.set_title(label + (" (per update)" if key.startswith("charts/") else ""))
+        axis.set_ylabel(unit)
+    for axis in axes:
         axis.set_xlabel("environment steps")
-        axis.set_title(label)
         axis.grid(alpha=0.3)
     figure.suptitle(title)
     figure.tight_layout()
@@ -657,6 +717,10 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
         progress_bar=config.progress_bar,
     )
     run_sft(sft_config)
+    from vlm_agent.agents import AgentSettings, write_agent_settings
+
+    # The warm start is evaluated as the PPO run acts (prompt, answer length, invalid-answer rule).
+    write_agent_settings(base_dir, AgentSettings.from_ppo_config(config))
     done_marker.write_text("SFT warm start complete\n")
     return base_dir
 

@@ -240,6 +240,11 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
     wrong = sum(demo.action != demo.expert_action for demo in demos)
     summary = {"config": asdict(config), "losses": losses, "num_demos": len(demos), "wrong_actions": wrong}
     (output_dir / "sft_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    from vlm_agent.agents import AgentSettings, write_agent_settings
+
+    # The prompt the model was taught; `vlm-agent eval` uses it unless told otherwise.
+    write_agent_settings(output_dir, AgentSettings(env_id=config.env_id, cot=config.use_cot,
+                                                   show_state=config.show_state))
     return SFTResult(model_dir=output_dir, losses=losses, num_demos=len(demos), wrong_actions=wrong)
 
 

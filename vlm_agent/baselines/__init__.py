@@ -10,9 +10,16 @@
   share (thread pool, backoff, on-disk answers, keys from the environment only).
 - :mod:`~vlm_agent.baselines.method_spec`: ``"openai:gpt-4o"`` -> agent, for command lines.
 
-Importing this package imports neither torch nor an API SDK.
+The agents implement :class:`vlm_agent.agents.Agent`; nothing here imports
+:mod:`vlm_agent.evaluation` (the loop imports the agents, not the other way round). Importing this
+package imports neither torch nor an API SDK.
 """
 
-from vlm_agent.baselines.method_spec import METHOD_SPEC_HELP, AgentOptions, build_agent
+from vlm_agent.baselines.method_spec import METHOD_SPEC_HELP, build_agent
+from vlm_agent.eval_config import EvalConfig
+
+AgentOptions = EvalConfig
+"""Former name of the agent options, kept so that existing code runs: the same type as
+:class:`vlm_agent.eval_config.EvalConfig` (one options type for evaluation)."""
 
 __all__ = ["METHOD_SPEC_HELP", "AgentOptions", "build_agent"]

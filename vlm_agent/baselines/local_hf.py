@@ -10,13 +10,14 @@ This module imports torch; :mod:`vlm_agent.baselines` imports it only for ``loca
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vlm_agent.evaluation import AgentInput, TokenUsage
+from vlm_agent.agents import AgentInput, AgentSettings, TokenUsage, read_agent_settings
 from vlm_agent.models import ModelSettings
 from vlm_agent.policy import POLICY_SETTINGS_FILE, GenerationSettings, VLMPolicy
 
@@ -45,16 +46,16 @@ class LocalHFAgent:
         self._usage = TokenUsage()
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, temperature: float = 0.2,
-                        max_new_tokens: int = 256, seed: int = 0,
+    def from_pretrained(cls, path: str | Path, *, temperature: float | None = None,
+                        max_new_tokens: int | None = None, seed: int = 0,
                         device: str | None = None) -> LocalHFAgent:
         """Load a saved policy (``VLMPolicy.save_pretrained``) or a plain model folder.
 
         Args:
-            path: A folder with ``policy_settings.json`` (a trained or SFT policy) or any
-                image-text-to-text model folder with its processor.
-            temperature: Sampling temperature (> 0; the paper: 0.2).
-            max_new_tokens: Answer length limit (the paper: 256).
+            path: A folder with ``policy_settings.json`` (a trained policy) or any
+                image-text-to-text model folder with its processor (an SFT warm start).
+            temperature: Sampling temperature (> 0); None: the saved policy's, else the paper's 0.2.
+            max_new_tokens: Answer length limit; None: the saved policy's, else the paper's 256.
             seed: Sampling seed.
             device: "cpu", "cuda", ...; None keeps the saved or automatic choice.
         """
@@ -64,13 +65,17 @@ class LocalHFAgent:
                 f"local model {str(path)!r} is not a folder; pass a saved policy "
                 "(VLMPolicy.save_pretrained) or a Hugging Face model folder, e.g. local:runs/ckpt"
             )
-        settings = GenerationSettings(temperature=temperature, max_new_tokens=max_new_tokens)
         if (folder / POLICY_SETTINGS_FILE).is_file():
             policy = VLMPolicy.from_pretrained(folder, device=device, is_trainable=False)
-            policy.settings = GenerationSettings(temperature=temperature,
-                                                 max_new_tokens=max_new_tokens,
-                                                 cot_scale=policy.settings.cot_scale)
+            saved = policy.settings
+            policy.settings = GenerationSettings(
+                temperature=saved.temperature if temperature is None else temperature,
+                max_new_tokens=saved.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                cot_scale=saved.cot_scale, kv_cache=saved.kv_cache,
+            )
         else:
+            settings = GenerationSettings(temperature=0.2 if temperature is None else temperature,
+                                          max_new_tokens=256 if max_new_tokens is None else max_new_tokens)
             model_settings = ModelSettings(model_name_or_path=str(folder), use_lora=False,
                                            device=device or "auto")
             policy = VLMPolicy.from_model(model_settings, settings, seed=seed)
@@ -101,3 +106,22 @@ class LocalHFAgent:
 
     def close(self) -> None:
         """Nothing to release; the model is freed with the agent."""
+
+
+def saved_settings(folder: str | Path) -> AgentSettings | None:
+    """The play settings a model folder recorded: ``agent_settings.json``, completed by the
+    sampling settings of ``policy_settings.json`` (policies saved before ``agent_settings.json``
+    existed record only those). None where the folder records neither.
+    """
+    folder = Path(folder)
+    settings = read_agent_settings(folder)
+    policy_file = folder / POLICY_SETTINGS_FILE
+    if policy_file.is_file():
+        try:
+            generation = json.loads(policy_file.read_text(encoding="utf-8"))["generation"]
+            recorded = AgentSettings(temperature=float(generation["temperature"]),
+                                     max_new_tokens=int(generation["max_new_tokens"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"{policy_file} is unreadable ({error}); re-save the policy") from None
+        settings = recorded.overridden_by(settings or AgentSettings())
+    return settings

@@ -8,87 +8,178 @@ Specs:
   the server (vLLM, SGLang, Ollama, ...).
 - ``gemini:MODEL``: :class:`~vlm_agent.baselines.gemini.GeminiAgent`.
 - ``local:PATH``: :class:`~vlm_agent.baselines.local_hf.LocalHFAgent`, a saved
-  :class:`vlm_agent.policy.VLMPolicy` (a trained checkpoint or a Hugging Face model folder).
+  :class:`vlm_agent.policy.VLMPolicy` (a trained checkpoint or a Hugging Face model folder). A
+  training run folder works too: its ``policy/`` is used.
+- ``NAME=SPEC`` (any of the above): the same agent, shown as ``NAME`` in the result tables, e.g.
+  ``warm_start=local:runs/r/base_model``. Without a name, rows are named after the spec; two
+  ``local:`` paths with the same last folder (``a/policy``, ``b/policy``) get as many trailing
+  path parts as it takes to tell them apart.
 
 Each kind is imported only when asked for, so ``random`` needs neither an API SDK nor torch.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from vlm_agent.evaluation import Agent
+from vlm_agent.agents import PAPER_AGENT_SETTINGS, AgentSettings
+from vlm_agent.eval_config import METHOD_SPEC_HELP, EvalConfig
 
-METHOD_SPEC_HELP = (
-    "one of: random, expert, openai:MODEL (any OpenAI-compatible server, see --base-url), "
-    "gemini:MODEL, local:PATH (a saved policy or Hugging Face model folder)"
-)
+if TYPE_CHECKING:
+    from vlm_agent.agents import Agent
+
+#: The saved-policy folder inside a training run folder.
+RUN_POLICY_DIR = "policy"
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\- ()]+$")
 
 
 @dataclass(frozen=True)
-class AgentOptions:
-    """Settings shared by the agents that talk to a model.
+class MethodSpec:
+    """A parsed method spec.
 
     Attributes:
-        base_url: Server of API methods; None means the provider's public endpoint.
-        concurrency: Requests in flight at once (API methods).
-        cache_dir: Response cache folder of API methods, or None.
-        timeout_s: Per-request timeout in seconds (API methods).
-        max_retries: Retries after 429 / 5xx / timeouts (API methods).
-        retry_base_delay_s: First backoff wait in seconds, doubled per retry.
-        retry_max_delay_s: Longest backoff wait in seconds.
-        temperature: Sampling temperature (paper: 0.2).
-        max_new_tokens: Answer length limit in tokens (paper: 256).
-        seed: Seed of random players, of retry jitter and of local sampling.
+        kind: ``random``, ``expert``, ``openai``, ``gemini`` or ``local``.
+        argument: The model name (API kinds) or the path as given (``local``); ``""`` otherwise.
+        name: The row name given with ``NAME=SPEC``, or ``None``.
     """
 
-    base_url: str | None = None
-    concurrency: int = 4
-    cache_dir: str | None = None
-    timeout_s: float = 60.0
-    max_retries: int = 6
-    retry_base_delay_s: float = 1.0
-    retry_max_delay_s: float = 60.0
-    temperature: float = 0.2
-    max_new_tokens: int = 256
-    seed: int = 0
+    kind: str
+    argument: str
+    name: str | None = None
 
 
-def build_agent(spec: str, options: AgentOptions | None = None) -> Agent:
-    """The agent a method spec names (see the module docstring); ValueError for a bad spec."""
-    options = options or AgentOptions()
-    kind, separator, argument = spec.partition(":")
+def parse_method(spec: str) -> MethodSpec:
+    """Split ``[NAME=]KIND[:ARGUMENT]``; ValueError (saying the accepted forms) for a bad spec."""
+    text = spec.strip()
+    name = None
+    prefix, equals, rest = text.partition("=")
+    # A name holds no ':' or '/', so 'local:dir=x/policy' stays a path.
+    if equals and _NAME.match(prefix) and prefix.strip():
+        name, text = prefix.strip(), rest.strip()
+    kind, separator, argument = text.partition(":")
     kind = kind.strip().lower()
+    argument = argument.strip()
     if kind in ("random", "expert") and not separator:
+        return MethodSpec(kind, "", name)
+    if kind in ("openai", "gemini", "local") and argument:
+        return MethodSpec(kind, argument, name)
+    raise ValueError(f"unknown method {spec!r}: use {METHOD_SPEC_HELP}")
+
+
+def local_policy_dir(path: str | Path) -> Path:
+    """The model folder a ``local:`` spec names: the folder itself, or a run folder's ``policy/``.
+
+    Raises:
+        FileNotFoundError: No such folder, or a run folder without a finished ``policy/``.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"local model {str(path)!r} is not a folder; pass a saved policy, a training run folder "
+            "or a Hugging Face model folder, e.g. local:runs/<run>/policy"
+        )
+    if (folder / "config.json").is_file() and not (folder / RUN_POLICY_DIR).is_dir():
+        return folder  # a model folder (a run folder's config.json is the run's config, next to policy/)
+    if (folder / RUN_POLICY_DIR).is_dir():
+        return folder / RUN_POLICY_DIR
+    if (folder / "metrics.jsonl").is_file():
+        raise FileNotFoundError(
+            f"{folder} is a training run without a final {RUN_POLICY_DIR}/ folder (unfinished?); "
+            "finish it with --resume, or evaluate a checkpoint's policy folder"
+        )
+    return folder
+
+
+def default_labels(specs: Sequence[str]) -> list[str]:
+    """Unique row names for ``specs`` (see the module docstring).
+
+    Raises:
+        ValueError: Two specs would share a row name (the same spec twice, or two equal NAME=).
+    """
+    parsed = [parse_method(spec) for spec in specs]
+    labels: list[str | None] = [p.name for p in parsed]
+    local_parts = {index: PurePath(p.argument.rstrip("/\\")).parts for index, p in enumerate(parsed)
+                   if p.kind == "local" and p.name is None}
+    for index, p in enumerate(parsed):
+        if p.name is None and p.kind != "local":
+            labels[index] = p.kind if not p.argument else f"{p.kind}:{p.argument}"
+    # Local paths: the shortest tail of path parts that no other local path shares.
+    for index, parts in local_parts.items():
+        others = [other for key, other in local_parts.items() if key != index and other != parts]
+        length = 1
+        while length < len(parts) and any(other[-length:] == parts[-length:] for other in others):
+            length += 1
+        labels[index] = "local:" + "/".join(parts[-length:])
+    seen: dict[str, str] = {}
+    for spec, label in zip(specs, labels):
+        assert label is not None
+        if label in seen:
+            raise ValueError(
+                f"methods {seen[label]!r} and {spec!r} would both be named {label!r} in the results; "
+                "list each once, or name them with NAME=SPEC, e.g. a=local:runs/a/policy"
+            )
+        seen[label] = spec
+    return [str(label) for label in labels]
+
+
+def saved_agent_settings(spec: str) -> AgentSettings | None:
+    """What a ``local:`` method recorded in training (None for other kinds or where nothing is saved)."""
+    method = parse_method(spec)
+    if method.kind != "local":
+        return None
+    from vlm_agent.baselines.local_hf import saved_settings
+
+    return saved_settings(local_policy_dir(method.argument))
+
+
+def build_agent(spec: str, config: EvalConfig | None = None, *,
+                settings: AgentSettings | None = None) -> Agent:
+    """The agent a method spec names (see the module docstring); ValueError for a bad spec.
+
+    Args:
+        spec: The method spec.
+        config: API access, retries and the seed; default :class:`EvalConfig`'s defaults.
+        settings: Temperature and answer length to sample with; default: the config's, else the
+            saved policy's, else the paper's.
+    """
+    config = config or EvalConfig()
+    method = parse_method(spec)
+    if settings is None:
+        settings = PAPER_AGENT_SETTINGS.overridden_by(
+            saved_agent_settings(spec) or AgentSettings()).overridden_by(config.agent_settings())
+    if method.kind in ("random", "expert"):
         from vlm_agent.baselines.simple import ExpertAgent, RandomAgent
 
-        return RandomAgent(seed=options.seed) if kind == "random" else ExpertAgent()
-    if kind in ("openai", "gemini", "local") and argument.strip():
-        argument = argument.strip()
-        if kind == "local":
-            from vlm_agent.baselines.local_hf import LocalHFAgent
+        return RandomAgent(seed=config.seed) if method.kind == "random" else ExpertAgent()
+    if method.kind == "local":
+        from vlm_agent.baselines.local_hf import LocalHFAgent
 
-            return LocalHFAgent.from_pretrained(
-                argument, temperature=options.temperature,
-                max_new_tokens=options.max_new_tokens, seed=options.seed,
-            )
-        from vlm_agent.baselines.retry import RetryPolicy
+        return LocalHFAgent.from_pretrained(
+            local_policy_dir(method.argument), temperature=settings.temperature,
+            max_new_tokens=settings.max_new_tokens, seed=config.seed,
+        )
+    from vlm_agent.baselines.retry import RetryPolicy
 
-        retry = RetryPolicy(max_retries=options.max_retries,
-                            base_delay_s=options.retry_base_delay_s,
-                            max_delay_s=options.retry_max_delay_s, seed=options.seed)
-        settings = {
-            "base_url": options.base_url, "concurrency": options.concurrency,
-            "cache_dir": options.cache_dir, "timeout_s": options.timeout_s, "retry": retry,
-            "temperature": options.temperature, "max_new_tokens": options.max_new_tokens,
-        }
-        if kind == "openai":
-            from vlm_agent.baselines.openai_chat import OpenAIChatAgent
+    retry = RetryPolicy(max_retries=config.max_retries, base_delay_s=config.retry_base_delay_s,
+                        max_delay_s=config.retry_max_delay_s, seed=config.seed)
+    options = {
+        "base_url": config.base_url, "concurrency": config.concurrency,
+        "cache_dir": config.cache_dir, "timeout_s": config.timeout_s, "retry": retry,
+        "temperature": settings.temperature, "max_new_tokens": settings.max_new_tokens,
+    }
+    if method.kind == "openai":
+        from vlm_agent.baselines.openai_chat import OpenAIChatAgent
 
-            return OpenAIChatAgent(argument, **settings)
-        from vlm_agent.baselines.gemini import GeminiAgent
+        return OpenAIChatAgent(method.argument, **options)
+    from vlm_agent.baselines.gemini import GeminiAgent
 
-        return GeminiAgent(argument, **settings)
-    raise ValueError(f"unknown method {spec!r}: use {METHOD_SPEC_HELP}")
+    return GeminiAgent(method.argument, **options)
+
+
+__all__ = ["METHOD_SPEC_HELP", "RUN_POLICY_DIR", "MethodSpec", "build_agent", "default_labels",
+           "local_policy_dir", "parse_method", "saved_agent_settings"]

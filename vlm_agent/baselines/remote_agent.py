@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from vlm_agent.agents import AgentInput, TokenUsage
 from vlm_agent.baselines.api_keys import redact
 from vlm_agent.baselines.response_cache import (
     CachedAnswer,
@@ -38,7 +39,6 @@ from vlm_agent.baselines.response_cache import (
     question_digest,
 )
 from vlm_agent.baselines.retry import RetriesExhaustedError, RetryPolicy, parse_retry_after
-from vlm_agent.evaluation import AgentInput, TokenUsage
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from vlm_agent.evaluation import AgentInput, TokenUsage
+from vlm_agent.agents import AgentInput, TokenUsage
 
 
 def json_answer(action: str) -> str:
