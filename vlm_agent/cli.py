@@ -15,6 +15,7 @@ flags override the file.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -59,6 +60,19 @@ def _parse(dataclass_type: type, command: str, argv: list[str]):
     return parsed
 
 
+def _env_error(command: str, env_ids: Sequence[str], env_kwargs: object) -> str | None:
+    """One line saying why `env_ids` with `env_kwargs` cannot be built, or None (checked before any model)."""
+    from vlm_agent.environments import check_env, parse_env_kwargs
+
+    try:
+        options = parse_env_kwargs(env_kwargs)
+        for env_id in env_ids:
+            check_env(env_id, options)
+    except ValueError as error:
+        return f"vlm-agent {command}: error: {error}"
+    return None
+
+
 def _train(argv: list[str]) -> int:
     from vlm_agent.ppo_config import VLMPPOConfig
 
@@ -68,10 +82,16 @@ def _train(argv: list[str]) -> int:
     } & set(argv):
         argv = ["--config", str(embedded_config_path(DEFAULT_TRAIN_CONFIG)), *argv]
     config = _parse(VLMPPOConfig, "train", argv)
+    problem = _env_error("train", [config.env_id], config.env_kwargs)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     from vlm_agent.ppo_trainer import train
 
     run_dir = train(config)
     prompt_flags = ("" if config.use_cot else " --no_cot") + (" --show_state" if config.show_state else "")
+    if config.env_kwargs:
+        prompt_flags += " --env_kwargs '" + json.dumps(config.env_kwargs) + "'"
     evaluate = f"vlm-agent eval --methods local:{run_dir / 'policy'} --env_ids {config.env_id}{prompt_flags}"
     print(f"Run written to {run_dir}")
     print(f"  metrics:        {run_dir / 'metrics.csv'} (and metrics.jsonl)")
@@ -96,6 +116,13 @@ class EvalArguments:
     env_ids: list[str] = field(
         default_factory=lambda: ["gym_cards/NumberLine-v0"], metadata={"help": "Environments to evaluate on."}
     )
+    env_kwargs: str = field(
+        default="",
+        metadata={
+            "help": "Options of gymnasium.make for every environment, a JSON or YAML mapping, e.g. "
+            "'{\"split\": \"eval\"}' (ALFWorld's held-out valid_unseen games)."
+        },
+    )
     episodes: int = field(default=100, metadata={"help": "Episodes per (method, environment)."})
     seed: int = field(default=0, metadata={"help": "Run seed; held-out episode seeds are derived from it."})
     cot: bool = field(default=True, metadata={"help": "Chain-of-thought prompt (False: action-only prompt)."})
@@ -115,6 +142,11 @@ class EvalArguments:
 
 def _eval(argv: list[str]) -> int:
     arguments = _parse(EvalArguments, "eval", argv)
+    problem = _env_error("eval", arguments.env_ids, arguments.env_kwargs)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
+    from vlm_agent.environments import parse_env_kwargs
     from vlm_agent.evaluation import EvalConfig, results_markdown, run_eval
 
     config = EvalConfig(
@@ -126,6 +158,7 @@ def _eval(argv: list[str]) -> int:
         show_state=arguments.show_state,
         invalid_policy=arguments.invalid_policy,
         num_envs=arguments.num_envs,
+        env_kwargs=parse_env_kwargs(arguments.env_kwargs),
         base_url=arguments.base_url,
         temperature=arguments.temperature,
         max_new_tokens=arguments.max_new_tokens,
@@ -144,6 +177,10 @@ def _sft(argv: list[str]) -> int:
     from vlm_agent.sft import VLMSFTConfig, run_sft
 
     config = _parse(VLMSFTConfig, "sft", argv)
+    problem = _env_error("sft", [config.env_id], config.env_kwargs)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     import torch
 
     if not torch.cuda.is_available():

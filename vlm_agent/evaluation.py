@@ -44,6 +44,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from vlm_agent.environments import observation_image
+
 if TYPE_CHECKING:
     from vlm_agent.parsing import InvalidActionPolicy
     from vlm_agent.prompts import PromptTemplate
@@ -337,7 +339,7 @@ def _agent_input(env: Any, observation: np.ndarray, prompt_template: PromptTempl
     unwrapped = env.unwrapped
     legal_actions = list(unwrapped.legal_actions())
     return AgentInput(
-        image=np.asarray(observation),
+        image=observation_image(observation),  # an image array, or a mapping's "image" (ALFWorld)
         prompt=prompt_template.render(unwrapped.describe(), legal_actions),
         legal_actions=legal_actions,
         expert_action=int(unwrapped.expert_action()) if with_expert else None,
@@ -729,6 +731,11 @@ def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
         :func:`write_results`).
     """
     from vlm_agent.baselines import AgentOptions, build_agent
+    from vlm_agent.environments import check_env, parse_env_kwargs
+
+    env_kwargs = parse_env_kwargs(config.env_kwargs)
+    for env_id in config.env_ids:
+        check_env(env_id, env_kwargs)  # before any agent (a local model) is built
 
     options = AgentOptions(
         base_url=config.base_url,
@@ -748,7 +755,7 @@ def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
                 results.append(evaluate_agent(
                     agent, env_id, episodes=config.episodes, seed=config.seed, cot=config.cot,
                     invalid_policy=config.invalid_policy, num_envs=config.num_envs,
-                    env_kwargs=config.env_kwargs, show_state=config.show_state,
+                    env_kwargs=env_kwargs, show_state=config.show_state,
                     progress=config.progress,
                 ))
         finally:
