@@ -19,6 +19,7 @@ changed between save and resume).
 from __future__ import annotations
 
 import hashlib
+from pathlib import PurePath
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -102,8 +103,17 @@ def observation_fingerprint(observation: Any, env: Any) -> str:
 
 
 def game_of(info: Mapping[str, Any]) -> str:
-    """The game file an episode plays (ALFWorld's info["gamefile"]), "" for envs without one."""
-    return str(info.get("gamefile", "") or "")
+    """The game an episode plays, from ALFWorld's info["gamefile"] ("" for envs without one).
+
+    Only the last three path parts (``<task folder>/<trial>/game.tw-pddl``) are kept: they name
+    the game, while the folder above depends on where the package or the data are installed.
+    """
+    return game_key(str(info.get("gamefile", "") or ""))
+
+
+def game_key(path: str) -> str:
+    """``<task folder>/<trial>/<file>`` of a game file path ("" stays "")."""
+    return "/".join(PurePath(path).parts[-3:]) if path else ""
 
 
 def action_text(env: Any, action: int) -> str:

@@ -21,6 +21,7 @@ import torch
 from vlm_agent.env_state import (
     EnvStateError,
     EpisodeLog,
+    game_key,
     observation_fingerprint,
     replay_episode,
     rng_state,
@@ -138,7 +139,7 @@ class RolloutCollector:
         observations, infos = self.envs.reset(seed=seeds)
         self.images = batch_images(observations, num_envs)
         # How each env's current episode started, and its actions since: the checkpointed env state.
-        self.episode_logs = [EpisodeLog(reset_seed=s, game=_info_at(infos, i, "gamefile")) for i, s in enumerate(seeds)]
+        self.episode_logs = [EpisodeLog(reset_seed=s, game=_game_at(infos, i)) for i, s in enumerate(seeds)]
         self.episode_returns = np.zeros(num_envs)
         self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
         self.episode_invalid = np.zeros(num_envs, dtype=np.int64)
@@ -238,7 +239,7 @@ class RolloutCollector:
                 reset_images = batch_images(reset_observations, n)
                 for i in np.flatnonzero(done):
                     images[i] = reset_images[i]
-                    self.episode_logs[i].game = _info_at(reset_infos, i, "gamefile")
+                    self.episode_logs[i].game = _game_at(reset_infos, i)
             if step > 0:
                 # The value of this step's observation is the bootstrap of the previous step.
                 continuing = ~(terminated[step - 1] | truncated[step - 1])
@@ -332,10 +333,10 @@ class RolloutCollector:
         self.envs.close()
 
 
-def _info_at(infos: Mapping[str, Any], index: int, key: str) -> str:
-    """Entry `key` of environment `index` in a vector env's batched infos ("" when absent)."""
-    values = infos.get(key)
-    mask = infos.get(f"_{key}")
+def _game_at(infos: Mapping[str, Any], index: int) -> str:
+    """The game environment `index` plays, from a vector env's batched infos ("" for envs without games)."""
+    values = infos.get("gamefile")
+    mask = infos.get("_gamefile")
     if values is None or (mask is not None and not mask[index]):
         return ""
-    return str(values[index] or "")
+    return game_key(str(values[index] or ""))
