@@ -338,11 +338,6 @@ class VLMPolicy:
         pad_id = processor.tokenizer.pad_token_id
         self.pad_token_id = self.eos_token_ids[0] if pad_id is None else pad_id
         self.multimodal_rope = uses_multimodal_rope(self._base_model)
-        # Length of the static key/value cache: Hugging Face sizes it to the longest call so far, and the
-        # attention's sums run over the whole cache, so the last digits of log-probs depend on it. The policy
-        # sets it itself (monotone, from prompt length + max_new_tokens) so a checkpoint can carry it and a
-        # resumed run generates bit-for-bit as the uninterrupted one (prompts of changing length: ALFWorld).
-        self.static_cache_length = 0
 
     # ------------------------------------------------------------------ construction / saving
     @classmethod
@@ -652,7 +647,7 @@ class VLMPolicy:
             sequences = self.model.generate(
                 **inputs,
                 generation_config=self._generation_config(
-                    do_sample=False, **GREEDY_SAMPLING_OPTIONS, **self._cache_options(prompt_length)
+                    do_sample=False, **GREEDY_SAMPLING_OPTIONS, **self._cache_options()
                 ),
                 logits_processor=LogitsProcessorList([scorer]),
             )
@@ -669,19 +664,15 @@ class VLMPolicy:
             )
         return samples, log_probs, captured.get("hidden")
 
-    def _cache_options(self, prompt_length: int) -> dict[str, Any]:
+    def _cache_options(self) -> dict[str, Any]:
         """Generation options for :attr:`GenerationSettings.kv_cache`.
-
-        A static cache gets ``max_cache_len`` = :attr:`static_cache_length`, grown to cover this
-        call (see ``__init__``).
 
         Hugging Face ignores ``cache_implementation`` (with a warning) for models that take no cache
         objects. ``disable_compile``: it compiles the forward by itself on a GPU once the cache is
         static; a compile per new batch shape is not what an RL loop with changing batches wants.
         """
         if self.settings.kv_cache == "static":
-            self.static_cache_length = max(self.static_cache_length, prompt_length + self.settings.max_new_tokens)
-            return {"cache_implementation": "static", "disable_compile": True, "max_cache_len": self.static_cache_length}
+            return {"cache_implementation": "static", "disable_compile": True}
         return {}
 
     @contextmanager

@@ -495,11 +495,9 @@ class VLMPPOTrainer:
             import torch.distributed as dist
 
             gathered: list[Any] = [None] * self.world_size
-            dist.all_gather_object(gathered, {"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng,
-                                              "static_cache_length": self.policy.static_cache_length})
+            dist.all_gather_object(gathered, {"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng})
         else:
-            gathered = [{"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng,
-                         "static_cache_length": self.policy.static_cache_length}]
+            gathered = [{"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng}]
         path = None
         if self.is_main:
             path = save_checkpoint(
@@ -512,7 +510,6 @@ class VLMPPOTrainer:
                     "config": self.config.to_dict(),
                     "rng": [item["rng"] for item in gathered],
                     "environments": [item["collector"] for item in gathered],
-                    "static_cache_length": [item["static_cache_length"] for item in gathered],
                 },
                 tensors={
                     "trainable": self._trainable_state(),
@@ -558,7 +555,6 @@ class VLMPPOTrainer:
             self.collector.load_state_dict(checkpoint.state["environments"][self.rank])
         except EnvStateError as error:
             raise CheckpointError(f"{checkpoint.path}: {error}") from error
-        self.policy.static_cache_length = int(checkpoint.state.get("static_cache_length", [0] * self.world_size)[self.rank])
         restore_rng_state(checkpoint.state["rng"][self.rank], checkpoint.tensors["torch_rng"][self.rank], self.rng)
         self.update = int(checkpoint.state["update"])
         self.global_step = int(checkpoint.state["global_step"])
