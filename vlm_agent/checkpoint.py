@@ -4,8 +4,8 @@ A checkpoint is a directory `<run_dir>/checkpoints/update_<NNNNNN>/` holding
 
 - `tensors/<name>.pt` : tensor state dicts (trainable weights, value head, optimizer, torch RNG),
   read back with `torch.load(weights_only=True)`;
-- `blobs/<name>.pkl`  : pickled Python objects that are not tensors (the environments, whose
-  generators and mid-episode state must survive a resume);
+- `blobs/<name>.pkl`  : pickled Python objects that are not tensors (the trainer writes none: its
+  environments go into `state.json` as data, see `vlm_agent.env_state`);
 - `state.json`        : counters, Python/NumPy RNG states, the run's config;
 - `export/`           : optional, e.g. the LoRA adapter written by `save_pretrained` for use
   outside this trainer;
@@ -16,8 +16,7 @@ on POSIX), then `<run_dir>/checkpoints/latest` is rewritten the same way. A proc
 any moment leaves either the previous checkpoint or the new one, never a half-written one.
 
 Loading verifies the manifest and every hash and raises `CheckpointError` with what to do.
-Like `torch.load` of any pickle, only load checkpoints you wrote or trust: the environment blob
-is a pickle.
+Like `torch.load` of any pickle, only load checkpoints you wrote or trust when they hold blobs.
 """
 
 from __future__ import annotations
