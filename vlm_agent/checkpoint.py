@@ -4,10 +4,10 @@ A checkpoint is a directory `<run_dir>/checkpoints/update_<NNNNNN>/` holding
 
 - `tensors/<name>.pt` : tensor state dicts (trainable weights, value head, optimizer, torch RNG),
   read back with `torch.load(weights_only=True)`;
-- `blobs/<name>.pkl`  : pickled Python objects that are not tensors (the environments, whose
-  generators and mid-episode state must survive a resume);
-- `state.json`        : counters, Python/NumPy RNG states, the run's config, the base model's
-  fingerprint (`model_fingerprint`);
+- `blobs/<name>.pkl`  : pickled Python objects that are not tensors (the trainer writes none: its
+  environments go into `state.json` as data, see `vlm_agent.env_state`);
+- `state.json`        : counters, Python/NumPy RNG states, the run's config, the environments'
+  state, the base model's fingerprint (`model_fingerprint`);
 - `export/`           : optional, e.g. the LoRA adapter written by `save_pretrained` for use
   outside this trainer;
 - `manifest.json`     : format version and the SHA-256 of every file above, written last.

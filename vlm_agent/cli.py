@@ -18,6 +18,7 @@ status 2 (options) or 1 (checkpoints), without a traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
@@ -135,16 +136,17 @@ def _train(argv: list[str]) -> int:
         # import, so before TrlParser is imported.
         os.environ["HF_HUB_OFFLINE"] = "1"
     config = _parse(VLMPPOConfig, "train", argv, comma_separated=VLMPPOConfig.COMMA_SEPARATED)
-    from vlm_agent.evaluation import validate_env_id
+    from vlm_agent.environments import check_env
 
     try:
-        validate_env_id(config.env_id)  # before a model is built or a run folder is made
+        check_env(config.env_id, config.env_kwargs)  # before a model is built or a run folder is made
     except ValueError as error:
         return _fail("train", str(error))
     from vlm_agent.ppo_trainer import train
 
     run_dir = train(config)
-    evaluate = f"vlm-agent eval --methods local:{run_dir} --env_ids {config.env_id}"
+    env_kwargs = f" --env_kwargs '{json.dumps(config.env_kwargs)}'" if config.env_kwargs else ""
+    evaluate = f"vlm-agent eval --methods local:{run_dir} --env_ids {config.env_id}{env_kwargs}"
     print(f"Run written to {run_dir}")
     print(f"  metrics:        {run_dir / 'metrics.csv'} (and metrics.jsonl)")
     print(f"  learning curve: {run_dir / 'learning_curve.png'}")
@@ -156,7 +158,8 @@ def _train(argv: list[str]) -> int:
         warm_start = Path(config.model_name_or_path or run_dir / "base_model")
         warm_start = warm_start if warm_start.is_dir() else None  # a hub id: nothing local to evaluate
         results, paths = compare_before_after(
-            run_dir, env_id=config.env_id, warm_start=warm_start, episodes=config.final_eval_episodes,
+            run_dir, env_id=config.env_id, env_kwargs=config.env_kwargs, warm_start=warm_start,
+            episodes=config.final_eval_episodes,
             seed=config.seed, progress=config.progress_bar,
         )
         from vlm_agent.ppo_trainer import LEARNING_CURVE_PNG, METRICS_JSONL, plot_learning_curve
@@ -204,10 +207,10 @@ def _sft(argv: list[str]) -> int:
     from vlm_agent.sft import VLMSFTConfig, run_sft
 
     config = _parse(VLMSFTConfig, "sft", argv)
-    from vlm_agent.evaluation import validate_env_id
+    from vlm_agent.environments import check_env
 
     try:
-        validate_env_id(config.env_id)  # before a model is built or anything is written
+        check_env(config.env_id, config.env_kwargs)  # before a model is built or anything is written
     except ValueError as error:
         return _fail("sft", str(error))
     import torch

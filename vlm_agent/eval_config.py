@@ -15,11 +15,11 @@ This module imports nothing heavy (no torch, no gymnasium, no API client).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Optional
 
 from vlm_agent.agents import AgentSettings
+from vlm_agent.environments import EnvKwargs
 
 CARD_ENV_IDS = (
     "gym_cards/NumberLine-v0",
@@ -67,10 +67,10 @@ class EvalConfig:
         metadata={"help": "Environments stepped side by side; their prompts go to the agent as one batch "
                   "(one generate call for local policies, concurrent requests for API methods)."},
     )
-    env_kwargs: Optional[Union[dict, str]] = field(
-        default=None,
-        metadata={"help": "Extra gym.make keyword arguments for every environment, as a JSON mapping, "
-                  "e.g. '{\"max_position\": 8}'."},
+    env_kwargs: EnvKwargs = field(
+        default_factory=EnvKwargs,
+        metadata={"help": "Options of gymnasium.make for every environment, a JSON or YAML mapping, e.g. "
+                  "'{\"max_position\": 8}' (NumberLine) or '{\"split\": \"eval\"}' (ALFWorld's held-out games)."},
     )
 
     # > Prompt, generation and rules (None: the policy's saved training settings, else the paper's)
@@ -134,7 +134,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         self.methods = list(self.methods)
         self.env_ids = list(self.env_ids)
-        self.env_kwargs = parse_env_kwargs(self.env_kwargs)
+        self.env_kwargs = EnvKwargs(self.env_kwargs)
 
         def fail(name: str, problem: str, fix: str) -> None:
             raise ValueError(f"EvalConfig.{name}={getattr(self, name)!r} {problem}; {fix}")
@@ -166,21 +166,3 @@ class EvalConfig:
             invalid_action_penalty=self.invalid_action_penalty,
             invalid_action_fallback=self.invalid_action_fallback,
         )
-
-
-def parse_env_kwargs(value: Any) -> dict[str, Any]:
-    """``env_kwargs`` as a dict: a mapping as is, JSON mapping text parsed, ``None``/``""`` -> ``{}``."""
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        if not value.strip():
-            return {}
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as error:
-            raise ValueError(
-                f"env_kwargs {value!r} is not JSON ({error}); write a mapping such as '{{\"max_position\": 8}}'"
-            ) from None
-    if not isinstance(value, dict) or not all(isinstance(key, str) for key in value):
-        raise ValueError(f"env_kwargs must be a mapping of option names to values, got {value!r}")
-    return dict(value)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import io
 import json
 import math
@@ -54,6 +53,7 @@ import numpy as np
 # import this module); it is re-exported here for code written against the former location.
 from vlm_agent.agents import PAPER_AGENT_SETTINGS, Agent, AgentInput, AgentSettings, TokenUsage
 from vlm_agent.eval_config import CARD_ENV_IDS, DEFAULT_NUM_ENVS, EvalConfig
+from vlm_agent.environments import observation_image, validate_env_id
 
 if TYPE_CHECKING:
     from vlm_agent.parsing import InvalidActionPolicy
@@ -268,31 +268,6 @@ class _EpisodeInProgress:
     invalid_steps: int = 0
 
 
-def validate_env_id(env_id: str) -> None:
-    """Refuse an id that is not registered, in one line that suggests the right one.
-
-    Reads the registry only (builds nothing), so commands can check their ids before they build a
-    model or create a run folder. ``NumberLine-v0`` gets "did you mean 'gym_cards/NumberLine-v0'".
-
-    Raises:
-        ValueError: ``env_id`` is not registered.
-    """
-    import gymnasium as gym
-
-    import gym_cards  # noqa: F401  (registers the gym_cards/* ids)
-
-    if env_id in gym.registry:
-        return
-    known = sorted(spec_id for spec_id in gym.registry if spec_id.startswith("gym_cards/"))
-    by_name = {spec_id.split("/", 1)[1].lower(): spec_id for spec_id in known}
-    suggestion = by_name.get(env_id.strip().lower().split("/")[-1])
-    if suggestion is None:
-        close = difflib.get_close_matches(env_id, known, n=1, cutoff=0.6)
-        suggestion = close[0] if close else None
-    hint = f"did you mean {suggestion!r}? " if suggestion else ""
-    raise ValueError(f"unknown environment id {env_id!r}: {hint}known gym_cards ids: {', '.join(known)}")
-
-
 def make_eval_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> Any:
     """Build one environment by id, with an error that suggests the right id if it is unknown."""
     import gymnasium as gym
@@ -311,7 +286,7 @@ def _agent_input(env: Any, observation: np.ndarray, prompt_template: PromptTempl
     unwrapped = env.unwrapped
     legal_actions = list(unwrapped.legal_actions())
     return AgentInput(
-        image=np.asarray(observation),
+        image=observation_image(observation),  # an image array, or a mapping's "image" (ALFWorld)
         prompt=prompt_template.render(unwrapped.describe(), legal_actions),
         legal_actions=legal_actions,
         expert_action=int(unwrapped.expert_action()) if with_expert else None,
@@ -668,6 +643,10 @@ def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
         :func:`write_results`).
     """
     from vlm_agent.baselines.method_spec import build_agent, default_labels
+    from vlm_agent.environments import check_env
+
+    for env_id in config.env_ids:
+        check_env(env_id, config.env_kwargs)  # before any agent (a local model) is built
 
     for env_id in config.env_ids:
         validate_env_id(env_id)
@@ -704,7 +683,7 @@ COMPARISON_ROWS = ("random", "warm start", "trained", "expert")
 
 
 def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | Path | None, episodes: int,
-                         seed: int, num_envs: int | None = None,
+                         seed: int, num_envs: int | None = None, env_kwargs: Mapping[str, Any] | None = None,
                          progress: bool = False) -> tuple[list[EvalResult], dict[str, Path]]:
     """Held-out success of random play, the warm start, the trained policy and the expert.
 
@@ -717,6 +696,7 @@ def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | 
     Args:
         run_dir: A finished training run (holds ``policy/`` and ``metrics.jsonl``).
         env_id: The environment trained on.
+        env_kwargs: Its ``gymnasium.make`` options (those of the run).
         warm_start: The model folder PPO started from (the SFT'd ``base_model`` of the demo);
             None leaves its row out (a model given by hub id).
         episodes: Held-out episodes per row.
@@ -734,7 +714,7 @@ def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | 
     config = EvalConfig(
         methods=[method for method in methods if warm_start is not None or not method.startswith(warm_name)],
         env_ids=[env_id], episodes=episodes, seed=seed, num_envs=num_envs or DEFAULT_NUM_ENVS,
-        out_dir=str(run_dir), stem=COMPARISON_STEM,
+        env_kwargs=dict(env_kwargs or {}), out_dir=str(run_dir), stem=COMPARISON_STEM,
         title=f"Held-out success before and after PPO ({env_short_name(env_id)})", progress=progress,
     )
     return run_eval(config)

@@ -14,6 +14,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
+from vlm_agent.environments import EnvKwargs
+
 #: Key/value cache kinds while generating (see :attr:`vlm_agent.policy.GenerationSettings.kv_cache`).
 KV_CACHES = ("static", "dynamic")
 
@@ -73,6 +75,14 @@ class VLMPPOConfig:
     num_envs: int = field(
         default=1,
         metadata={"help": "Parallel environments per process; their observations are generated in one batch."},
+    )
+    env_kwargs: EnvKwargs = field(
+        default_factory=EnvKwargs,
+        metadata={
+            "help": "Options of gymnasium.make(env_id, **env_kwargs), as a JSON or YAML mapping, e.g. "
+            "'{\"split\": \"eval\", \"task_types\": [\"pick\"]}' (ALFWorld), '{\"max_position\": 8}' "
+            "(NumberLine). Checked against the env's constructor before any model is built."
+        },
     )
     seed: int = field(default=1, metadata={"help": "Seed of everything: envs (offset by rank), torch, numpy, python."})
 
@@ -221,6 +231,7 @@ class VLMPPOConfig:
                 setattr(self, name, None if value.lower() in ("none", "null", "") else float(value))
         if self.model_name_or_path == "":
             self.model_name_or_path = None
+        self.env_kwargs = EnvKwargs(self.env_kwargs)
         self._check_types()
         self._validate()
 

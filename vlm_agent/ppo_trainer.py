@@ -39,6 +39,7 @@ from vlm_agent.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from vlm_agent.environments import check_env
 from vlm_agent.parsing import InvalidActionPolicy
 from vlm_agent.policy import GenerationSettings, VLMPolicy
 from vlm_agent.ppo_config import VLMPPOConfig
@@ -51,12 +52,13 @@ from vlm_agent.ppo_math import (
     kl_to_reference,
     normalize_advantages,
 )
+from vlm_agent.env_state import EnvStateError
 from vlm_agent.rollout import Rollout, RolloutCollector, RolloutStats
 
 #: Config fields that must match between a checkpoint and the run resuming it.
 RESUME_KEYS = [
     "model_name_or_path", "tiny_arch", "env_id", "num_envs", "num_steps", "use_lora", "lora_r", "lora_alpha",
-    "lora_target_modules", "use_cot", "show_state", "seed",
+    "lora_target_modules", "use_cot", "show_state", "seed", "env_kwargs",
 ]
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
@@ -102,6 +104,7 @@ class VLMPPOTrainer:
         from vlm_agent.prompts import prompt_for
 
         self.config = config
+        check_env(config.env_id, config.env_kwargs)  # before any model is built
         self.accelerator = Accelerator(cpu=config.device == "cpu")
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
@@ -177,6 +180,7 @@ class VLMPPOTrainer:
             prompt_template=prompt_for(config.env_id, cot=config.use_cot, show_state=config.show_state),
             invalid_policy=invalid_policy,
             rng=self.rng,
+            env_kwargs=config.env_kwargs,
         )
         self.num_updates = config.num_updates(self.world_size)
         self.update = 0
@@ -500,7 +504,11 @@ class VLMPPOTrainer:
         return Path(directory)
 
     def save_checkpoint(self) -> Path | None:
-        """Write checkpoint `update` atomically (main process); every process contributes its envs."""
+        """Write checkpoint `update` atomically (main process); every process contributes its envs.
+
+        The environments go into `state.json` as data (`RolloutCollector.state_dict`: how each
+        episode started and its actions, replayed on resume), never as a pickle.
+        """
         collector_state = self.collector.state_dict()
         json_rng, tensor_rng = capture_rng_state(self.rng)
         if self.world_size > 1:
@@ -522,6 +530,7 @@ class VLMPPOTrainer:
                     "config": self.config.to_dict(),
                     "base_model": self.base_model_fingerprint,
                     "rng": [item["rng"] for item in gathered],
+                    "environments": [item["collector"] for item in gathered],
                 },
                 tensors={
                     "trainable": self._trainable_state(),
@@ -529,7 +538,6 @@ class VLMPPOTrainer:
                     "optimizer": self.optimizer.state_dict(),
                     "torch_rng": [item["torch_rng"] for item in gathered],
                 },
-                blobs={"collectors": [item["collector"] for item in gathered]},
                 export=self.save_policy,
             )
         self.accelerator.wait_for_everyone()
@@ -561,7 +569,14 @@ class VLMPPOTrainer:
                     parameter.copy_(trainable[name].to(parameter.device, parameter.dtype))
         self.policy.value_head.load_state_dict(checkpoint.tensors["value_head"])
         self.optimizer.load_state_dict(checkpoint.tensors["optimizer"])
-        self.collector.load_state_dict(checkpoint.blobs["collectors"][self.rank])
+        if "environments" not in checkpoint.state:
+            raise CheckpointError(
+                f"{checkpoint.path} holds no environment state (it predates env state as data); start a new run"
+            )
+        try:
+            self.collector.load_state_dict(checkpoint.state["environments"][self.rank])
+        except EnvStateError as error:
+            raise CheckpointError(f"{checkpoint.path}: {error}") from error
         restore_rng_state(checkpoint.state["rng"][self.rank], checkpoint.tensors["torch_rng"][self.rank], self.rng)
         self.update = int(checkpoint.state["update"])
         self.global_step = int(checkpoint.state["global_step"])
@@ -706,6 +721,7 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
     sft_config = VLMSFTConfig(
         model_name_or_path=str(tiny_dir),
         env_id=config.env_id,
+        env_kwargs=config.env_kwargs,
         num_demos=config.sft_num_demos,
         epochs=config.sft_epochs,
         learning_rate=config.sft_learning_rate,
@@ -731,6 +747,7 @@ def train(config: VLMPPOConfig) -> Path:
         # Small models on shared cores: one thread per process avoids oversubscription, which made
         # generation up to 100x slower on 2-core machines. VLM_AGENT_NUM_THREADS overrides it.
         torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))
+    check_env(config.env_id, config.env_kwargs)  # before the warm start builds a model
     run_dir = Path(config.output_dir) if config.output_dir else default_run_dir(config)
     if config.resume and latest_checkpoint(run_dir) is None:
         if (run_dir / METRICS_JSONL).exists():  # "drop --resume" would be refused: the folder holds a run

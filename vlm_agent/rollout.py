@@ -11,13 +11,22 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from vlm_agent.env_state import (
+    EnvStateError,
+    EpisodeLog,
+    game_key,
+    observation_fingerprint,
+    replay_episode,
+    rng_state,
+)
+from vlm_agent.environments import batch_images, check_env, observation_image
 from vlm_agent.parsing import InvalidActionPolicy
 from vlm_agent.policy import PolicySample, VLMPolicy
 
@@ -70,35 +79,31 @@ class RolloutStats:
     sample_logs: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _return_env(env: Any) -> Any:
-    """Environment factory that hands back an existing environment (for restored checkpoints)."""
-    return env
+def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None):
+    """`SyncVectorEnv` of `num_envs` copies of `gym.make(env_id, **env_kwargs)` with autoreset disabled.
 
-
-def make_vector_env(env_id: str, num_envs: int, env_kwargs: dict[str, Any] | None = None, envs: Sequence[Any] | None = None):
-    """`SyncVectorEnv` of `num_envs` copies of `env_id` with autoreset disabled.
-
-    `envs` rebuilds the vector env around existing environments (unpickled from a checkpoint).
+    Raises:
+        ValueError: An unknown id or an option the env does not take (`vlm_agent.environments.check_env`).
     """
     import gymnasium as gym
     from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-    import gym_cards  # noqa: F401  (registers the gym_cards/* ids)
-
-    if envs is not None:
-        factories = [functools.partial(_return_env, env) for env in envs]
-    else:
-        try:
-            gym.spec(env_id)
-        except gym.error.Error as error:
-            known = ", ".join(sorted(name for name in gym.registry if name.startswith("gym_cards/")))
-            raise ValueError(f"unknown environment {env_id!r} ({error}); known gym_cards ids: {known}") from error
-        factories = [functools.partial(gym.make, env_id, **(env_kwargs or {})) for _ in range(num_envs)]
+    check_env(env_id, env_kwargs)
+    factories = [functools.partial(gym.make, env_id, **(env_kwargs or {})) for _ in range(num_envs)]
     return SyncVectorEnv(factories, autoreset_mode=AutoresetMode.DISABLED)
+
+
+#: Version of `RolloutCollector.state_dict`'s layout.
+COLLECTOR_STATE_FORMAT = 1
 
 
 class RolloutCollector:
     """Steps N environments with a `VLMPolicy`, keeping episodes running across updates.
+
+    Observations may be image arrays or mappings holding an ``"image"`` (ALFWorld); the prompt
+    text and the legal actions are read from each environment every step (`describe()`,
+    `legal_actions()`), so actions that change from step to step (ALFWorld's admissible
+    commands) are offered as they are now.
 
     Args:
         env_id: Gymnasium id.
@@ -123,14 +128,18 @@ class RolloutCollector:
         env_kwargs: dict[str, Any] | None = None,
     ) -> None:
         self.env_id = env_id
+        self.env_kwargs = dict(env_kwargs or {})
         self.policy = policy
         self.prompt_template = prompt_template
         self.invalid_policy = invalid_policy
         self.rng = rng
-        self.envs = make_vector_env(env_id, num_envs, env_kwargs)
+        self.envs = make_vector_env(env_id, num_envs, self.env_kwargs)
         self.num_envs = num_envs
-        observations, _ = self.envs.reset(seed=[seed + i for i in range(num_envs)])
-        self.observations = np.asarray(observations)
+        seeds = [seed + i for i in range(num_envs)]
+        observations, infos = self.envs.reset(seed=seeds)
+        self.images = batch_images(observations, num_envs)
+        # How each env's current episode started, and its actions since: the checkpointed env state.
+        self.episode_logs = [EpisodeLog(reset_seed=s, game=_game_at(infos, i)) for i, s in enumerate(seeds)]
         self.episode_returns = np.zeros(num_envs)
         self.episode_lengths = np.zeros(num_envs, dtype=np.int64)
         self.episode_invalid = np.zeros(num_envs, dtype=np.int64)
@@ -162,10 +171,13 @@ class RolloutCollector:
             prompts, legal_actions = self._texts()
             generation_started = time.perf_counter()
             out = self.policy.act(
-                list(self.observations), prompts, legal_actions, invalid_policy=self.invalid_policy, rng=self.rng
+                list(self.images), prompts, legal_actions, invalid_policy=self.invalid_policy, rng=self.rng
             )
             stats.generation_seconds += time.perf_counter() - generation_started
             stats.generated_tokens += sum(len(sample.completion_ids) for sample in out.samples)
+            for i, action in enumerate(out.action_indices):
+                self.episode_logs[i].actions.append(int(action))
+                self.episode_logs[i].commands.append(str(legal_actions[i][action]))
             observations, env_rewards, env_terminated, env_truncated, infos = self.envs.step(
                 np.asarray(out.action_indices)
             )
@@ -197,14 +209,14 @@ class RolloutCollector:
                 )
 
             done = np.logical_or(env_terminated, env_truncated)
-            observations = np.asarray(observations)
+            images = batch_images(observations, n)
             cut = np.asarray(env_truncated, dtype=bool) & ~np.asarray(env_terminated, dtype=bool)
             if cut.any():
                 # Time limit: the final state still has a future; estimate it before resetting.
                 final_prompts, _ = self._texts()
                 indices = np.flatnonzero(cut)
                 final_values = self.policy.state_values(
-                    [observations[i] for i in indices], [final_prompts[i] for i in indices]
+                    [images[i] for i in indices], [final_prompts[i] for i in indices]
                 )
                 next_values[step, torch.from_numpy(indices)] = final_values.double()
             if done.any():
@@ -218,23 +230,28 @@ class RolloutCollector:
                             invalid_steps=int(self.episode_invalid[i]),
                         )
                     )
+                    # The next episode starts from the generator as it is now (an unseeded reset).
+                    self.episode_logs[i] = EpisodeLog(rng_before_reset=rng_state(self.envs.envs[i]))
                 self.episode_returns[done] = 0.0
                 self.episode_lengths[done] = 0
                 self.episode_invalid[done] = 0
-                reset_observations, _ = self.envs.reset(options={"reset_mask": np.asarray(done, dtype=bool)})
-                observations[done] = np.asarray(reset_observations)[done]
+                reset_observations, reset_infos = self.envs.reset(options={"reset_mask": np.asarray(done, dtype=bool)})
+                reset_images = batch_images(reset_observations, n)
+                for i in np.flatnonzero(done):
+                    images[i] = reset_images[i]
+                    self.episode_logs[i].game = _game_at(reset_infos, i)
             if step > 0:
                 # The value of this step's observation is the bootstrap of the previous step.
                 continuing = ~(terminated[step - 1] | truncated[step - 1])
                 next_values[step - 1] = torch.where(continuing, values[step], next_values[step - 1])
-            self.observations = observations
+            self.images = images
             if on_step is not None:
                 on_step(n)
 
         last_done = terminated[-1] | truncated[-1]
         if not bool(last_done.all()):
             prompts, _ = self._texts()
-            bootstrap = self.policy.state_values(list(self.observations), prompts).double()
+            bootstrap = self.policy.state_values(list(self.images), prompts).double()
             next_values[-1] = torch.where(last_done, next_values[-1], bootstrap)
         stats.seconds = time.perf_counter() - started
         rollout = Rollout(
@@ -250,26 +267,76 @@ class RolloutCollector:
         return rollout, stats
 
     def state_dict(self) -> dict[str, Any]:
-        """Everything needed to continue the episodes exactly (pickled into checkpoints)."""
+        """Everything needed to continue the episodes exactly, as JSON data (see `vlm_agent.env_state`).
+
+        Per environment: how its episode started, the actions since, and for checking the replay
+        its generator state and a SHA-256 of its current observation; plus the episode counters.
+        """
+        environments = []
+        for i, env in enumerate(self.envs.envs):
+            environments.append(
+                {
+                    "episode": self.episode_logs[i].to_json(),
+                    "rng": rng_state(env),
+                    "observation_sha256": observation_fingerprint(self.images[i], env),
+                }
+            )
         return {
-            "envs": list(self.envs.envs),
-            "observations": self.observations.copy(),
-            "episode_returns": self.episode_returns.copy(),
-            "episode_lengths": self.episode_lengths.copy(),
-            "episode_invalid": self.episode_invalid.copy(),
+            "format": COLLECTOR_STATE_FORMAT,
+            "env_id": self.env_id,
+            "env_kwargs": self.env_kwargs,
+            "environments": environments,
+            "episode_returns": self.episode_returns.tolist(),
+            "episode_lengths": self.episode_lengths.tolist(),
+            "episode_invalid": self.episode_invalid.tolist(),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore environments and counters written by `state_dict`."""
-        envs = state["envs"]
-        if len(envs) != self.num_envs:
-            raise ValueError(f"checkpoint holds {len(envs)} environments, this run has num_envs={self.num_envs}")
-        self.envs.close()
-        self.envs = make_vector_env(self.env_id, self.num_envs, envs=envs)
-        self.observations = np.asarray(state["observations"])
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Rebuild the episodes written by `state_dict` by replaying them, and restore the counters.
+
+        Raises:
+            EnvStateError: A state of another format or environment count, or a replay that does
+                not reproduce the saved observation and generator state.
+        """
+        if not isinstance(state, Mapping) or state.get("format") != COLLECTOR_STATE_FORMAT:
+            found = state.get("format") if isinstance(state, Mapping) else type(state).__name__
+            raise EnvStateError(f"environment state has format {found!r}, this version reads {COLLECTOR_STATE_FORMAT}")
+        environments = state["environments"]
+        if len(environments) != self.num_envs:
+            raise EnvStateError(
+                f"checkpoint holds {len(environments)} environments, this run has num_envs={self.num_envs}"
+            )
+        images = []
+        logs = []
+        for i, (env, saved) in enumerate(zip(self.envs.envs, environments)):
+            log = EpisodeLog.from_json(saved["episode"])
+            observation, _ = replay_episode(env, log)
+            if rng_state(env) != saved["rng"]:
+                raise EnvStateError(
+                    f"environment {i}: its generator after replaying the saved episode differs from the checkpoint's; "
+                    "its randomness does not all come from env.np_random, so it cannot be resumed exactly"
+                )
+            if observation_fingerprint(observation, env) != saved["observation_sha256"]:
+                raise EnvStateError(
+                    f"environment {i}: replaying the saved episode gave a different observation than the checkpoint's; "
+                    "resume with the same environment version and env_kwargs"
+                )
+            images.append(observation_image(observation))
+            logs.append(log)
+        self.images = images
+        self.episode_logs = logs
         self.episode_returns = np.asarray(state["episode_returns"], dtype=np.float64)
         self.episode_lengths = np.asarray(state["episode_lengths"], dtype=np.int64)
         self.episode_invalid = np.asarray(state["episode_invalid"], dtype=np.int64)
 
     def close(self) -> None:
         self.envs.close()
+
+
+def _game_at(infos: Mapping[str, Any], index: int) -> str:
+    """The game environment `index` plays, from a vector env's batched infos ("" for envs without games)."""
+    values = infos.get("gamefile")
+    mask = infos.get("_gamefile")
+    if values is None or (mask is not None and not mask[index]):
+        return ""
+    return game_key(str(values[index] or ""))

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from vlm_agent.environments import EnvKwargs
+
 #: Share of demonstration steps on which the behaviour policy moves at random (not the label):
 #: it widens the states the demonstrations cover beyond the expert's own path.
 EXPLORATION_RATE = 0.3
@@ -37,6 +39,13 @@ class VLMSFTConfig:
     )
     tiny_arch: str = field(default="qwen2_vl", metadata={"help": "Tiny architecture built when no model is given."})
     env_id: str = field(default="gym_cards/NumberLine-v0", metadata={"help": "Environment whose expert is imitated."})
+    env_kwargs: EnvKwargs = field(
+        default_factory=EnvKwargs,
+        metadata={
+            "help": "Options of gymnasium.make(env_id, **env_kwargs), a JSON or YAML mapping, e.g. "
+            "'{\"data_path\": \"my_games\"}' (ALFWorld games to demonstrate on); see VLMPPOConfig.env_kwargs."
+        },
+    )
     num_demos: int = field(default=256, metadata={"help": "Demonstration steps (one (image, prompt, answer) each)."})
     wrong_action_rate: float = field(
         default=0.0, metadata={"help": "Share of demonstrations whose answer picks a wrong legal action, in [0, 1]."}
@@ -58,6 +67,7 @@ class VLMSFTConfig:
     def __post_init__(self) -> None:
         if self.model_name_or_path == "":
             self.model_name_or_path = None
+        self.env_kwargs = EnvKwargs(self.env_kwargs)
         if self.num_demos < 1:
             raise ValueError(f"VLMSFTConfig.num_demos={self.num_demos} must be >= 1; e.g. --num_demos 256")
         if not 0.0 <= self.wrong_action_rate <= 1.0:
@@ -109,6 +119,7 @@ def build_demonstrations(
     wrong_action_rate: float = 0.0,
     show_state: bool = False,
     template: Any = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> list[Demonstration]:
     """Play episodes and record `num_demos` (image, prompt, answer) triples.
 
@@ -118,16 +129,20 @@ def build_demonstrations(
     Episode i resets with seed `seed + i` (training envs use small seeds too, evaluation uses
     `vlm_agent.evaluation.held_out_seed`, >= 10**9). `template` (a `PromptTemplate`) replaces the
     built-in prompt of `env_id` (then `use_cot` and `show_state` are the template's business).
+    `env_kwargs` go to `gym.make` (ALFWorld: `data_path`, `task_types`, `split` choose the games the
+    expert plays). Observations may be images or mappings holding one (ALFWorld's ``"image"``).
     """
     import gymnasium as gym
 
     import gym_cards  # noqa: F401
+    from vlm_agent.environments import check_env, observation_image
     from vlm_agent.prompts import answer_from_info, prompt_for
 
+    check_env(env_id, env_kwargs)
     if template is None:
         template = prompt_for(env_id, cot=use_cot, show_state=show_state)
     rng = np.random.default_rng(seed)
-    env = gym.make(env_id)
+    env = gym.make(env_id, **(env_kwargs or {}))
     demos: list[Demonstration] = []
     episode = 0
     while len(demos) < num_demos:
@@ -144,7 +159,7 @@ def build_demonstrations(
                 label_index = int(rng.choice(others))
             prompt = template.render(unwrapped.describe(), legal)
             answer = answer_from_info(template, info, legal[label_index])
-            demos.append(Demonstration(np.asarray(observation), prompt, answer, legal[label_index], legal[expert_index]))
+            demos.append(Demonstration(observation_image(observation), prompt, answer, legal[label_index], legal[expert_index]))
             move = int(rng.integers(len(legal))) if rng.random() < EXPLORATION_RATE else expert_index
             observation, _, terminated, truncated, info = env.step(move)
             done = terminated or truncated
@@ -181,6 +196,9 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
 
     from vlm_agent.models import load_processor
 
+    from vlm_agent.environments import check_env
+
+    check_env(config.env_id, config.env_kwargs)  # before any model is built
     output_dir = Path(config.output_dir)
     model_path = config.model_name_or_path
     if model_path is None:
@@ -189,7 +207,7 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
         model_path = str(make_tiny_model(config.tiny_arch, output_dir / "tiny_random_model", seed=config.seed))
     demos = build_demonstrations(
         config.env_id, config.num_demos, seed=config.seed, use_cot=config.use_cot,
-        wrong_action_rate=config.wrong_action_rate, show_state=config.show_state,
+        wrong_action_rate=config.wrong_action_rate, show_state=config.show_state, env_kwargs=config.env_kwargs,
     )
     dataset = demonstrations_dataset(demos)
     processor = load_processor(model_path)
