@@ -781,7 +781,8 @@ class VLMPolicy:
         """Score stored samples in one forward: CoT-scaled log-probs, values, entropies.
 
         Gradients flow when called outside ``torch.no_grad()``. The model's train/eval mode is
-        left as it is (LoRA dropout is active in train mode). ``with_reference`` adds the
+        left as it is; :class:`~vlm_agent.ppo_trainer.VLMPPOTrainer` switches every dropout off, so
+        that train mode (gradient checkpointing) and eval mode (acting) give the same scores. ``with_reference`` adds the
         log-probs of the base model, obtained by disabling the LoRA adapter (no second model);
         it needs an adapter.
         """
