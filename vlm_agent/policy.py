@@ -451,24 +451,6 @@ class VLMPolicy:
         """Set evaluation mode of model and value head."""
         return self.train(False)
 
-    @property
-    def generation_config(self) -> GenerationConfig:
-        """Pure ancestral sampling at T (no top-k/top-p) with special tokens other than EOS suppressed.
-
-        The Hugging Face equivalent of what :meth:`sample` does (which samples in its own
-        :class:`ScoringLogitsProcessor` instead, to record log-probs on the way).
-        """
-        return self._generation_config(
-            do_sample=True,
-            temperature=self.settings.temperature,
-            top_k=0,
-            top_p=1.0,
-            typical_p=1.0,
-            epsilon_cutoff=0.0,
-            eta_cutoff=0.0,
-            suppress_tokens=self.suppressed_token_ids,
-        )
-
     def _generation_config(self, **options: Any) -> GenerationConfig:
         """Generation config with ``options`` and every other logits processor neutral.
 
