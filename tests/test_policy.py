@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from transformers import StaticCache
 
 from vlm_agent.models import ModelSettings
 from vlm_agent.parsing import InvalidActionPolicy, parse_action
@@ -117,17 +118,25 @@ def test_act_scores_from_generation_equal_a_second_forward(arch: str, policies: 
 
 @pytest.mark.parametrize("arch", TINY_ARCHITECTURES)
 def test_static_and_dynamic_key_value_caches_give_the_same_answers(
-    arch: str, policies: dict[str, VLMPolicy]
+    arch: str, policies: dict[str, VLMPolicy], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """kv_cache only changes how the cache is stored: same answers, log-probs and values, batch with left padding."""
+    """kv_cache only changes how the cache is stored: same answers, log-probs and values, batch with left padding.
+
+    The static path really preallocates: generation writes into the StaticCache the policy made,
+    sized for prompt + max_new_tokens; the dynamic path leaves the cache to Hugging Face.
+    """
     policy = policies[arch]
     images, prompts, legal = observations(3, seed=16)
     runs, caches = {}, []
+    make_kv_cache = policy.make_kv_cache
 
-    def record_cache(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        caches.append(type(kwargs.get("past_key_values")).__name__)
+    def recording_make_kv_cache(max_length: int) -> StaticCache | None:
+        cache = make_kv_cache(max_length)
+        caches.append((max_length, cache))
+        return cache
 
-    handle = policy._base_model.register_forward_pre_hook(record_cache, with_kwargs=True)
+    monkeypatch.setattr(policy, "make_kv_cache", recording_make_kv_cache)
+    prompt_length = policy.prepare_inputs(images, prompts)["input_ids"].shape[1]
     try:
         for kv_cache in ("dynamic", "static"):
             caches.clear()
@@ -135,9 +144,16 @@ def test_static_and_dynamic_key_value_caches_give_the_same_answers(
             runs[kv_cache] = policy.act(
                 images, prompts, legal, invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(16)
             )
-            assert set(caches) == {f"{kv_cache.capitalize()}Cache"}, caches
+            assert [length for length, _ in caches] == [prompt_length + MAX_NEW_TOKENS]
+            cache = caches[0][1]
+            if kv_cache == "dynamic":
+                assert cache is None
+            else:
+                assert isinstance(cache, StaticCache) and cache.get_max_length() == prompt_length + MAX_NEW_TOKENS
+                answer_length = max(len(sample.completion_ids) for sample in runs[kv_cache].samples)
+                # Every prompt token and every generated token but the last went through the cache.
+                assert cache.get_seq_length() == prompt_length + answer_length - 1
     finally:
-        handle.remove()
         policy.settings = GenerationSettings(max_new_tokens=MAX_NEW_TOKENS)
     assert runs["static"].texts == runs["dynamic"].texts
     torch.testing.assert_close(runs["static"].log_probs, runs["dynamic"].log_probs, atol=1e-4, rtol=1e-5)

@@ -67,6 +67,10 @@ def _train(argv: list[str]) -> int:
         "--help",
     } & set(argv):
         argv = ["--config", str(embedded_config_path(DEFAULT_TRAIN_CONFIG)), *argv]
+        # The demo builds its model locally and needs nothing from the model hub: make sure that
+        # nothing (a hub lookup, TRL's usage ping) tries the network. Read by huggingface_hub at
+        # import, so before TrlParser is imported.
+        os.environ["HF_HUB_OFFLINE"] = "1"
     config = _parse(VLMPPOConfig, "train", argv)
     from vlm_agent.ppo_trainer import train
 
@@ -235,6 +239,9 @@ HANDLERS = {"train": _train, "eval": _eval, "sft": _sft, "make-tiny-model": _mak
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `vlm-agent`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # TRL's trainers send a usage ping to the Hugging Face hub unless this is set; a research tool
+    # should not phone home by default. `HF_HUB_DISABLE_TELEMETRY=0` turns the ping back on.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     top = argparse.ArgumentParser(
         prog="vlm-agent",
         description="PPO fine-tuning of vision-language models as decision-making agents (after RL4VLM).",

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 from PIL import Image
-from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, ProcessorMixin
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, ProcessorMixin, StaticCache
 
 # The stored-sample and sampler types live in their own modules; they are re-exported here, so
 # `from vlm_agent.policy import PolicySample, draw_from_probabilities, ...` keeps working.
@@ -496,9 +496,10 @@ class VLMPolicy:
             sequences = self.model.generate(
                 **inputs,
                 generation_config=self._generation_config(
-                    do_sample=False, **GREEDY_SAMPLING_OPTIONS, **self._cache_options()
+                    do_sample=False, **GREEDY_SAMPLING_OPTIONS, disable_compile=True
                 ),
                 logits_processor=LogitsProcessorList([scorer]),
+                cache=self.make_kv_cache(prompt_length + self.settings.max_new_tokens),
             )
         completions = sequences[:, prompt_length:]
         samples = self._split_samples(inputs, completions)
@@ -513,16 +514,19 @@ class VLMPolicy:
             )
         return samples, log_probs, captured.get("hidden")
 
-    def _cache_options(self) -> dict[str, Any]:
-        """Generation options for :attr:`GenerationSettings.kv_cache`.
+    def make_kv_cache(self, max_length: int) -> StaticCache | None:
+        """The key/value cache generation writes into, for :attr:`GenerationSettings.kv_cache`.
 
-        Hugging Face ignores ``cache_implementation`` (with a warning) for models that take no cache
-        objects. ``disable_compile``: it compiles the forward by itself on a GPU once the cache is
-        static; a compile per new batch shape is not what an RL loop with changing batches wants.
+        ``"static"``: a :class:`transformers.StaticCache` of ``max_length`` positions (prompt +
+        ``max_new_tokens``), allocated at the first forward and written in place afterwards.
+        ``"dynamic"``: ``None``, so Hugging Face grows its default cache token by token. Generation
+        runs with ``disable_compile``: on a GPU, Hugging Face would otherwise compile the forward by
+        itself once the cache is static, once per new batch shape, which an RL loop with changing
+        batches does not want.
         """
         if self.settings.kv_cache == "static":
-            return {"cache_implementation": "static", "disable_compile": True}
-        return {}
+            return StaticCache(config=self._base_model.config, max_cache_len=max_length)
+        return None
 
     @contextmanager
     def _prompt_hidden_hook(self, enabled: bool) -> Iterator[dict[str, Any]]:
