@@ -84,7 +84,11 @@ def test_two_updates_log_losses_and_change_trainable_parameters(tiny_model_dir, 
     assert samples and {"answer", "parsed_action", "executed_action", "reward"} <= set(samples[0])
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
     assert (run_dir / "policy" / "adapter_config.json").is_file()
-    assert list((run_dir / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard" / "vlm-agent"))  # written through accelerate's tracker
+    events.Reload()
+    assert [event.step for event in events.Scalars("losses/value_loss")] == [4, 8]
     assert (run_dir / "checkpoints" / "update_000002" / "manifest.json").is_file()
 
 

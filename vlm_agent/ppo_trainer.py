@@ -111,6 +111,7 @@ class VLMPPOTrainer:
 
     def __init__(self, config: VLMPPOConfig, policy: VLMPolicy | None = None, run_dir: str | Path | None = None) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         from vlm_agent.models import ModelSettings
         from vlm_agent.prompts import prompt_for
@@ -123,7 +124,8 @@ class VLMPPOTrainer:
             cpu=config.device == "cpu",
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             log_with=config.report_targets or None,
-            project_dir=str(self.run_dir),
+            # TensorBoard events go to run_dir/tensorboard/<project name>.
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "tensorboard")),
         )
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
@@ -477,7 +479,8 @@ class VLMPPOTrainer:
         return reduced.cpu()
 
     def _open_loggers(self) -> None:
-        """Start accelerate's trackers for `report_to` (tensorboard -> `run_dir/tensorboard`, wandb)."""
+        """Start accelerate's trackers for `report_to` (tensorboard -> `run_dir/tensorboard/vlm-agent`,
+        wandb -> project "vlm-agent", run named after the run directory)."""
         if not self.config.report_targets:
             return
         if "wandb" in self.config.report_targets:
@@ -488,9 +491,9 @@ class VLMPPOTrainer:
         # TensorBoard's hparams take only numbers, text and booleans; None becomes "None".
         hyperparameters = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.config.to_dict().items()}
         self.accelerator.init_trackers(
-            "tensorboard",  # accelerate's TensorBoard tracker writes to project_dir / this name
+            "vlm-agent",  # the wandb project; the TensorBoard subfolder of run_dir/tensorboard
             config=hyperparameters,
-            init_kwargs={"wandb": {"project": "vlm-agent", "name": self.run_dir.name, "dir": str(self.run_dir)}},
+            init_kwargs={"wandb": {"name": self.run_dir.name, "dir": str(self.run_dir)}},
         )
         self._trackers_open = True
 
