@@ -143,6 +143,17 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         ),
         command="python -m benchmarks.alfworld_speed",
     ),
+    BenchmarkSection(
+        name="gpu_check",
+        title="GPU check at real size",
+        measures=(
+            "One PPO update of a randomly initialised Qwen2.5-VL-3B-shaped model (bf16, LoRA r128, gradient "
+            "checkpointing, the paper's settings, a 32-sample rollout) on one GPU: generated tokens/s, update "
+            "seconds, peak GPU memory, and the largest sampler-vs-forward log-prob gap at zero parameter change "
+            "in bf16 and fp32. Not run yet: no GPU was available (CI runs it at tiny size on CPU)."
+        ),
+        command="python -m benchmarks.gpu_check --output_dir benchmarks/results",
+    ),
 )
 
 

@@ -12,8 +12,10 @@ from vlm_agent.ppo_math import (
     clipped_value_loss,
     compute_gae,
     cosine_learning_rate,
+    explained_variance,
     kl_to_reference,
     normalize_advantages,
+    scheduled_learning_rate,
 )
 
 
@@ -108,3 +110,63 @@ def test_normalize_advantages_and_kl_and_schedule() -> None:
     assert cosine_learning_rate(5, 10, 1e-5, 1e-9) == pytest.approx((1e-5 + 1e-9) / 2)
     assert cosine_learning_rate(10, 10, 1e-5, 1e-9) == pytest.approx(1e-9)
     assert cosine_learning_rate(12, 10, 1e-5, 1e-9) == pytest.approx(1e-9)
+
+
+def test_unclipped_value_loss_passes_the_gradient_the_clipped_one_stops() -> None:
+    values = torch.tensor([1.0, 3.0], requires_grad=True)
+    old = torch.tensor([0.0, 3.0])
+    returns = torch.tensor([4.0, 2.0])
+    loss = clipped_value_loss(values, old, returns, None)
+    # 0.5 * mean((1-4)^2, (3-2)^2) = 0.5 * (9 + 1) / 2
+    assert loss.item() == pytest.approx(2.5)
+    loss.backward()
+    # d/dV of 0.25 * (V - R)^2 = 0.5 * (V - R)
+    assert values.grad.tolist() == pytest.approx([-1.5, 0.5])
+
+    clipped_values = torch.tensor([1.0, 3.0], requires_grad=True)
+    clipped = clipped_value_loss(clipped_values, old, returns, 0.5)
+    # sample 0: V moved 1.0 from V_old, its clipped twin 0.5 is further from R=4: max takes the
+    # clipped branch, which is constant in V (no gradient); sample 1 is unaffected by the clip.
+    assert clipped.item() == pytest.approx(0.5 * (3.5**2 + 1.0) / 2)
+    clipped.backward()
+    assert clipped_values.grad.tolist() == pytest.approx([0.0, 0.5])
+
+
+def test_explained_variance_by_hand() -> None:
+    targets = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    # Var(targets) = 1.25; residuals (0, 0, 0, -1): Var = 0.25 - 0.0625 = 0.1875 -> 1 - 0.15
+    assert explained_variance(torch.tensor([1.0, 2.0, 3.0, 5.0]), targets) == pytest.approx(0.85)
+    assert explained_variance(targets.clone(), targets) == pytest.approx(1.0)
+    assert explained_variance(torch.full((4,), 2.5), targets) == pytest.approx(0.0)  # predicting the mean
+    # a constant offset is explained away by the variance (Var ignores the mean)
+    assert explained_variance(targets + 7.0, targets) == pytest.approx(1.0)
+    # anti-correlated predictions: residuals 2*t - 5 have Var = 4 * 1.25 -> 1 - 4 = -3
+    assert explained_variance(torch.tensor([4.0, 3.0, 2.0, 1.0]), targets) == pytest.approx(-3.0)
+    assert math.isnan(explained_variance(torch.zeros(3), torch.ones(3)))
+
+
+def test_constant_and_cosine_schedules() -> None:
+    assert [scheduled_learning_rate("constant", u, 10, 1e-5, 1e-9) for u in (0, 5, 10, 20)] == [1e-5] * 4
+    assert scheduled_learning_rate("cosine", 5, 10, 1e-5, 1e-9) == pytest.approx((1e-5 + 1e-9) / 2)
+    with pytest.raises(ValueError, match="unknown learning-rate schedule 'linear'"):
+        scheduled_learning_rate("linear", 0, 10, 1e-5, 1e-9)
+
+
+def test_kl_penalty_keeps_its_gradient_where_the_policy_drifted_most() -> None:
+    # r = ref - logp = 30: far beyond the old +-20 clamp, whose gradient there was exactly 0.
+    log_probs = torch.tensor([-40.0, -1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([-10.0, 0.0, -25.0], dtype=torch.float64)
+    kl = kl_to_reference(log_probs, ref)
+    assert torch.isfinite(kl).all() and (kl >= 0).all()
+    limit = 20.0
+    # r = 30: tangent of exp at 20; r = 1: exact k3; r = -25: exp(-25) - (-25) - 1
+    assert kl.tolist() == pytest.approx(
+        [math.exp(limit) * (1 + 30 - limit) - 30 - 1, math.e - 2.0, math.exp(-25) + 24.0]
+    )
+    kl.sum().backward()
+    # dk3/dlogp = 1 - d exp(r)/dr: 1 - exp(20) on the linear part, 1 - e at r = 1
+    assert log_probs.grad.tolist() == pytest.approx([1 - math.exp(limit), 1 - math.e, 1 - math.exp(-25)])
+    # continuous at the switch point
+    at = kl_to_reference(torch.tensor([-limit], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))
+    above = kl_to_reference(torch.tensor([-limit - 1e-9], dtype=torch.float64), torch.tensor([0.0], dtype=torch.float64))
+    assert above.item() == pytest.approx(at.item(), rel=1e-6)

@@ -1,5 +1,7 @@
 """Slow end-to-end checks in subprocesses: SIGKILL mid-run then --resume; two data-parallel CPU processes.
 
+Also: `target_kl` early stopping and gradient accumulation on two processes.
+
 Run with `pytest -m slow tests/test_ppo_robustness.py` (about a minute each on 2 cores).
 """
 
@@ -83,3 +85,50 @@ def test_two_data_parallel_cpu_processes(tiny_model_dir, tmp_path) -> None:
     assert [row["global_step"] for row in rows] == [8, 16, 24]
     state = json.loads((run_dir / "checkpoints" / "update_000003" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["rng"]) == 2
+
+
+def run_worker(mode: str, model_dir: Path, out_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`tests/distributed_worker.py MODE` on 2 processes; on a timeout (a collective that never
+    completes) the whole process group is killed, workers included."""
+    worker = Path(__file__).with_name("distributed_worker.py")
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(worker), mode,
+               str(model_dir), str(out_dir)]
+    process = subprocess.Popen(
+        command, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{mode} on 2 processes did not finish in {timeout} s (a hung collective?): {stderr[-2000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def test_target_kl_stops_every_process_at_the_same_epoch(tiny_model_dir, tmp_path) -> None:
+    # Process 1 is over target_kl after epoch 1, process 0 is not. Deciding per process, process 0
+    # went on into the next epoch's gradient all-reduce while process 1 had left the loop (measured:
+    # a hang or a crash in the next collective). Decided on the KL averaged over processes, both stop.
+    result = run_worker("target_kl", tiny_model_dir("qwen2_vl"), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((tmp_path / "epochs.json").read_text()) == [1.0, 1.0]
+
+
+def test_accumulated_mini_batches_equal_one_big_mini_batch_on_two_processes(tiny_model_dir, tmp_path) -> None:
+    import torch
+
+    result = run_worker("accumulation", tiny_model_dir("qwen2_vl"), tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    moved = {
+        (setup, rank): torch.load(tmp_path / f"{setup}_rank{rank}.pt")
+        for setup in ("one_batch", "accumulated")
+        for rank in (0, 1)
+    }
+    reference = moved["one_batch", 0]
+    assert any("lora" in name and delta.abs().max() > 1e-4 for name, delta in reference.items())
+    assert any(name.startswith("value_head.") and delta.abs().max() > 1e-4 for name, delta in reference.items())
+    for key, deltas in moved.items():
+        for name, delta in deltas.items():
+            # Same update on both processes (gradients averaged) and for both accumulation layouts;
+            # padding to different lengths in the two layouts rounds a little differently.
+            assert torch.allclose(delta, reference[name], rtol=1e-3, atol=1e-7), f"{key} {name}"

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
+import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -68,10 +71,11 @@ def test_two_updates_log_losses_and_change_trainable_parameters(tiny_model_dir, 
     assert [row["update"] for row in rows] == [1, 2]
     assert [row["global_step"] for row in rows] == [4, 8]
     for row in rows:
-        for key in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/grad_norm"):
-            assert row[key] == row[key], f"{key} is NaN"  # logged and finite
+        for key in ("losses/policy_loss", "losses/value_loss", "losses/entropy", "losses/approx_kl", "losses/grad_norm",
+                    "losses/clip_fraction", "losses/ratio", "losses/explained_variance"):
+            assert isinstance(row[key], float) and math.isfinite(row[key]), f"{key} was not logged as a finite number"
         assert 0.0 <= row["charts/invalid_action_rate"] <= 1.0
-        assert row["losses/value_loss"] > 0
+        assert row["losses/value_loss"] > 0 and row["losses/grad_norm"] > 0 and row["losses/entropy"] > 0
     if kl_coef > 0:
         assert any(row["losses/kl_to_reference"] > 0 for row in rows)
     assert rows[1]["charts/learning_rate"] < rows[0]["charts/learning_rate"]  # cosine schedule
@@ -80,7 +84,11 @@ def test_two_updates_log_losses_and_change_trainable_parameters(tiny_model_dir, 
     assert samples and {"answer", "parsed_action", "executed_action", "reward"} <= set(samples[0])
     assert (run_dir / "learning_curve.png").stat().st_size > 1000
     assert (run_dir / "policy" / "adapter_config.json").is_file()
-    assert list((run_dir / "tensorboard").iterdir())
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard" / "vlm-agent"))  # written through accelerate's tracker
+    events.Reload()
+    assert [event.step for event in events.Scalars("losses/value_loss")] == [4, 8]
     assert (run_dir / "checkpoints" / "update_000002" / "manifest.json").is_file()
 
 
@@ -132,3 +140,77 @@ def test_a_fresh_run_refuses_an_output_dir_that_holds_a_run(tiny_model_dir, tmp_
     # No checkpoint to resume from: --resume would be refused too, so the advice is another folder.
     with pytest.raises(FileExistsError, match="no complete checkpoint to continue it from; choose another --output_dir"):
         VLMPPOTrainer(small_config(tiny_model_dir("qwen2_vl"), run)).train()
+
+
+def perturb_lora_b(trainer: VLMPPOTrainer, seed: int = 0) -> None:
+    """Give the LoRA B matrices (zero when fresh) random values, as a trained adapter has: with B = 0
+    LoRA dropout acts on a branch that contributes nothing, and hides any noise it would add."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in trainer.policy.model.named_parameters():
+            if "lora_B" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+
+
+def test_default_lora_dropout_leaves_the_first_ratio_at_one(tiny_model_dir, tmp_path) -> None:
+    config = small_config(tiny_model_dir("qwen2_vl"), tmp_path / "run", ppo_epochs=1, mini_batch_size=4, temperature=0.2)
+    assert config.lora_dropout == 0.05  # the default, not switched off for the test
+    trainer = VLMPPOTrainer(config)
+    perturb_lora_b(trainer)
+    rollout, _ = trainer.collector.collect(config.num_steps)
+    samples = rollout.flat_samples()
+
+    # The update's forward (train mode) scores stored answers exactly as eval mode does.
+    with torch.no_grad():
+        trainer.policy.train()
+        in_train_mode = trainer.policy.evaluate(samples)
+        trainer.policy.eval()
+        in_eval_mode = trainer.policy.evaluate(samples)
+    assert torch.equal(in_train_mode.log_probs, in_eval_mode.log_probs)
+    assert torch.equal(in_train_mode.values, in_eval_mode.values)
+
+    # One epoch, one mini-batch: no parameter changed between acting and this gradient step, so the
+    # ratio is 1 up to the float rounding between the sampler's log-probs and the forward's
+    # (with dropout 0.05 on: clip fraction 0.69-0.94 and approx KL 0.06-0.11 on this setup).
+    stats = trainer.ppo_update(rollout)
+    assert stats["losses/clip_fraction"] == 0.0
+    assert stats["losses/approx_kl"] < 1e-9
+    assert stats["losses/ratio"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_seed_seeds_python_numpy_and_torch(tiny_model_dir, tmp_path) -> None:
+    draws = []
+    for run, seed in enumerate((5, 5, 6)):
+        VLMPPOTrainer(small_config(tiny_model_dir("qwen2_vl"), tmp_path / f"run{run}", seed=seed))
+        draws.append((random.random(), float(np.random.random()), float(torch.rand(1))))
+    assert draws[0] == draws[1]
+    assert all(a != b for a, b in zip(draws[0], draws[2]))
+
+
+def test_entropy_bonus_raises_the_entropy_of_the_answers(tiny_model_dir, tmp_path) -> None:
+    change = {}
+    for ent_coef in (0.0, 5.0):
+        trainer = VLMPPOTrainer(
+            small_config(tiny_model_dir("qwen2_vl"), tmp_path / f"ent{ent_coef}", ent_coef=ent_coef, ppo_epochs=3)
+        )
+        rollout, _ = trainer.collector.collect(trainer.config.num_steps)
+        samples = rollout.flat_samples()
+        with torch.no_grad():
+            before = float(trainer.policy.evaluate(samples).entropy.mean())
+        trainer.ppo_update(rollout)
+        with torch.no_grad():
+            change[ent_coef] = float(trainer.policy.evaluate(samples).entropy.mean()) - before
+    assert change[5.0] > 0
+    assert change[5.0] > change[0.0]
+
+
+def test_constant_schedule_keeps_the_learning_rate(tiny_model_dir, tmp_path) -> None:
+    config = small_config(
+        tiny_model_dir("qwen2_vl"), tmp_path / "run", lr_scheduler="constant", ppo_epochs=1, max_new_tokens=4,
+        value_head_learning_rate=3e-3,
+    )
+    trainer = VLMPPOTrainer(config)
+    run_dir = trainer.train()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["charts/learning_rate"] for row in rows] == [1e-3, 1e-3]
+    assert [group["lr"] for group in trainer.optimizer.param_groups] == [1e-3, 3e-3]

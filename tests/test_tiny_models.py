@@ -13,7 +13,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from vlm_agent.models import ModelSettings, load_model, load_processor
 from vlm_agent.prompts import chat_messages, prompt_for
-from vlm_agent.tiny_models import TINY_ARCHITECTURES, main, make_tiny_model
+from vlm_agent.tiny_models import TINY_ARCHITECTURES, make_tiny_model
 
 # The placeholder the chat template writes, and the token the processor expands it into.
 IMAGE_PLACEHOLDERS = {
@@ -67,7 +67,9 @@ def test_same_seed_gives_identical_files_and_other_seed_other_weights(tmp_path: 
 
 
 def test_cli_entry_builds_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--arch", "llava_next", "--num_layers", "1", str(tmp_path / "m")]) == 0
+    from vlm_agent.cli import main
+
+    assert main(["make-tiny-model", "--arch", "llava_next", "--num_layers", "1", str(tmp_path / "m")]) == 0
     assert "random parameters" in capsys.readouterr().out
     assert AutoModelForImageTextToText.from_pretrained(tmp_path / "m").config.text_config.num_hidden_layers == 1
 

@@ -5,7 +5,7 @@ parse it to a legal action, remember everything needed to score it again) -> env
 -> :meth:`VLMPolicy.evaluate` (re-score the stored answers with gradients for PPO).
 
 Acting needs one model pass only: the old log-probs PPO stores are recorded while sampling (the
-sampler is :class:`ScoringLogitsProcessor`) and the value comes from the prefill's hidden state, so
+sampler is :class:`vlm_agent.sampler.ScoringLogitsProcessor`) and the value comes from the prefill's hidden state, so
 no second forward over prompt + answer (``act(..., recompute_scores=True)`` still does one, to check).
 
 Example (the tiny model is randomly initialised, so its answers are junk until trained)::
@@ -21,6 +21,11 @@ Example (the tiny model is randomly initialised, so its answers are junk until t
                      invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(0))
     scores = policy.evaluate(out.samples)   # log_probs, values, entropy, with gradients
 
+Its parts: :mod:`vlm_agent.sampler` (the sampling distribution and the generation config that
+keeps it), :mod:`vlm_agent.batching` (the stored :class:`PolicySample` and how a mini-batch of them
+is padded back into model inputs); this module holds the model-facing policy itself (loading and
+saving, acting, scoring).
+
 Log-probabilities are the CoT-scaled ones of :mod:`vlm_agent.log_probs`, taken at the sampling
 temperature (logits / T) with the same special tokens suppressed as during sampling.
 """
@@ -30,7 +35,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,24 +43,43 @@ import numpy as np
 import torch
 from peft import PeftModel
 from PIL import Image
-from transformers import (
-    GenerationConfig,
-    LogitsProcessor,
-    LogitsProcessorList,
-    PreTrainedModel,
-    ProcessorMixin,
-    StaticCache,
-)
+from transformers import GenerationConfig, LogitsProcessorList, PreTrainedModel, ProcessorMixin, StaticCache
 
+# The stored-sample and sampler types live in their own modules; they are re-exported here, so
+# `from vlm_agent.policy import PolicySample, draw_from_probabilities, ...` keeps working.
+from vlm_agent.batching import (
+    PER_TOKEN_KEYS,
+    CollatedBatch,
+    PolicySample,
+    collate_image_inputs,
+    collate_samples,
+    split_image_inputs,
+)
 from vlm_agent.log_probs import cot_scaled_log_prob, thought_action_masks, token_log_probs_and_entropy
 from vlm_agent.models import ModelSettings, load_model_and_processor, load_processor
 from vlm_agent.parsing import InvalidActionPolicy, ParsedAction, parse_action, resolve_action
 from vlm_agent.ppo_config import KV_CACHES
 from vlm_agent.prompts import chat_messages
+from vlm_agent.sampler import (
+    GREEDY_SAMPLING_OPTIONS,
+    NEUTRAL_PROCESSOR_OPTIONS,
+    UNSUPPORTED_PROCESSOR_OPTIONS,
+    ScoringLogitsProcessor,
+    _eos_token_ids,
+    draw_from_probabilities,
+    neutral_generation_config,
+    suppressed_special_ids,
+)
 from vlm_agent.value_head import ValueHead
 
-#: Processor outputs that hold one entry per prompt token; extended over the completion.
-PER_TOKEN_KEYS = ("attention_mask", "mm_token_type_ids", "token_type_ids")
+__all__ = [
+    "MULTIMODAL_ROPE_MODEL_TYPES", "PER_TOKEN_KEYS", "POLICY_SETTINGS_FILE", "ActOutput", "CollatedBatch",
+    "EvaluateOutput", "GREEDY_SAMPLING_OPTIONS", "GenerationScores", "GenerationSettings", "ImageLike",
+    "NEUTRAL_PROCESSOR_OPTIONS", "PolicySample", "ScoringLogitsProcessor", "UNSUPPORTED_PROCESSOR_OPTIONS",
+    "VLMPolicy", "collate_image_inputs", "draw_from_probabilities", "split_image_inputs", "suppressed_special_ids",
+    "uses_multimodal_rope",
+]
+
 #: Settings file written next to the adapter by :meth:`VLMPolicy.save_pretrained`.
 POLICY_SETTINGS_FILE = "policy_settings.json"
 
@@ -92,33 +116,6 @@ class GenerationSettings:
             raise ValueError(f"cot_scale must lie in [0, 1] (paper: 0.2-0.5), got {self.cot_scale}")
         if self.kv_cache not in KV_CACHES:
             raise ValueError(f"kv_cache must be one of {list(KV_CACHES)}, got {self.kv_cache!r}")
-
-
-@dataclass
-class PolicySample:
-    """One observation and the answer sampled for it: enough to run the forward again (CPU tensors).
-
-    Attributes:
-        prompt_ids: ``[P]`` prompt token ids, without padding.
-        prompt_token_inputs: per-token side inputs of the prompt (``mm_token_type_ids``, ...), ``[P]`` each.
-        image_inputs: this observation's image tensors as the processor made them, with a leading
-            image axis (Qwen: flat ``pixel_values`` ``[patches, dim]`` + ``image_grid_thw`` ``[1, 3]``;
-            LLaVA-NeXT: ``pixel_values`` ``[1, crops, 3, H, W]`` + ``image_sizes`` ``[1, 2]``).
-        completion_ids: ``[C]`` generated ids, up to and including the first EOS.
-        thought_mask: ``[C]`` bool, CoT tokens (see :mod:`vlm_agent.log_probs`).
-        action_mask: ``[C]`` bool, action tokens.
-        log_prob: CoT-scaled log-prob when it was sampled (the PPO "old" log-prob).
-        value: the value head's estimate when it was sampled.
-    """
-
-    prompt_ids: torch.Tensor
-    prompt_token_inputs: dict[str, torch.Tensor]
-    image_inputs: dict[str, torch.Tensor]
-    completion_ids: torch.Tensor
-    thought_mask: torch.Tensor
-    action_mask: torch.Tensor
-    log_prob: float
-    value: float
 
 
 @dataclass
@@ -172,18 +169,6 @@ class EvaluateOutput:
     ref_log_probs: torch.Tensor | None = None
 
 
-@dataclass
-class CollatedBatch:
-    """Stored samples padded into model inputs: prompts left-padded, completions right-padded."""
-
-    model_inputs: dict[str, torch.Tensor]
-    completion_ids: torch.Tensor
-    completion_mask: torch.Tensor
-    thought_mask: torch.Tensor
-    action_mask: torch.Tensor
-    prompt_length: int = field(default=0)
-
-
 #: Model types whose forward derives 3-D rotary positions from the attention mask and image grid.
 MULTIMODAL_ROPE_MODEL_TYPES = frozenset({"qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "glm4v"})
 
@@ -196,120 +181,6 @@ def uses_multimodal_rope(model: PreTrainedModel) -> bool:
     would count the padding).
     """
     return model.config.model_type in MULTIMODAL_ROPE_MODEL_TYPES
-
-
-def _eos_token_ids(model: PreTrainedModel, processor: ProcessorMixin) -> list[int]:
-    ids: set[int] = set()
-    configured = model.generation_config.eos_token_id
-    if configured is not None:
-        ids.update([configured] if isinstance(configured, int) else configured)
-    if processor.tokenizer.eos_token_id is not None:
-        ids.add(processor.tokenizer.eos_token_id)
-    if not ids:
-        raise ValueError("the model has no EOS token: set tokenizer.eos_token or generation_config.eos_token_id")
-    return sorted(ids)
-
-
-def suppressed_special_ids(processor: ProcessorMixin, eos_token_ids: Sequence[int]) -> list[int]:
-    """Special token ids the policy may not generate: every special/added-special token except EOS.
-
-    A sampled image placeholder would make the completion unscorable ("image features and image
-    tokens do not match"), and padding or BOS inside an answer means nothing.
-    """
-    tokenizer = processor.tokenizer
-    special = set(tokenizer.all_special_ids)
-    special.update(index for index, token in tokenizer.added_tokens_decoder.items() if token.special)
-    return sorted(special - set(eos_token_ids))
-
-
-#: Neutral values of the generation options that would otherwise add logits processors, so that a
-#: model's own ``generation_config`` (real Qwen2-VL ships ``repetition_penalty=1.05``) cannot change
-#: the distribution the policy samples from and scores.
-NEUTRAL_PROCESSOR_OPTIONS: dict[str, Any] = {
-    "repetition_penalty": 1.0,
-    "encoder_repetition_penalty": 1.0,
-    "no_repeat_ngram_size": 0,
-    "encoder_no_repeat_ngram_size": 0,
-    "guidance_scale": 1.0,
-    "min_new_tokens": 0,  # takes precedence over min_length
-    "remove_invalid_values": False,
-    "renormalize_logits": False,
-}
-#: Sampling-only options at the values greedy generation expects (no "only used in sample-based
-#: modes" warnings when a model's config sets e.g. ``temperature=0.1``).
-GREEDY_SAMPLING_OPTIONS: dict[str, Any] = {
-    "temperature": 1.0,
-    "top_k": 50,
-    "top_p": 1.0,
-    "typical_p": 1.0,
-    "epsilon_cutoff": 0.0,
-    "eta_cutoff": 0.0,
-}
-#: Generation options with no neutral value other than None (a model config that sets one is refused).
-UNSUPPORTED_PROCESSOR_OPTIONS = (
-    "bad_words_ids",
-    "sequence_bias",
-    "forced_bos_token_id",
-    "forced_eos_token_id",
-    "exponential_decay_length_penalty",
-    "begin_suppress_tokens",
-    "watermarking_config",
-)
-
-
-class ScoringLogitsProcessor(LogitsProcessor):
-    """The policy's sampler: draws each token from ``softmax(logits / T)`` with the special tokens
-    suppressed, and records the log-prob of every drawn token on the way.
-
-    Generation runs greedy (``do_sample=False``) with this as its only logits processor: each step
-    it returns the log-probs with ``+inf`` at the token it drew, so the argmax reads out its choice.
-    Drawing here rather than in ``generate`` saves a second softmax and ``torch.multinomial``,
-    which on CPU costs about 15x an inverse-CDF draw (180 vs 12 us at batch 8, vocabulary 1024).
-    Rows that already ended get padding from ``generate`` whatever is drawn; their log-probs are
-    masked away by the caller.
-
-    Formulas: ``log p_t(v) = z_t[v] / T - logsumexp(z_t / T)`` over the tokens not suppressed (the
-    same numbers as :func:`vlm_agent.log_probs.token_log_probs_and_entropy` on a second forward);
-    the draw is :func:`draw_from_probabilities` of ``p_t``.
-    """
-
-    def __init__(self, temperature: float, suppressed_token_ids: Sequence[int], device: torch.device) -> None:
-        self.temperature = temperature
-        self.suppressed = torch.as_tensor(list(suppressed_token_ids), dtype=torch.long, device=device)
-        self.steps: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scaled = scores.float() / self.temperature
-        if len(self.suppressed):
-            scaled.index_fill_(-1, self.suppressed, float("-inf"))
-        log_probs = torch.log_softmax(scaled, dim=-1)
-        tokens = draw_from_probabilities(log_probs.exp())
-        self.steps.append(log_probs.gather(-1, tokens[:, None]).squeeze(-1))
-        return log_probs.scatter_(-1, tokens[:, None], float("inf"))
-
-    def token_log_probs(self, batch_size: int) -> torch.Tensor:
-        """Log-prob of each drawn token, ``[N, steps]``."""
-        if not self.steps:
-            return torch.zeros((batch_size, 0), device=self.suppressed.device)
-        return torch.stack(self.steps, dim=1)
-
-
-def draw_from_probabilities(probs: torch.Tensor, uniform: torch.Tensor | None = None) -> torch.Tensor:
-    """One index per row of ``probs`` ``[N, V]`` (non-negative, not necessarily normalised), by inverse CDF.
-
-    ``index = min(min{v : C[v] > U * C[V-1]}, last)`` with ``C = cumsum(probs)``, ``U ~ Uniform[0, 1)``
-    (``uniform`` ``[N, 1]``, drawn from the global torch generator when None) and ``last`` the first
-    index where ``C`` reaches its total, i.e. the last one with positive probability: index ``v``
-    comes with probability ``probs[v] / sum(probs)`` and a zero entry (an empty interval) never,
-    also when rounding puts ``U * C[V-1]`` at the total. No host synchronisation (GPU-friendly).
-    """
-    cdf = torch.cumsum(probs, dim=-1)
-    total = cdf[:, -1:]
-    if uniform is None:
-        uniform = torch.rand((probs.shape[0], 1), dtype=cdf.dtype, device=cdf.device)
-    tokens = torch.searchsorted(cdf, uniform.to(cdf.dtype) * total, right=True).squeeze(-1)
-    last_positive = (cdf >= total).int().argmax(dim=-1)
-    return torch.minimum(tokens, last_positive)
 
 
 class VLMPolicy:
@@ -458,44 +329,15 @@ class VLMPolicy:
         """Set evaluation mode of model and value head."""
         return self.train(False)
 
-    @property
-    def generation_config(self) -> GenerationConfig:
-        """Pure ancestral sampling at T (no top-k/top-p) with special tokens other than EOS suppressed.
-
-        The Hugging Face equivalent of what :meth:`sample` does (which samples in its own
-        :class:`ScoringLogitsProcessor` instead, to record log-probs on the way).
-        """
-        return self._generation_config(
-            do_sample=True,
-            temperature=self.settings.temperature,
-            top_k=0,
-            top_p=1.0,
-            typical_p=1.0,
-            epsilon_cutoff=0.0,
-            eta_cutoff=0.0,
-            suppress_tokens=self.suppressed_token_ids,
-        )
-
     def _generation_config(self, **options: Any) -> GenerationConfig:
-        """Generation config with ``options`` and every other logits processor neutral.
-
-        A model's own ``generation_config`` fills whatever a config passed to ``generate`` leaves
-        unset; neutral values keep its processors out (real Qwen2-VL ships
-        ``repetition_penalty=1.05``), so that the sampling distribution stays the one the policy
-        scores. Raises ValueError when the model's config sets an option that has no neutral value.
-        """
-        model_config = self._base_model.generation_config
-        refused = [name for name in UNSUPPORTED_PROCESSOR_OPTIONS if getattr(model_config, name, None) is not None]
-        if refused:
-            raise ValueError(
-                f"the model's generation_config sets {refused}, which would change the distribution the policy "
-                "samples from but not the one it scores; set them to None in the model's generation_config.json"
-            )
-        return GenerationConfig(
+        """Generation config with ``options`` and every other logits processor neutral (see
+        :func:`vlm_agent.sampler.neutral_generation_config`)."""
+        return neutral_generation_config(
+            self._base_model.generation_config,
             max_new_tokens=self.settings.max_new_tokens,
-            eos_token_id=self.eos_token_ids,
+            eos_token_ids=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
-            **{**NEUTRAL_PROCESSOR_OPTIONS, **options},
+            **options,
         )
 
     # ------------------------------------------------------------------ acting
@@ -769,53 +611,15 @@ class VLMPolicy:
 
     # ------------------------------------------------------------------ scoring
     def collate(self, samples: Sequence[PolicySample]) -> CollatedBatch:
-        """Pad stored samples into one forward's inputs (prompts left, completions right)."""
-        if not samples:
-            raise ValueError("collate needs at least one sample")
-        prompt_length = max(len(s.prompt_ids) for s in samples)
-        completion_length = max(len(s.completion_ids) for s in samples)
-        rows = len(samples)
-
-        def left_pad(values: list[torch.Tensor], fill: int) -> torch.Tensor:
-            out = torch.full((rows, prompt_length), fill, dtype=values[0].dtype)
-            for i, value in enumerate(values):
-                out[i, prompt_length - len(value) :] = value
-            return out
-
-        def right_pad(values: list[torch.Tensor], fill: int | bool) -> torch.Tensor:
-            out = torch.full((rows, completion_length), fill, dtype=values[0].dtype)
-            for i, value in enumerate(values):
-                out[i, : len(value)] = value
-            return out
-
-        prompt_ids = left_pad([s.prompt_ids for s in samples], self.pad_token_id)
-        prompt_mask = left_pad([torch.ones(len(s.prompt_ids), dtype=torch.long) for s in samples], 0)
-        completion_ids = right_pad([s.completion_ids for s in samples], self.pad_token_id)
-        completion_mask = right_pad([torch.ones(len(s.completion_ids), dtype=torch.bool) for s in samples], False)
-        model_inputs: dict[str, torch.Tensor] = {
-            "input_ids": torch.cat([prompt_ids, completion_ids], dim=1),
-            "attention_mask": torch.cat([prompt_mask, completion_mask.long()], dim=1),
-        }
-        # Every per-token side input must cover the completion too (text tokens: type 0).
-        for key in samples[0].prompt_token_inputs:
-            prompt_part = left_pad([s.prompt_token_inputs[key] for s in samples], 0)
-            completion_part = torch.zeros((rows, completion_length), dtype=prompt_part.dtype)
-            model_inputs[key] = torch.cat([prompt_part, completion_part], dim=1)
-        model_inputs.update(collate_image_inputs([s.image_inputs for s in samples]))
-        return CollatedBatch(
-            model_inputs=model_inputs,
-            completion_ids=completion_ids,
-            completion_mask=completion_mask,
-            thought_mask=right_pad([s.thought_mask for s in samples], False),
-            action_mask=right_pad([s.action_mask for s in samples], False),
-            prompt_length=prompt_length,
-        )
+        """Pad stored samples into one forward's inputs (see :func:`vlm_agent.batching.collate_samples`)."""
+        return collate_samples(samples, self.pad_token_id)
 
     def evaluate(self, samples: Sequence[PolicySample], *, with_reference: bool = False) -> EvaluateOutput:
         """Score stored samples in one forward: CoT-scaled log-probs, values, entropies.
 
         Gradients flow when called outside ``torch.no_grad()``. The model's train/eval mode is
-        left as it is (LoRA dropout is active in train mode). ``with_reference`` adds the
+        left as it is; :class:`~vlm_agent.ppo_trainer.VLMPPOTrainer` switches every dropout off, so
+        that train mode (gradient checkpointing) and eval mode (acting) give the same scores. ``with_reference`` adds the
         log-probs of the base model, obtained by disabling the LoRA adapter (no second model);
         it needs an adapter.
         """
@@ -893,51 +697,3 @@ class VLMPolicy:
         logits = outputs.logits[:, :-1]
         prompt_hidden = outputs.hidden_states[-1][:, prompt_length - 1]
         return logits, prompt_hidden
-
-
-def split_image_inputs(image_inputs: dict[str, torch.Tensor], rows: int) -> list[dict[str, torch.Tensor]]:
-    """Split a batch's image tensors into one dict per row (one image per row), on CPU.
-
-    Qwen2-VL / Qwen2.5-VL flatten all images' patches into one ``pixel_values`` ``[sum, dim]``:
-    row ``i`` owns ``prod(image_grid_thw[i])`` consecutive patches. Every other tensor (LLaVA-NeXT
-    ``pixel_values`` ``[N, crops, 3, H, W]`` and ``image_sizes``, Idefics3 ``pixel_attention_mask``)
-    has the image axis first.
-    """
-    per_row: list[dict[str, torch.Tensor]] = [{} for _ in range(rows)]
-    grid = image_inputs.get("image_grid_thw")
-    for name, tensor in image_inputs.items():
-        tensor = tensor.detach().cpu()
-        if name == "pixel_values" and grid is not None:
-            counts = grid.cpu().prod(-1).tolist()
-            pieces = torch.split(tensor, counts, dim=0)
-        else:
-            if tensor.shape[0] != rows:
-                raise ValueError(
-                    f"cannot split image input {name!r} of shape {tuple(tensor.shape)} into {rows} observations; "
-                    "pass exactly one image per prompt"
-                )
-            pieces = torch.split(tensor, 1, dim=0)
-        for row, piece in enumerate(pieces):
-            per_row[row][name] = piece.clone()
-    return per_row
-
-
-def collate_image_inputs(per_row: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Concatenate per-row image tensors along the image axis.
-
-    Tensors whose later dims differ (LLaVA-NeXT images with different crop counts) are zero-padded
-    to the largest; the model reads the real count from ``image_sizes``.
-    """
-    merged: dict[str, torch.Tensor] = {}
-    for name in per_row[0]:
-        tensors = [row[name] for row in per_row]
-        if any(t.shape[1:] != tensors[0].shape[1:] for t in tensors) and tensors[0].ndim > 1:
-            target = [max(t.shape[d] for t in tensors) for d in range(1, tensors[0].ndim)]
-            padded = []
-            for t in tensors:
-                out = t.new_zeros((t.shape[0], *target))
-                out[(slice(None), *(slice(0, s) for s in t.shape[1:]))] = t
-                padded.append(out)
-            tensors = padded
-        merged[name] = torch.cat(tensors, dim=0)
-    return merged

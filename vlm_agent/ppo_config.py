@@ -177,7 +177,14 @@ class VLMPPOConfig:
     use_lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (True) or all weights (False)."})
     lora_r: int = field(default=128, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha."})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout, in [0, 1)."})
+    lora_dropout: float = field(
+        default=0.05,
+        metadata={
+            "help": "LoRA dropout written into the adapter's config, in [0, 1). PPO itself runs with every dropout "
+            "off (acting and the update must score an answer alike), so it only acts if the saved adapter is "
+            "fine-tuned further elsewhere."
+        },
+    )
     lora_target_modules: str = field(
         default="all-linear",
         metadata={"help": "all-linear (the paper: every linear layer) or comma-separated module names."},

@@ -107,16 +107,38 @@ def clipped_value_loss(
     return 0.5 * torch.max(unclipped, clipped).mean()
 
 
+#: Above this log-ratio the exponential of `kl_to_reference` continues as its tangent line, so the
+#: penalty stays finite (exp(20) ~ 4.9e8) and keeps a gradient.
+KL_LOG_RATIO_LINEAR_ABOVE = 20.0
+
+
 def kl_to_reference(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
-    r"""Per-sample estimate of KL(pi || pi_ref) from actions sampled near pi (k3 estimator).
+    r"""Per-sample k3 penalty towards the reference policy (Schulman's "approximating KL" estimator).
 
-        k3 = exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1      (>= 0, unbiased under pi)
+        r  = log pi_ref(a|s) - log pi(a|s)
+        k3 = exp(r) - r - 1                       (>= 0, = 0 exactly when r = 0)
 
-    The log-ratio is clamped to [-20, 20] before `exp`: sequence-level log-probs of long answers
-    can differ by tens of nats, and the penalty must stay finite.
+    What it estimates, precisely: for actions drawn from pi, E[k3] = KL(pi || pi_ref). PPO's
+    actions were drawn from pi_old (the rollout policy), so the mean over a mini-batch estimates
+    KL(pi || pi_ref) only as far as pi stays close to pi_old (the clipped trust region). With the
+    CoT scaling of `vlm_agent.log_probs` (lambda < 1) the "log-probs" are lambda-weighted sums that are
+    not normalised over answers, so k3 is then a penalty on the gap between the policy's and the
+    reference's scaled scores (zero when they agree, growing with the gap), not the KL of two
+    distributions.
+
+    For r > `KL_LOG_RATIO_LINEAR_ABOVE` (c), exp(r) is replaced by its tangent at c,
+    exp(c) * (1 + r - c): sequence-level log-probs of long answers can differ by tens of nats and
+    the penalty must stay finite, but a hard clamp would zero the gradient exactly on the samples
+    that drifted furthest from the reference. The gradient there is -(exp(c) - 1) per unit of
+    log pi instead of 0. For r -> -inf, exp(r) -> 0 and needs no guard.
     """
-    log_ratio = torch.clamp(ref_log_probs - log_probs, -20.0, 20.0)
-    return torch.exp(log_ratio) - log_ratio - 1.0
+    log_ratio = ref_log_probs - log_probs
+    limit = KL_LOG_RATIO_LINEAR_ABOVE
+    # exp of the capped value: the branch torch.where does not take must not overflow to inf
+    # (inf * 0 would be a NaN gradient).
+    exponential = torch.exp(torch.clamp(log_ratio, max=limit))
+    linear = math.exp(limit) * (1.0 + log_ratio - limit)
+    return torch.where(log_ratio > limit, linear, exponential) - log_ratio - 1.0
 
 
 def cosine_learning_rate(update: int, num_updates: int, max_lr: float, min_lr: float) -> float:
@@ -128,6 +150,18 @@ def cosine_learning_rate(update: int, num_updates: int, max_lr: float, min_lr: f
         return max_lr
     progress = min(update, num_updates) / num_updates
     return min_lr + 0.5 * (max_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def scheduled_learning_rate(
+    schedule: str, update: int, num_updates: int, base_lr: float, min_lr: float
+) -> float:
+    r"""Learning rate of update `update` (0-based): "constant" keeps `base_lr`; "cosine" anneals it
+    to `min_lr` with `cosine_learning_rate`."""
+    if schedule == "constant":
+        return base_lr
+    if schedule == "cosine":
+        return cosine_learning_rate(update, num_updates, base_lr, min_lr)
+    raise ValueError(f"unknown learning-rate schedule {schedule!r}; use cosine or constant")
 
 
 def explained_variance(predictions: torch.Tensor, targets: torch.Tensor) -> float:

@@ -5,11 +5,29 @@ over environment steps, then `ppo_epochs` passes of clipped-surrogate + clipped-
 mini-batches with gradient accumulation. The per-update loop reads top to bottom in
 `VLMPPOTrainer.train` and `VLMPPOTrainer.ppo_update`; the arithmetic is in `vlm_agent.ppo_math`.
 
-Data parallel: under `accelerate launch`, each process runs its own environments (seeded by
-rank) and its own rollouts; gradients are averaged across processes before each optimizer step
-(plain `torch.distributed` all-reduce, so the policy's forward needs no DDP wrapper). With a
-DeepSpeed config (`vlm_agent/configs/accelerate_deepspeed_zero2.yaml`) the model, value head and
-optimizer go through `accelerator.prepare` and DeepSpeed averages and steps.
+Determinism: every dropout module of the policy is switched off when the trainer is built
+(`disable_dropout`, as TRL's RL trainers do). The update's forward runs in train mode (gradient
+checkpointing only acts in train mode) while acting runs in eval mode; with dropout on (the
+default `lora_dropout` 0.05) the two would score the same answer differently, and PPO's ratio
+would measure dropout noise instead of the policy's change.
+
+Data parallel: under `accelerate launch` (or `torchrun`), each process runs its own environments
+(seeded by rank) and its own rollouts. Gradient accumulation is ours: each mini-batch's loss is
+scaled by 1 / (mini-batches in its accumulation group) and back-propagated, then the summed
+gradients are averaged across processes in one flattened all-reduce before the optimizer step
+(so the policy's forward needs no DDP wrapper). Decisions that change the control flow (the
+`target_kl` early stop) are taken on values all-reduced across processes, so every process runs
+the same collectives in the same order.
+
+DeepSpeed (`vlm_agent/configs/accelerate_deepspeed_zero2.yaml`, ZeRO-2): the model, value head and
+optimizer go through `accelerator.prepare`, and accumulation is accelerate's: each mini-batch's
+`accelerator.backward(loss)` runs inside `accelerator.accumulate(engine)`, which marks only the
+last mini-batch of each group of `gradient_accumulation_steps` a boundary; DeepSpeed scales the
+loss by 1 / gradient_accumulation_steps itself (we do not scale it again), averages, clips and
+steps there. This needs every accumulation group full (the mini-batches per epoch a multiple of
+`gradient_accumulation_steps`) and the DeepSpeed config's `gradient_accumulation_steps` equal to
+ours; both are checked when the trainer is built. deepspeed is not a dependency and this path is
+not exercised by the test suite.
 """
 
 from __future__ import annotations
@@ -18,6 +36,7 @@ import csv
 import functools
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import asdict
@@ -47,10 +66,10 @@ from vlm_agent.ppo_math import (
     clipped_policy_loss,
     clipped_value_loss,
     compute_gae,
-    cosine_learning_rate,
     explained_variance,
     kl_to_reference,
     normalize_advantages,
+    scheduled_learning_rate,
 )
 from vlm_agent.env_state import EnvStateError
 from vlm_agent.rollout import Rollout, RolloutCollector, RolloutStats
@@ -99,22 +118,33 @@ class VLMPPOTrainer:
 
     def __init__(self, config: VLMPPOConfig, policy: VLMPolicy | None = None, run_dir: str | Path | None = None) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import ProjectConfiguration
 
         from vlm_agent.models import ModelSettings
         from vlm_agent.prompts import prompt_for
 
         self.config = config
         check_env(config.env_id, config.env_kwargs)  # before any model is built
-        self.accelerator = Accelerator(cpu=config.device == "cpu")
+        self.run_dir = Path(run_dir or config.output_dir or default_run_dir(config))
+        # The accumulation count only matters under DeepSpeed (see the module docstring); elsewhere
+        # the trainer scales and steps itself and never calls accelerator.backward.
+        self.accelerator = Accelerator(
+            cpu=config.device == "cpu",
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            log_with=config.report_targets or None,
+            # TensorBoard events go to run_dir/tensorboard/<project name>.
+            project_config=ProjectConfiguration(project_dir=str(self.run_dir), logging_dir=str(self.run_dir / "tensorboard")),
+        )
         self.rank = self.accelerator.process_index
         self.world_size = self.accelerator.num_processes
         self.is_main = self.accelerator.is_main_process
         self.uses_deepspeed = self.accelerator.distributed_type.value == "DEEPSPEED"
-        self.run_dir = Path(run_dir or config.output_dir or default_run_dir(config))
         if config.deterministic:
             torch.use_deterministic_algorithms(True)
-        torch.manual_seed(config.seed + self.rank)
+        # What --seed promises: Python's, numpy's and torch's global generators (offset by rank).
+        random.seed(config.seed + self.rank)
         np.random.seed(config.seed + self.rank)
+        torch.manual_seed(config.seed + self.rank)
 
         if policy is None:
             if config.model_name_or_path is None:
@@ -142,6 +172,8 @@ class VLMPPOTrainer:
             )
             policy = VLMPolicy.from_model(model_settings, settings, seed=config.seed)
         self.policy = policy
+        disable_dropout(policy.model)
+        disable_dropout(policy.value_head)
         if config.kl_coef > 0 and not policy.has_adapter:
             raise ValueError(
                 "kl_coef > 0 needs LoRA adapters (the reference policy is the model with adapters disabled); "
@@ -161,12 +193,25 @@ class VLMPPOTrainer:
             weight_decay=config.weight_decay,
         )
         if self.uses_deepspeed:
+            mini_batches = config.num_steps * config.num_envs // config.mini_batch_size
+            if mini_batches % config.gradient_accumulation_steps:
+                raise ValueError(
+                    f"with DeepSpeed, the {mini_batches} mini-batches per epoch must fill whole accumulation groups of "
+                    f"gradient_accumulation_steps={config.gradient_accumulation_steps} (DeepSpeed scales every "
+                    "micro-batch by 1/gradient_accumulation_steps); choose a divisor"
+                )
             # No dataloader tells DeepSpeed the micro-batch size; it is the PPO mini-batch.
             self.accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = (
                 config.mini_batch_size
             )
             modules = torch.nn.ModuleDict({"model": policy.model, "value_head": policy.value_head})
             self._deepspeed_engine, self.optimizer = self.accelerator.prepare(modules, self.optimizer)
+            if self.accelerator.gradient_accumulation_steps != config.gradient_accumulation_steps:
+                raise ValueError(
+                    f"the DeepSpeed config accumulates {self.accelerator.gradient_accumulation_steps} micro-batches but "
+                    f"gradient_accumulation_steps={config.gradient_accumulation_steps}; set gradient_accumulation_steps "
+                    "in the accelerate/DeepSpeed config to the same value (or to auto)"
+                )
 
         self.rng = np.random.default_rng([config.seed, self.rank])
         invalid_policy = InvalidActionPolicy(
@@ -186,7 +231,7 @@ class VLMPPOTrainer:
         self.update = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
-        self._loggers: list[Any] = []
+        self._trackers_open = False
 
     # ------------------------------------------------------------------ the loop
     def train(self, max_updates: int | None = None) -> Path:
@@ -259,11 +304,8 @@ class VLMPPOTrainer:
         config = self.config
         for group in self.optimizer.param_groups:
             base = group.get("base_lr", config.learning_rate)
-            if config.lr_scheduler == "cosine":
-                minimum = config.min_learning_rate * base / config.learning_rate
-                group["lr"] = cosine_learning_rate(update, self.num_updates, base, minimum)
-            else:
-                group["lr"] = base
+            minimum = config.min_learning_rate * base / config.learning_rate
+            group["lr"] = scheduled_learning_rate(config.lr_scheduler, update, self.num_updates, base, minimum)
         return self.optimizer.param_groups[0]["lr"]
 
     def ppo_update(self, rollout: Rollout) -> dict[str, float]:
@@ -320,8 +362,12 @@ class VLMPPOTrainer:
                     epoch_kl.append(stats["losses/approx_kl"])
                 totals["losses/grad_norm"] = totals.get("losses/grad_norm", 0.0) + self._optimizer_step() * len(group)
             epochs_run += 1
-            if config.target_kl is not None and float(np.mean(epoch_kl)) > config.target_kl:
-                break
+            if config.target_kl is not None:
+                # One decision for all processes: each leaving the loop on its own KL would leave the
+                # others waiting in (or mismatching) the next gradient all-reduce.
+                mean_kl = self._mean_across_processes(float(np.mean(epoch_kl)))
+                if mean_kl > config.target_kl:
+                    break
         means = {name: value / max(count, 1) for name, value in totals.items()}
         means["losses/explained_variance"] = explained_variance(old_values, returns)
         means["losses/ppo_epochs_run"] = float(epochs_run)
@@ -358,7 +404,10 @@ class VLMPPOTrainer:
             kl = kl_to_reference(out.log_probs, out.ref_log_probs.to(dtype)).mean()
             loss = loss + config.kl_coef * kl
         if self.uses_deepspeed:
-            self.accelerator.backward(loss * scale)
+            # accelerate marks the group's last micro-batch the boundary; DeepSpeed scales by
+            # 1/gradient_accumulation_steps itself, so `scale` (the same factor) is not applied again.
+            with self.accelerator.accumulate(self._deepspeed_engine):
+                self.accelerator.backward(loss)
         else:
             (loss * scale).backward()
         return {
@@ -375,17 +424,13 @@ class VLMPPOTrainer:
         """Average gradients across processes, clip them, step; returns the pre-clip gradient norm."""
         parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
         if self.uses_deepspeed:
+            # DeepSpeed stepped (and zeroed) inside accelerator.backward at the group's boundary;
+            # the wrapped optimizer's step and zero_grad are no-ops there.
             self.optimizer.step()
             self.optimizer.zero_grad()
             return float("nan")
         if self.world_size > 1:
-            import torch.distributed as dist
-
-            for parameter in parameters:
-                if parameter.grad is None:
-                    parameter.grad = torch.zeros_like(parameter)
-                dist.all_reduce(parameter.grad, op=dist.ReduceOp.SUM)
-                parameter.grad /= self.world_size
+            average_gradients_across_processes(parameters, self.world_size)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -432,6 +477,13 @@ class VLMPPOTrainer:
         metrics.update(losses)
         return metrics
 
+    def _mean_across_processes(self, value: float) -> float:
+        """The mean of `value` over all processes (the value itself with one process)."""
+        if self.world_size == 1:
+            return value
+        total = self._sum_across_processes(torch.tensor([value], dtype=torch.float64))
+        return float(total[0]) / self.world_size
+
     def _sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.world_size == 1:
             return tensor
@@ -442,29 +494,28 @@ class VLMPPOTrainer:
         return reduced.cpu()
 
     def _open_loggers(self) -> None:
-        if not self.is_main:
+        """Start accelerate's trackers for `report_to` (tensorboard -> `run_dir/tensorboard/vlm-agent`,
+        wandb -> project "vlm-agent", run named after the run directory)."""
+        if not self.config.report_targets:
             return
-        for target in self.config.report_targets:
-            if target == "tensorboard":
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._loggers.append(SummaryWriter(str(self.run_dir / "tensorboard")))
-            elif target == "wandb":
-                try:
-                    import wandb
-                except ImportError as error:
-                    raise ImportError("report_to=wandb needs the wandb package: pip install wandb") from error
-                self._loggers.append(
-                    wandb.init(project="vlm-agent", name=self.run_dir.name, config=self.config.to_dict(), dir=str(self.run_dir))
-                )
+        if "wandb" in self.config.report_targets:
+            try:
+                import wandb  # noqa: F401
+            except ImportError as error:
+                raise ImportError("report_to=wandb needs the wandb package: pip install wandb") from error
+        # TensorBoard's hparams take only numbers, text and booleans; None becomes "None".
+        hyperparameters = {k: (v if isinstance(v, (int, float, str, bool)) else str(v)) for k, v in self.config.to_dict().items()}
+        self.accelerator.init_trackers(
+            "vlm-agent",  # the wandb project; the TensorBoard subfolder of run_dir/tensorboard
+            config=hyperparameters,
+            init_kwargs={"wandb": {"name": self.run_dir.name, "dir": str(self.run_dir)}},
+        )
+        self._trackers_open = True
 
     def _close_loggers(self) -> None:
-        for logger in self._loggers:
-            if hasattr(logger, "close"):
-                logger.close()
-            else:
-                logger.finish()
-        self._loggers = []
+        if self._trackers_open:
+            self.accelerator.end_training()
+            self._trackers_open = False
 
     def _log(self, metrics: dict[str, Any], sample_logs: list[dict[str, Any]]) -> None:
         self.history.append(metrics)
@@ -477,14 +528,9 @@ class VLMPPOTrainer:
             with open(self.run_dir / SAMPLES_JSONL, "a") as handle:
                 for record in sample_logs:
                     handle.write(json.dumps({"update": self.update, **record}) + "\n")
-        for logger in self._loggers:
+        if self._trackers_open:
             numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and "/" in k}
-            if hasattr(logger, "add_scalar"):
-                for name, value in numbers.items():
-                    logger.add_scalar(name, value, self.global_step)
-                logger.flush()
-            else:
-                logger.log(numbers, step=self.global_step)
+            self.accelerator.log(numbers, step=self.global_step)
 
     # ------------------------------------------------------------------ checkpoints
     def _trainable_state(self) -> dict[str, torch.Tensor]:
@@ -593,6 +639,41 @@ class VLMPPOTrainer:
         """`model_fingerprint` of `config.model_name_or_path`, recorded in checkpoints and checked on resume."""
         path = self.config.model_name_or_path
         return model_fingerprint(path) if path else None
+
+
+def disable_dropout(module: torch.nn.Module) -> None:
+    """Set the probability of every `torch.nn.Dropout` in `module` to 0 (as TRL's RL trainers do).
+
+    PPO compares the log-prob of an answer when it was sampled (eval mode) with the log-prob the
+    update's forward gives it (train mode); any dropout makes that ratio noise. Modules that read a
+    dropout rate from the model config instead (e.g. `attention_dropout`) are 0 in every supported
+    architecture's published config; the test suite checks train-mode and eval-mode scores agree.
+    """
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Dropout):
+            layer.p = 0.0
+
+
+def average_gradients_across_processes(parameters: list[torch.nn.Parameter], world_size: int) -> None:
+    """Replace each gradient with its mean over the processes, in one flattened all-reduce.
+
+    One collective over one buffer instead of one per parameter (hundreds for LoRA on every linear
+    layer); a parameter without a gradient on this process contributes zeros, so every process
+    sends the same layout.
+    """
+    import torch.distributed as dist
+
+    if not parameters:
+        return
+    gradients = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([g.reshape(-1) for g in gradients])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world_size
+    offset = 0
+    for parameter, gradient in zip(parameters, gradients, strict=True):
+        size = gradient.numel()
+        parameter.grad = flat[offset : offset + size].view_as(parameter).to(parameter.dtype)
+        offset += size
 
 
 def _target_modules(text: str) -> str | list[str]:

@@ -17,7 +17,6 @@ The same ``seed`` gives byte-identical weights and tokenizer.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -548,11 +547,4 @@ def make_tiny_model(
     return out_dir
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """``vlm-agent make-tiny-model --arch ARCH [--seed N] OUT``: build a tiny random model into OUT."""
-    from vlm_agent.cli import main as cli_main
-
-    return cli_main(["make-tiny-model", *(sys.argv[1:] if argv is None else argv)])
-
-
-__all__ = ["TINY_ARCHITECTURES", "main", "make_tiny_model", "tokenizer_corpus", "train_tokenizer"]
+__all__ = ["TINY_ARCHITECTURES", "make_tiny_model", "tokenizer_corpus", "train_tokenizer"]
