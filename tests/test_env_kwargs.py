@@ -54,7 +54,7 @@ def test_check_env_names_unknown_ids_and_options() -> None:
     check_env("gym_cards/NumberLine-v0", {"max_position": 8})
     check_env("gym_cards/Points24-v0", {"treat_face_cards_as_10": False, "max_episode_steps": 10})
     check_env("gym_cards/ALFWorld-v0", {"split": "eval", "task_types": ["pick"], "data_path": None})
-    with pytest.raises(ValueError, match=r"unknown environment 'gym_cards/Nope-v0'.*known gym_cards ids: .*NumberLine"):
+    with pytest.raises(ValueError, match=r"unknown environment id 'gym_cards/Nope-v0'.*known gym_cards ids: .*NumberLine"):
         check_env("gym_cards/Nope-v0")
     with pytest.raises(ValueError, match=r"\['splitt'\] are not accepted by gym_cards/ALFWorld-v0; its options are .*'split'"):
         check_env("gym_cards/ALFWorld-v0", {"splitt": "eval"})
@@ -88,7 +88,7 @@ def test_cli_env_errors_are_one_line_and_exit_2(command, tmp_path, capsys, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [err[0]] and err[0].startswith(f"vlm-agent {command}: error: env_kwargs option(s) ['splitt']")
     assert exit_code([command, env_flag, "gym_cards/Nope-v0"]) == 2
-    assert "unknown environment 'gym_cards/Nope-v0'" in capsys.readouterr().err
+    assert "unknown environment id 'gym_cards/Nope-v0'" in capsys.readouterr().err
     assert exit_code([command, "--env_kwargs", "[1, 2]"]) == 2
     assert "env_kwargs must be a mapping" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
