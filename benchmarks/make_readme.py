@@ -108,6 +108,16 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         command="python -m benchmarks.ppo_learning",
     ),
     BenchmarkSection(
+        name="ppo_learning_alfworld",
+        title="PPO learning on ALFWorld (tiny VLM on CPU)",
+        measures=(
+            "A tiny VLM warm-started by SFT on alfworld's expert (train games, a share of wrong actions), "
+            "then PPO on the train games; success and goal-condition rate with 95% intervals before and "
+            "after, on the train games and on the held-out (valid_unseen) games."
+        ),
+        command="python -m benchmarks.ppo_learning --alfworld",
+    ),
+    BenchmarkSection(
         name="cnn_rl_baseline",
         title="CNN + RL baseline (PPO on pixels)",
         measures=(
