@@ -766,7 +766,8 @@ def plot_learning_curve(
     success_axis.set_ylim(0, 105)
     success_axis.set_ylabel("success rate (%)")
     success_axis.set_title("success rate")
-    success_axis.legend(fontsize=7, loc="lower right")
+    if shown or levels:  # a run in which no episode ended yet has nothing to label
+        success_axis.legend(fontsize=7, loc="lower right")
     panels = [
         (axes[1], "charts/episode_return", "mean episode return", "return"),
         (axes[2], "charts/invalid_action_rate", "invalid-answer rate", "share of steps"),
