@@ -239,6 +239,17 @@ def test_render_is_deterministic_and_sized(fixed_game: str):
     assert np.array_equal(images[0], images[1])
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("split", ["train", "eval"])
+def test_every_shipped_game_renders_at_the_smallest_image_size(split: str):
+    """image_size=64 is allowed; the most crowded shipped scene (train game 9) once drew a box
+    whose bottom edge lay above its top edge, and PIL refused it."""
+    env = gym.make("gym_cards/ALFWorld-v0", split=split, image_size=64).unwrapped
+    for game in range(len(env.game_files)):
+        obs, _ = env.reset(seed=0, options={"game": game})
+        assert obs["image"].shape == (64, 64, 3)
+
+
 def test_lamp_that_is_on_lights_its_receptacle():
     base = {("receptacletype", "desk 1", "desktype"), ("receptacletype", "bed 1", "bedtype"),
             ("inreceptacle", "desklamp 1", "desk 1"), ("objecttype", "desklamp 1", "desklamptype")}

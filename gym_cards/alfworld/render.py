@@ -179,7 +179,10 @@ def receptacle_boxes(view: WorldView, size: int) -> dict[str, tuple[int, int, in
         y0 = map_top + row * line_h
         for col, name in enumerate(names):
             x0 = label_w + col * box_w
-            boxes[name] = (x0 + 1, round(y0 + 1), x0 + box_w - 2, round(y0 + line_h - 2))
+            left, top = x0 + 1, round(y0 + 1)
+            # At least one pixel each way: a crowded scene at a small image_size gives lines and
+            # columns under 3 pixels, and a box whose far edge lies before its near edge cannot be drawn.
+            boxes[name] = (left, top, max(left, x0 + box_w - 2), max(top, round(y0 + line_h - 2)))
     return boxes
 
 
