@@ -29,6 +29,8 @@ from gym_cards.alfworld.generate import GameSpec, generate_games, write_game
 from gym_cards.alfworld.generate import main as generate_main
 from gym_cards.alfworld.render import (
     LAMP_GLOW,
+    STATE_BADGES,
+    WorldView,
     holding_top,
     panel_top,
     receptacle_boxes,
@@ -237,6 +239,19 @@ def test_render_is_deterministic_and_sized(fixed_game: str):
         images.append(obs["image"])
         assert obs["image"].shape == (200, 200, 3) and obs["image"].dtype == np.uint8
     assert np.array_equal(images[0], images[1])
+
+
+def test_held_object_with_every_state_badge_draws_at_the_smallest_image_size():
+    """At 64 px an object chip is 3 pixels high; its state badges once had their bottom above their top."""
+    crowded = tuple(f"cabinet {i}" for i in range(1, 40))
+    view = WorldView(
+        receptacles=crowded, openable=frozenset(crowded[:5]), opened=frozenset(crowded[:2]),
+        agent_at=(crowded[0],), contents={crowded[0]: ("mug 1", "apple 2")}, held=("apple 1",),
+        states={"apple 1": tuple(predicate for predicate, _, _ in STATE_BADGES), "mug 1": ("iscool",)},
+    )
+    for size in (64, 65, 80):
+        image = render_world(view, "put a hot apple in fridge", size)
+        assert image.shape == (size, size, 3) and image.dtype == np.uint8
 
 
 @pytest.mark.slow

@@ -139,10 +139,11 @@ def _draw_chip(draw: ImageDraw.ImageDraw, x: int, y: int, name: str, states: tup
     draw.rounded_rectangle([x, y, x + width, y + height], radius=pad, fill=object_colour(name), outline=INK)
     draw.text((x + pad, y + height / 2), label, fill=INK, font=font, anchor="lm")
     bx = x + pad + _text_width(font, label) + pad
+    inset = min(2, height // 2)  # chips are only a few pixels high at the smallest image sizes
     for (text, colour), w in zip(badges, badge_widths):
         if bx + w > x + width:
             break
-        draw.rounded_rectangle([bx, y + 2, bx + w, y + height - 2], radius=pad, fill=colour)
+        draw.rounded_rectangle([bx, y + inset, bx + w, y + height - inset], radius=pad, fill=colour)
         draw.text((bx + pad, y + height / 2), text, fill=(255, 255, 255), font=badge_font, anchor="lm")
         bx += w + pad
     return width
