@@ -264,8 +264,11 @@ the benchmark was built (not reproduced by this script):
   of the state before it; in the table its success barely moves within this budget.
 - Blackjack's best play (basic strategy) wins ~43% of hands and always standing ~38%: the ceiling
   for any gain over the warm start.
-- The tiny model does not read the images (its 2-layer vision tower), so the state is given as
-  text (`show_state`); the paper's 89.4% on NumberLine reads the image with LLaVA-1.6-7B.
+- Without the state's text the plain tiny model cannot read the images (random 2-layer vision
+  tower, 112 px), so the text-state rows give it the state as text (`show_state`); the paper's 89.4%
+  on NumberLine reads the image with LLaVA-1.6-7B. The image-only variants start from a model with
+  legible vision settings aligned to read the image (`vlm-agent align`); a variant without a row
+  has not been run yet (see benchmarks/results/tiny_vlm_readout.md for how well the alignment reads).
 - PPO minutes depend on what else ran on the 2 shared cores.
 """
 

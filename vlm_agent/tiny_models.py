@@ -10,7 +10,9 @@ template that places the image, and the architecture's image processor.
 
 **The weights are random.** Such a model emits near-uniform junk, not JSON; it exists so that tests
 and CPU demonstrations run the real code paths (processor, generation, LoRA, PPO) end to end. A
-demonstration that should learn needs a supervised warm start first (``vlm_agent.sft``).
+demonstration that should learn needs a supervised warm start first (``vlm_agent.sft``); one that
+should learn from the image alone needs eyes first: :data:`LEGIBLE_VISION` (``vision=``) and the
+read-out alignment of ``vlm_agent.alignment``.
 
 The same ``seed`` gives byte-identical weights and tokenizer.
 """
