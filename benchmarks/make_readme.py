@@ -91,7 +91,7 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
             "gives the read-out accuracy on held-out states from the image alone, and with a blank "
             "image (the background colour only) as the control, which must fall to chance."
         ),
-        command="python -m benchmarks.tiny_vlm_readout",
+        command="python -m benchmarks.tiny_vlm_readout --envs gym_cards/NumberLine-v0",
     ),
     BenchmarkSection(
         name="ppo_learning",

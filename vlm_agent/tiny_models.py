@@ -86,8 +86,9 @@ class VisionSettings:
 
 
 #: Legible card games: 168 px keeps a Blackjack card's rank ~10 px high and NumberLine's digits
-#: ~22 px (300 px frames), 12 x 12 patches -> 36 image tokens after Qwen's 2 x 2 merge; a 4-layer,
-#: 128-wide tower reads them after alignment (benchmarks/results/tiny_vlm_readout.md).
+#: ~22 px (300 px frames), 12 x 12 patches -> 36 image tokens after Qwen's 2 x 2 merge. Legible is
+#: not yet read: 800 alignment steps left this tiny model's NumberLine read-out at chance
+#: (benchmarks/results/tiny_vlm_readout.md).
 LEGIBLE_VISION = VisionSettings(image_size=168, width=64, depth=2)
 
 
