@@ -94,12 +94,25 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         command="python -m benchmarks.policy_speed",
     ),
     BenchmarkSection(
+        name="tiny_vlm_readout",
+        title="Reading the image (tiny VLM alignment)",
+        measures=(
+            "Can a tiny VLM read the game state from the image? A tiny Qwen2-VL-architecture model "
+            "with legible vision settings is aligned on images of env states -> their read-out "
+            "(`vlm-agent align`: vision tower and projector first, then the whole model); the table "
+            "gives the read-out accuracy on held-out states from the image alone, and with a blank "
+            "image (the background colour only) as the control, which must fall to chance."
+        ),
+        command="python -m benchmarks.tiny_vlm_readout --envs gym_cards/NumberLine-v0",
+    ),
+    BenchmarkSection(
         name="ppo_learning",
         title="PPO learning (tiny VLM on CPU)",
         measures=(
             "Does PPO learn? A tiny VLM is warm-started by SFT on partly wrong expert demonstrations, "
             "then trained with PPO on CPU; success on held-out seeds before and after, for "
-            "NumberLine (CoT-scale lambda 0, 0.5, 1 and the action-only prompt) and Blackjack. "
+            "NumberLine (CoT-scale lambda 0, 0.5, 1 and the action-only prompt) and Blackjack, with the "
+            "state's text in the prompt and from the image alone (after the read-out alignment). "
             "Measured before the fix of evaluation's random rescue (CHANGELOG, issue 15): a move for an "
             "unusable answer was then correlated with the deal and favoured success. The warm-start "
             "columns had no unusable answers and are unaffected; after PPO, the lambda = 0 row had 8.6% "

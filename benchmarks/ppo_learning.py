@@ -9,11 +9,14 @@ and Blackjack:
 3. PPO from the warm start; evaluate the final policy on the same held-out seeds.
 
 Variants: the CoT-scaled log-prob's lambda in {0, 0.5, 1} on NumberLine, the action-only prompt
-on NumberLine, and lambda 0.5 on Blackjack.
+on NumberLine, and lambda 0.5 on Blackjack; each with the state's text in the prompt
+(`show_state`) and from the image alone ("image only": the tiny model gets legible vision
+settings and a read-out alignment stage before SFT, `vlm_agent.alignment`).
 
     python benchmarks/ppo_learning.py                  # the full benchmark (~30-60 CPU minutes)
     python benchmarks/ppo_learning.py --quick          # a smoke run of every stage (a few minutes)
     python benchmarks/ppo_learning.py --alfworld       # the ALFWorld rows (train and held-out games)
+    python benchmarks/ppo_learning.py --variants "NumberLine CoT lambda=0.5 (image only)"   # rerun one, keep the rest
 
 Writes `benchmarks/results/ppo_learning.{csv,md,png}` and `ppo_learning_curves.csv` (per-update
 training metrics of every run); `--alfworld` writes `ppo_learning_alfworld.{csv,md}`: success
@@ -43,14 +46,18 @@ class Variant:
     env_id: str
     use_cot: bool
     cot_scale: float
+    show_state: bool = True  # False: the model sees only the image (aligned first to read it)
 
 
-VARIANTS = (
+_TEXT_STATE = (
     Variant("NumberLine CoT lambda=0.5", "gym_cards/NumberLine-v0", True, 0.5),
     Variant("NumberLine CoT lambda=0", "gym_cards/NumberLine-v0", True, 0.0),
     Variant("NumberLine CoT lambda=1", "gym_cards/NumberLine-v0", True, 1.0),
     Variant("NumberLine action-only", "gym_cards/NumberLine-v0", False, 0.5),
     Variant("Blackjack CoT lambda=0.5", "gym_cards/Blackjack-v0", True, 0.5),
+)
+VARIANTS = _TEXT_STATE + tuple(
+    Variant(f"{v.name} (image only)", v.env_id, v.use_cot, v.cot_scale, show_state=False) for v in _TEXT_STATE
 )
 
 
@@ -60,8 +67,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--arch", default="qwen2_vl", help="Tiny architecture.")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--wrong-action-rate", type=float, default=0.2, help="Share of wrong SFT answers.")
-    parser.add_argument("--show-state", action=argparse.BooleanOptionalAction, default=True,
-                        help="Put the state's text in the prompt (the tiny models cannot read the images; see README).")
+    parser.add_argument("--align-steps", type=int, nargs=2, default=None, metavar=("VISION", "FULL"),
+                        help="Alignment steps of the image-only warm starts (default: VLMAlignConfig's).")
+    parser.add_argument("--aligned-model", type=Path, default=None,
+                        help="Start the image-only warm starts from this aligned model (e.g. the one "
+                             "benchmarks/tiny_vlm_readout.py measured: runs/tiny_vlm_readout/aligned) instead of aligning anew.")
     parser.add_argument("--sft-demos", type=int, default=512)
     parser.add_argument("--sft-epochs", type=float, default=12.0,
                         help="SFT epochs; the tiny model starts copying the state into its answer only after ~500 steps (512 demos, batch 8).")
@@ -88,22 +98,50 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool) -> Path:
-    """SFT the tiny model on demonstrations with deliberate mistakes (cached in the work dir)."""
+def aligned_model(args: argparse.Namespace) -> Path:
+    """The legible tiny model aligned to read NumberLine and Blackjack images (cached in the work dir)."""
+    from vlm_agent.alignment import VLMAlignConfig, run_alignment
+
+    if args.aligned_model is not None:
+        if not (args.aligned_model / "align_summary.json").is_file():
+            raise SystemExit(f"--aligned-model {args.aligned_model}: no align_summary.json there; run vlm-agent align first")
+        return args.aligned_model
+    steps = {} if args.align_steps is None else {"vision_steps": args.align_steps[0], "full_steps": args.align_steps[1]}
+    if args.quick:
+        steps = {"num_examples": 32, "vision_steps": 2, "full_steps": 2}
+    config = VLMAlignConfig(tiny_arch=args.arch, seed=args.seed, progress_bar=False, output_dir="", **steps)
+    name = f"aligned__ex{config.num_examples}_v{config.vision_steps}_f{config.full_steps}_lr{config.learning_rate:g}"
+    out = args.work_dir / name
+    if not (out / "align_summary.json").is_file():
+        config.output_dir = str(out)
+        run_alignment(config)
+    return out
+
+
+def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state: bool = True) -> Path:
+    """SFT the tiny model on demonstrations with deliberate mistakes (cached in the work dir).
+
+    Image-only warm starts begin from :func:`aligned_model` (the tiny model that reads the image),
+    the others from the plain tiny model.
+    """
     from vlm_agent.sft import VLMSFTConfig, run_sft
     from vlm_agent.tiny_models import make_tiny_model
 
     # The SFT settings are part of the name so that a cached warm start is reused only for equal settings.
     name = (f"{env_id.rsplit('/', 1)[-1]}__{'cot' if use_cot else 'action_only'}__warm_start"
             f"__demos{args.sft_demos}_ep{args.sft_epochs:g}_lr{args.sft_lr:g}_wrong{args.wrong_action_rate:g}")
+    if not show_state:
+        start = aligned_model(args)
+        name += f"__image_only__{start.name}"
     out = args.work_dir / name
     if (out / "sft_summary.json").is_file():
         return out
-    tiny = make_tiny_model(args.arch, args.work_dir / "tiny_random_model", seed=args.seed)
+    if show_state:
+        start = make_tiny_model(args.arch, args.work_dir / "tiny_random_model", seed=args.seed)
     run_sft(VLMSFTConfig(
-        model_name_or_path=str(tiny), env_id=env_id, num_demos=args.sft_demos, epochs=args.sft_epochs,
+        model_name_or_path=str(start), env_id=env_id, num_demos=args.sft_demos, epochs=args.sft_epochs,
         learning_rate=args.sft_lr, wrong_action_rate=args.wrong_action_rate, use_cot=use_cot,
-        show_state=args.show_state, seed=args.seed, output_dir=str(out), progress_bar=False,
+        show_state=show_state, seed=args.seed, output_dir=str(out), progress_bar=False,
     ))
     return out
 
@@ -116,7 +154,7 @@ def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str
     agent = LocalHFAgent(policy.eval(), name=label, seed=args.seed)
     return evaluate_agent(
         agent, variant.env_id, episodes=args.eval_episodes, seed=args.seed, cot=variant.use_cot,
-        num_envs=min(16, args.eval_episodes), show_state=args.show_state, progress=False,
+        num_envs=min(16, args.eval_episodes), show_state=variant.show_state, progress=False,
     )
 
 
@@ -125,7 +163,7 @@ def ppo_config(args: argparse.Namespace, variant: Variant, model_dir: Path, run_
 
     return VLMPPOConfig(
         model_name_or_path=str(model_dir), device="cpu", env_id=variant.env_id, seed=args.seed,
-        use_cot=variant.use_cot, show_state=args.show_state, cot_scale=variant.cot_scale,
+        use_cot=variant.use_cot, show_state=variant.show_state, cot_scale=variant.cot_scale,
         temperature=0.2, max_new_tokens=(160 if "Blackjack" in variant.env_id else 64) if variant.use_cot else 16,
         num_envs=args.num_envs, num_steps=args.num_steps, total_timesteps=args.ppo_steps,
         gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_range_value=0.2, ppo_epochs=2,
@@ -163,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         curves = [point for point in old_curves if point["variant"] not in args.variants]
     for variant in variants:
         started = time.perf_counter()
-        model_dir = warm_start(args, variant.env_id, variant.use_cot)
+        model_dir = warm_start(args, variant.env_id, variant.use_cot, variant.show_state)
         sft_seconds = time.perf_counter() - started
         run_dir = args.work_dir / variant.name.replace(" ", "_").replace("=", "")
         config = ppo_config(args, variant, model_dir, run_dir)
@@ -180,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         after = evaluate(trainer.policy, args, variant, "after PPO")
         row = {
             "variant": variant.name, "env_id": variant.env_id, "cot": variant.use_cot, "cot_scale": variant.cot_scale,
-            "show_state": args.show_state, "wrong_action_rate": args.wrong_action_rate,
+            "show_state": variant.show_state, "wrong_action_rate": args.wrong_action_rate,
             "ppo_env_steps": trainer.global_step, "ppo_updates": trainer.update,
             "before_success": before.success_rate, "before_ci_low": before.ci95[0], "before_ci_high": before.ci95[1],
             "after_success": after.success_rate, "after_ci_low": after.ci95[0], "after_ci_high": after.ci95[1],
@@ -404,8 +442,11 @@ the benchmark was built (not reproduced by this script):
   of the state before it; in the table its success barely moves within this budget.
 - Blackjack's best play (basic strategy) wins ~43% of hands and always standing ~38%: the ceiling
   for any gain over the warm start.
-- The tiny model does not read the images (its 2-layer vision tower), so the state is given as
-  text (`show_state`); the paper's 89.4% on NumberLine reads the image with LLaVA-1.6-7B.
+- Without the state's text the plain tiny model cannot read the images (random 2-layer vision
+  tower, 112 px), so the text-state rows give it the state as text (`show_state`); the paper's 89.4%
+  on NumberLine reads the image with LLaVA-1.6-7B. The image-only variants start from a model with
+  legible vision settings aligned to read the image (`vlm-agent align`); a variant without a row
+  has not been run yet (see benchmarks/results/tiny_vlm_readout.md for how well the alignment reads).
 - PPO minutes depend on what else ran on the 2 shared cores.
 """
 
@@ -431,14 +472,17 @@ def write_results(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args
         f"{args.sft_demos} expert demonstrations with {100 * args.wrong_action_rate:.0f}% deliberately wrong actions, "
         f"then PPO for {args.ppo_steps} environment steps ({args.num_envs} envs x {args.num_steps} steps per update). "
         f"Success rate in % with Wilson 95% interval on {args.eval_episodes} held-out episodes, sampling at T=0.2 (the paper's temperature). "
-        f"State text in the prompt: {args.show_state}."),
+        "Observation: 'text + image' puts the state's text in the prompt as well (`show_state`); 'image only' "
+        "shows the image alone, to a tiny model with legible vision settings aligned to read it first "
+        "(`vlm_agent.alignment`, benchmarks/results/tiny_vlm_readout.md)."),
         "",
-        "| variant | warm start | after PPO | gain (points) | return before -> after | invalid before -> after | PPO minutes |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | observation | warm start | after PPO | gain (points) | return before -> after | invalid before -> after | PPO minutes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['variant']} | {pct(row['before_success'], row['before_ci_low'], row['before_ci_high'])} | "
+            f"| {row['variant']} | {'text + image' if row['show_state'] else 'image only'} | "
+            f"{pct(row['before_success'], row['before_ci_low'], row['before_ci_high'])} | "
             f"{pct(row['after_success'], row['after_ci_low'], row['after_ci_high'])} | {row['gain_points']:+.1f} | "
             f"{row['before_return']:.2f} -> {row['after_return']:.2f} | "
             f"{100 * row['before_invalid']:.1f}% -> {100 * row['after_invalid']:.1f}% | {row['ppo_seconds'] / 60:.1f} |"

@@ -1,4 +1,4 @@
-"""The `vlm-agent` command: train | eval | sft | make-tiny-model | env.
+"""The `vlm-agent` command: train | eval | sft | align | make-tiny-model | env.
 
 Every subcommand reads its options from a dataclass (each field's `help` is its `--help` line)
 through `trl.TrlParser`, so `--config file.yaml` (or `--config=file.yaml`) sets the same options by
@@ -11,6 +11,7 @@ status 2 (options) or 1 (checkpoints), without a traceback.
     vlm-agent train --config my_run.yaml --seed 3
     vlm-agent eval --methods local:runs/<run> --env_ids gym_cards/NumberLine-v0
     vlm-agent sft --env_id gym_cards/Blackjack-v0 --output_dir sft_blackjack
+    vlm-agent align --output_dir aligned_tiny          # a tiny model that reads the card images
     vlm-agent make-tiny-model --arch llava_next tiny_llava
     vlm-agent env                                     # versions, for bug reports
 """
@@ -35,6 +36,7 @@ COMMANDS = {
     "train": "PPO fine-tuning of a vision-language model on a gym_cards task (default: a CPU demo).",
     "eval": "Success rate (95% interval), mean return and invalid-answer rate on held-out seeds.",
     "sft": "Supervised warm start on expert demonstrations (optionally with deliberate mistakes).",
+    "align": "Teach a (tiny) VLM to read the game state from the image (images -> read-outs), before SFT.",
     "make-tiny-model": "Build a tiny random vision-language model offline, for tests and CPU demos.",
     "env": "Print versions of Python, torch, transformers, trl, ... for bug reports.",
 }
@@ -222,6 +224,24 @@ def _sft(argv: list[str]) -> int:
     return 0
 
 
+def _align(argv: list[str]) -> int:
+    from vlm_agent.alignment import VLMAlignConfig, run_alignment
+
+    config = _parse(VLMAlignConfig, "align", argv)
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))  # see ppo_trainer.train
+    result = run_alignment(config)
+    losses = result.vision_losses + result.full_losses
+    print(f"aligned model written to {result.model_dir} (loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses
+          else f"model written unchanged to {result.model_dir} (no alignment steps)")
+    for accuracy in result.accuracy:
+        fields = ", ".join(f"{key} {100 * value:.0f}%" for key, value in accuracy.fields.items())
+        print(f"  {accuracy.env_id} {'blank image' if accuracy.blank else 'image'}: {fields}")
+    return 0
+
+
 @dataclass
 class TinyModelArguments:
     """Options of `vlm-agent make-tiny-model`."""
@@ -236,6 +256,11 @@ class TinyModelArguments:
     seed: int = field(default=0, metadata={"help": "Seed of the random weights and the tokenizer corpus."})
     hidden_size: int = field(default=128, metadata={"help": "Language-model width (a multiple of 32)."})
     num_layers: int = field(default=4, metadata={"help": "Language-model depth."})
+    image_size: int = field(
+        default=112, metadata={"help": "Side of the processed images, pixels (a multiple of 28; 168 makes the cards legible)."}
+    )
+    vision_width: int = field(default=64, metadata={"help": "Vision tower width (a multiple of 16)."})
+    vision_depth: int = field(default=2, metadata={"help": "Vision tower layers."})
 
 
 def _positional_out_dir(argv: list[str]) -> list[str]:
@@ -259,11 +284,15 @@ def _make_tiny_model(argv: list[str]) -> int:
     arguments = _parse(TinyModelArguments, "make-tiny-model", _positional_out_dir(argv))
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.tiny_models import VisionSettings, make_tiny_model
 
+    try:
+        vision = VisionSettings(arguments.image_size, arguments.vision_width, arguments.vision_depth)
+    except ValueError as error:
+        _parser(TinyModelArguments, "make-tiny-model").error(str(error))
     path = make_tiny_model(
         arguments.arch, arguments.out_dir, seed=arguments.seed,
-        hidden_size=arguments.hidden_size, num_layers=arguments.num_layers,
+        hidden_size=arguments.hidden_size, num_layers=arguments.num_layers, vision=vision,
     )
     parameters = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(path).parameters())
     print(f"wrote a tiny {arguments.arch} model ({parameters / 1e6:.2f}M random parameters) to {path}")
@@ -298,7 +327,14 @@ def _env(argv: list[str]) -> int:
     return 0
 
 
-HANDLERS = {"train": _train, "eval": _eval, "sft": _sft, "make-tiny-model": _make_tiny_model, "env": _env}
+HANDLERS = {
+    "train": _train,
+    "eval": _eval,
+    "sft": _sft,
+    "align": _align,
+    "make-tiny-model": _make_tiny_model,
+    "env": _env,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

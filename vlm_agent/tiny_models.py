@@ -10,7 +10,9 @@ template that places the image, and the architecture's image processor.
 
 **The weights are random.** Such a model emits near-uniform junk, not JSON; it exists so that tests
 and CPU demonstrations run the real code paths (processor, generation, LoRA, PPO) end to end. A
-demonstration that should learn needs a supervised warm start first (``vlm_agent.sft``).
+demonstration that should learn needs a supervised warm start first (``vlm_agent.sft``); one that
+should learn from the image alone needs eyes first: :data:`LEGIBLE_VISION` (``vision=``) and the
+read-out alignment of ``vlm_agent.alignment``.
 
 The same ``seed`` gives byte-identical weights and tokenizer.
 """
@@ -48,9 +50,45 @@ from vlm_agent.models import Qwen2_5_VLImageProcessorOnly, Qwen2VLImageProcessor
 
 TINY_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "llava_next", "idefics3", "gemma3")
 
-#: Patch size of every tiny vision tower, and the side of the images the processors produce.
+#: Patch size of every tiny vision tower, and the default side of the images the processors produce.
 PATCH_SIZE = 14
 IMAGE_SIZE = 112
+
+
+@dataclass(frozen=True)
+class VisionSettings:
+    """Size of a tiny model's eyes: the processed image side (pixels), the vision width and depth.
+
+    The default (112 px, width 64, 2 layers) is the cheapest that runs every code path; it is what
+    tests use. At 112 px a Blackjack card's rank shrinks to ~6 px, below what a 14 px patch can
+    tell apart; :data:`LEGIBLE_VISION` is the setting the alignment stage (``vlm_agent.alignment``)
+    uses to make the card games legible.
+    """
+
+    image_size: int = IMAGE_SIZE
+    width: int = 64
+    depth: int = 2
+
+    def __post_init__(self) -> None:
+        # Qwen merges 2 x 2 patches, Idefics3 pixel-shuffles by 2, Gemma 3 pools to 4 x 4: a side
+        # of an even number of 14 px patches suits all of them (Gemma 3 also needs a multiple of 4).
+        if self.image_size < 56 or self.image_size % (2 * PATCH_SIZE):
+            raise ValueError(f"image_size must be a multiple of {2 * PATCH_SIZE} and >= 56, got {self.image_size}")
+        if self.width < 16 or self.width % 16:
+            raise ValueError(f"vision width must be a positive multiple of 16, got {self.width}")
+        if self.depth < 1:
+            raise ValueError(f"vision depth must be >= 1, got {self.depth}")
+
+    @property
+    def patches_per_side(self) -> int:
+        return self.image_size // PATCH_SIZE
+
+
+#: Legible card games: 168 px keeps a Blackjack card's rank ~10 px high and NumberLine's digits
+#: ~22 px (300 px frames), 12 x 12 patches -> 36 image tokens after Qwen's 2 x 2 merge. Legible is
+#: not yet read: 800 alignment steps left this tiny model's NumberLine read-out at chance
+#: (benchmarks/results/tiny_vlm_readout.md).
+LEGIBLE_VISION = VisionSettings(image_size=168, width=64, depth=2)
 
 
 @dataclass(frozen=True)
@@ -267,10 +305,11 @@ def train_tokenizer(
     return fast
 
 
-def _qwen_image_processor() -> Qwen2VLImageProcessorPil:
-    # longest_edge is a pixel count; a little slack above 112*112 keeps 112 x 112 (16 tokens).
+def _qwen_image_processor(vision: VisionSettings) -> Qwen2VLImageProcessorPil:
+    # longest_edge is a pixel count; a little slack above side*side keeps side x side (112 px: 16 tokens).
+    side = vision.image_size
     return Qwen2VLImageProcessorPil(
-        size={"shortest_edge": 56 * 56, "longest_edge": IMAGE_SIZE * IMAGE_SIZE + 2000},
+        size={"shortest_edge": 56 * 56, "longest_edge": side * side + 2000},
         patch_size=PATCH_SIZE,
         merge_size=2,
         temporal_patch_size=2,
@@ -313,12 +352,14 @@ def _qwen_token_ids(tokenizer: PreTrainedTokenizerFast) -> dict[str, int]:
     }
 
 
-def _build_qwen2_vl(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
+def _build_qwen2_vl(
+    tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, vision: VisionSettings
+) -> tuple[object, ProcessorMixin]:
     config = Qwen2VLConfig(
         text_config=_qwen_text_config(len(tokenizer), tokenizer, hidden, layers),
         vision_config={
-            "depth": 2,
-            "embed_dim": 64,
+            "depth": vision.depth,
+            "embed_dim": vision.width,
             "hidden_size": hidden,
             "num_heads": 4,
             "mlp_ratio": 2,
@@ -330,37 +371,42 @@ def _build_qwen2_vl(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int
         **_qwen_token_ids(tokenizer),
     )
     processor = Qwen2VLImageProcessorOnly(
-        image_processor=_qwen_image_processor(), tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE
+        image_processor=_qwen_image_processor(vision), tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE
     )
     return config, processor
 
 
-def _build_qwen2_5_vl(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
+def _build_qwen2_5_vl(
+    tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, vision: VisionSettings
+) -> tuple[object, ProcessorMixin]:
     config = Qwen2_5_VLConfig(
         text_config=_qwen_text_config(len(tokenizer), tokenizer, hidden, layers),
         vision_config={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
+            "depth": vision.depth,
+            "hidden_size": vision.width,
+            "intermediate_size": 2 * vision.width,
             "num_heads": 4,
             "out_hidden_size": hidden,
             "patch_size": PATCH_SIZE,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
-            "window_size": IMAGE_SIZE,
-            "fullatt_block_indexes": [1],
+            "window_size": vision.image_size,
+            "fullatt_block_indexes": [vision.depth - 1],
         },
         tie_word_embeddings=True,
         **_qwen_token_ids(tokenizer),
     )
     processor = Qwen2_5_VLImageProcessorOnly(
-        image_processor=_qwen_image_processor(), tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE
+        image_processor=_qwen_image_processor(vision), tokenizer=tokenizer, chat_template=_QWEN_CHAT_TEMPLATE
     )
     return config, processor
 
 
-def _build_llava_next(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
-    pinpoints = [[IMAGE_SIZE, IMAGE_SIZE], [IMAGE_SIZE, 2 * IMAGE_SIZE], [2 * IMAGE_SIZE, IMAGE_SIZE]]
+def _build_llava_next(
+    tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, vision: VisionSettings
+) -> tuple[object, ProcessorMixin]:
+    side = vision.image_size
+    pinpoints = [[side, side], [side, 2 * side], [2 * side, side]]
     text_config = MistralConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
@@ -376,13 +422,14 @@ def _build_llava_next(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: i
         tie_word_embeddings=True,
     )
     vision_config = CLIPVisionConfig(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
+        hidden_size=vision.width,
+        intermediate_size=2 * vision.width,
+        # Features come from layer -2, so the tower needs at least two layers.
+        num_hidden_layers=max(2, vision.depth),
         num_attention_heads=4,
-        image_size=IMAGE_SIZE,
+        image_size=side,
         patch_size=PATCH_SIZE,
-        projection_dim=64,
+        projection_dim=vision.width,
     )
     config = LlavaNextConfig(
         vision_config=vision_config,
@@ -394,8 +441,8 @@ def _build_llava_next(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: i
         tie_word_embeddings=True,
     )
     image_processor = LlavaNextImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": side},
+        crop_size={"height": side, "width": side},
         image_grid_pinpoints=pinpoints,
     )
     processor = LlavaNextProcessor(
@@ -410,23 +457,25 @@ def _build_llava_next(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: i
     return config, processor
 
 
-def _small_vision(hidden: int = 64) -> dict:
-    """A 2-layer ViT over 112 px images in 14 px patches (8 x 8 = 64 patch features)."""
+def _small_vision(vision: VisionSettings) -> dict:
+    """A small ViT in 14 px patches (112 px: 8 x 8 = 64 patch features)."""
     return {
-        "hidden_size": hidden,
-        "intermediate_size": 2 * hidden,
-        "num_hidden_layers": 2,
+        "hidden_size": vision.width,
+        "intermediate_size": 2 * vision.width,
+        "num_hidden_layers": vision.depth,
         "num_attention_heads": 4,
-        "image_size": IMAGE_SIZE,
+        "image_size": vision.image_size,
         "patch_size": PATCH_SIZE,
     }
 
 
-def _build_idefics3(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
-    scale_factor = 2  # pixel shuffle: 64 patch features -> 16 image tokens
-    image_seq_len = (IMAGE_SIZE // PATCH_SIZE) ** 2 // scale_factor**2
+def _build_idefics3(
+    tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, vision: VisionSettings
+) -> tuple[object, ProcessorMixin]:
+    scale_factor = 2  # pixel shuffle: 112 px, 64 patch features -> 16 image tokens
+    image_seq_len = vision.patches_per_side**2 // scale_factor**2
     config = Idefics3Config(
-        vision_config=_small_vision(),
+        vision_config=_small_vision(vision),
         text_config={
             "model_type": "llama",
             "vocab_size": len(tokenizer),
@@ -448,8 +497,8 @@ def _build_idefics3(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int
     )
     image_processor = Idefics3ImageProcessorPil(
         do_image_splitting=False,
-        size={"longest_edge": IMAGE_SIZE},
-        max_image_size={"longest_edge": IMAGE_SIZE},
+        size={"longest_edge": vision.image_size},
+        max_image_size={"longest_edge": vision.image_size},
     )
     processor = Idefics3Processor(
         image_processor=image_processor,
@@ -460,11 +509,15 @@ def _build_idefics3(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int
     return config, processor
 
 
-def _build_gemma3(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) -> tuple[object, ProcessorMixin]:
-    tokens_per_image = 16  # average pooling of the 8 x 8 patch features
+def _build_gemma3(
+    tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int, vision: VisionSettings
+) -> tuple[object, ProcessorMixin]:
+    tokens_per_image = 16  # average pooling of the patch features to 4 x 4
+    if vision.patches_per_side % 4:
+        raise ValueError(f"gemma3 pools patches to 4 x 4: image_size must be a multiple of 56, got {vision.image_size}")
     head_dim = hidden // 4
     config = Gemma3Config(
-        vision_config={"model_type": "siglip_vision_model", **_small_vision()},
+        vision_config={"model_type": "siglip_vision_model", **_small_vision(vision)},
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": hidden,
@@ -486,7 +539,7 @@ def _build_gemma3(tokenizer: PreTrainedTokenizerFast, hidden: int, layers: int) 
         image_token_index=tokenizer.convert_tokens_to_ids("<image_soft_token>"),
         tie_word_embeddings=True,
     )
-    image_processor = Gemma3ImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor = Gemma3ImageProcessorPil(size={"height": vision.image_size, "width": vision.image_size})
     processor = Gemma3Processor(
         image_processor=image_processor,
         tokenizer=tokenizer,
@@ -513,6 +566,7 @@ def make_tiny_model(
     hidden_size: int = 128,
     num_layers: int = 4,
     vocab_size: int = 1024,
+    vision: VisionSettings | None = None,
 ) -> Path:
     """Build and save a tiny randomly initialised VLM of architecture ``arch``; return ``out_dir``.
 
@@ -523,6 +577,8 @@ def make_tiny_model(
         hidden_size: LM width (multiple of 32; 128 gives ~1.3M parameters).
         num_layers: LM depth.
         vocab_size: upper bound of the BPE vocabulary (the corpus may give fewer tokens).
+        vision: image side, vision width and depth (default :class:`VisionSettings`: 112 px, 64 x 2);
+            :data:`LEGIBLE_VISION` before an alignment stage that should teach the model to read.
 
     The weights are random: see the module docstring.
     """
@@ -535,7 +591,7 @@ def make_tiny_model(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = train_tokenizer(arch, seed=seed, vocab_size=vocab_size)
-    config, processor = _BUILDERS[arch](tokenizer, hidden_size, num_layers)
+    config, processor = _BUILDERS[arch](tokenizer, hidden_size, num_layers, vision or VisionSettings())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForImageTextToText.from_config(config, dtype=torch.float32)
@@ -547,4 +603,11 @@ def make_tiny_model(
     return out_dir
 
 
-__all__ = ["TINY_ARCHITECTURES", "make_tiny_model", "tokenizer_corpus", "train_tokenizer"]
+__all__ = [
+    "LEGIBLE_VISION",
+    "TINY_ARCHITECTURES",
+    "VisionSettings",
+    "make_tiny_model",
+    "tokenizer_corpus",
+    "train_tokenizer",
+]

@@ -1,0 +1,137 @@
+"""Read-out alignment (vlm_agent.alignment): real tiny runs that learn, reproducibly, and clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vlm_agent.alignment import (
+    VLMAlignConfig,
+    blank_like,
+    held_out_examples,
+    readout_examples,
+    readout_values,
+    run_alignment,
+)
+from vlm_agent.tiny_models import LEGIBLE_VISION, VisionSettings, make_tiny_model
+
+# The smallest model that runs the whole path (one 16-wide vision layer over 56 px: 4 image tokens).
+MINI_VISION = VisionSettings(image_size=56, width=16, depth=1)
+
+
+def test_examples_are_true_readouts_of_seeded_states() -> None:
+    examples = readout_examples("gym_cards/Blackjack-v0", 6, seed=3)
+    again = readout_examples("gym_cards/Blackjack-v0", 6, seed=3)
+    assert [e.values for e in examples] == [e.values for e in again]
+    assert all(np.array_equal(a.image, b.image) for a, b in zip(examples, again))
+    assert list(examples[0].values) == ["dealer card", "player cards", "player total"]
+    assert all(" of " in card for e in examples for card in e.values["player cards"])
+    line = readout_examples("gym_cards/NumberLine-v0", 20, seed=0)
+    assert all(e.values["current number"] != e.values["target number"] for e in line)  # never a finished state
+    assert json.loads(line[0].answer) == line[0].values
+    assert readout_values("gym_cards/NumberLine-v0", {"current": 1, "target": 4}) == {
+        "current number": "1", "target number": "4"}
+    held_out = held_out_examples("gym_cards/NumberLine-v0", 3, seed=0)
+    assert held_out[0].values == readout_examples("gym_cards/NumberLine-v0", 1, seed=10**9)[0].values
+
+
+def test_blank_image_keeps_only_the_background() -> None:
+    image = readout_examples("gym_cards/NumberLine-v0", 1, seed=0)[0].image
+    blank = blank_like(image)
+    assert blank.shape == image.shape and blank.dtype == image.dtype
+    assert (blank == image[0, 0]).all() and not (image == image[0, 0]).all()
+
+
+def test_alignment_lowers_the_held_out_readout_loss_and_same_seed_gives_same_weights(
+    tmp_path: Path, torch_single_thread: None
+) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_agent.alignment import readout_loss
+    from vlm_agent.models import load_processor
+
+    start = make_tiny_model("qwen2_vl", tmp_path / "start", seed=0, hidden_size=32, num_layers=1, vision=MINI_VISION)
+
+    def align(out: str) -> Path:
+        config = VLMAlignConfig(model_name_or_path=str(start), env_ids=["gym_cards/NumberLine-v0"], num_examples=16,
+                                vision_steps=3, full_steps=20, batch_size=8, learning_rate=1e-2, seed=5,
+                                output_dir=str(tmp_path / out), progress_bar=False)
+        result = run_alignment(config)
+        assert len(result.vision_losses) == 3 and len(result.full_losses) == 20
+        return result.model_dir
+
+    first, second = align("a"), align("b")
+    held_out = held_out_examples("gym_cards/NumberLine-v0", 16, seed=0)
+    processor = load_processor(first)
+
+    def loss(path: Path) -> float:
+        model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+        with torch.no_grad():
+            return float(readout_loss(model, processor, held_out))
+
+    assert loss(first) < 0.5 * loss(start), "alignment must improve the read-out over the random model"
+    weights = [AutoModelForImageTextToText.from_pretrained(p).state_dict() for p in (first, second)]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0]), "same seed, same weights"
+    summary = json.loads((first / "align_summary.json").read_text())
+    assert summary["config"]["seed"] == 5 and len(summary["full_losses"]) == 20
+
+
+def test_vision_only_stage_leaves_the_language_model_alone(tmp_path: Path, torch_single_thread: None) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    start = make_tiny_model("qwen2_vl", tmp_path / "start", seed=0, hidden_size=32, num_layers=1, vision=MINI_VISION)
+    config = VLMAlignConfig(model_name_or_path=str(start), env_ids=["gym_cards/NumberLine-v0"], num_examples=8,
+                            vision_steps=2, full_steps=0, batch_size=4, output_dir=str(tmp_path / "out"),
+                            progress_bar=False)
+    run_alignment(config)
+    before = AutoModelForImageTextToText.from_pretrained(start).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(tmp_path / "out").state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("model.visual.") for k in changed)
+
+
+def test_legible_vision_gives_36_image_tokens(tmp_path: Path, torch_single_thread: None) -> None:
+    from vlm_agent.models import load_processor
+    from vlm_agent.prompts import chat_messages
+
+    path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
+    processor = load_processor(path)
+    text = processor.apply_chat_template(chat_messages("hi"), tokenize=False, add_generation_prompt=True)
+    inputs = processor(images=[[np.zeros((300, 300, 3), np.uint8)]], text=[text], return_tensors="pt")
+    assert inputs["image_grid_thw"].tolist() == [[1, 12, 12]]  # 168 px in 14 px patches
+    assert int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")).sum()) == 36
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_size": 100}, "multiple of 28"),
+        ({"width": 20}, "multiple of 16"),
+        ({"depth": 0}, "depth"),
+    ],
+)
+def test_vision_settings_refuse_bad_sizes(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        VisionSettings(**kwargs)
+
+
+def test_align_config_refuses_envs_without_readout() -> None:
+    with pytest.raises(ValueError, match="no built-in read-out"):
+        VLMAlignConfig(env_ids=["gym_cards/ALFWorld-v0"])
+    with pytest.raises(ValueError, match="num_examples"):
+        VLMAlignConfig(num_examples=0)
+
+
+def test_cli_align_bad_env_is_one_line_error(capsys) -> None:
+    from vlm_agent.cli import main
+
+    with pytest.raises(SystemExit) as raised:
+        main(["align", "--env_ids", "gym_cards/Nope-v0"])
+    assert raised.value.code != 0
+    assert "no built-in read-out" in capsys.readouterr().err
