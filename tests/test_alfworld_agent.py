@@ -144,11 +144,15 @@ def test_train_on_alfworld_warm_starts_the_tiny_model_on_expert_demonstrations(t
         "train", "--env_id", ALFWORLD, "--env_kwargs", "image_size: 64", "--output_dir", str(run_dir),
         "--sft_num_demos", "8", "--sft_epochs", "1", "--sft_wrong_action_rate", "0.25", "--num_envs", "2",
         "--num_steps", "1", "--total_timesteps", "2", "--mini_batch_size", "2", "--max_new_tokens", "8",
-        "--no_progress_bar",
+        "--final_eval_episodes", "2", "--no_progress_bar",
     ])
     assert code == 0
     summary = json.loads((run_dir / "base_model" / "sft_summary.json").read_text())
     assert summary["num_demos"] == 8 and summary["losses"] and summary["config"]["env_id"] == ALFWORLD
     assert summary["config"]["env_kwargs"] == SMALL_IMAGES
     assert (run_dir / "policy" / "policy_settings.json").is_file()
-    assert "--env_kwargs '{\"image_size\": 64}'" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--env_kwargs '{\"image_size\": 64}'" in out
+    # The demo config's closing comparison ran on ALFWorld too (random, warm start, trained, expert).
+    comparison = (run_dir / "held_out_comparison.csv").read_text()
+    assert all(row in comparison for row in ("random", "warm start", "trained", "expert"))
