@@ -33,6 +33,8 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+from env_helpers import formula_env
+
 import gym_cards  # noqa: F401
 from gym_cards.core.cards import Card, card_value
 from gym_cards.core.formula import evaluate_formula, is_number_token
@@ -40,14 +42,6 @@ from gym_cards.envs import ez_points
 
 
 # ---------------------------------------------------------------------------- hand-derived numbers
-def _formula_env(env_id: str, numbers: list[int], **kwargs):
-    env = gym.make(env_id, **kwargs).unwrapped
-    env.reset(seed=0)
-    env.cards = [Card(str(n) if n > 1 else "A", "hearts") for n in numbers]
-    env.numbers = list(numbers)
-    env._solvable = None
-    env._draw_table()
-    return env
 
 
 def _play(env, tokens: str) -> list[tuple[float, bool, bool]]:
@@ -61,7 +55,7 @@ def _play(env, tokens: str) -> list[tuple[float, bool, bool]]:
 def test_issue_example_five_five_five_six_times_two_is_truncated_not_won():
     # Deal (6, 2). Three unavailable 5s: -1 each and three blanks (length 3); "6 * 2" brings the
     # length to 6 with reward 0; "=" then finds 6 > 5 entries: truncated, -1. Total -4 (it was +7).
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     results = _play(env, "5 5 5 6 * 2 =")
     assert [r[0] for r in results] == [-1.0, -1.0, -1.0, 0.0, 0.0, 0.0, -1.0]
     assert results[-1] == (-1.0, False, True) and not any(r[1] or r[2] for r in results[:-1])
@@ -79,18 +73,18 @@ def test_only_unavailable_numbers_end_the_episode_at_step_seven():
 
 def test_a_blank_is_invisible_to_equals_but_uses_up_the_length():
     # "6 9 * 2 =" on (6, 2): the 9 costs -1 and a place, "6 * 2" is still 12 -> +10 (length 4).
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     assert [r[0] for r in _play(env, "6 9 * 2 =")] == [0.0, -1.0, 0.0, 0.0, 10.0]
     # Two blanks: length exactly 5, "=" is still judged.
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     assert _play(env, "9 9 6 * 2 =")[-1] == (10.0, True, False)
     # Three blanks: length 6, "=" is truncated.
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     assert _play(env, "9 9 9 6 * 2 =")[-1] == (-1.0, False, True)
 
 
 def test_the_blank_is_not_drawn_and_not_listed():
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2], render_mode="rgb_array")
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2], render_mode="rgb_array")
     before = env.render()
     _, _, _, _, info = env.step(env.action_names.index("9"))
     assert np.array_equal(env.render(), before)  # nothing written, nothing drawn
@@ -100,7 +94,7 @@ def test_the_blank_is_not_drawn_and_not_listed():
 
 def test_points24_limit_step_is_the_twenty_second():
     # 21 entries are allowed to be written; the 22nd step sees 21 > 20 and is truncated.
-    env = _formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
+    env = formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
     results = _play(env, " ".join(["("] * 10 + ["7"] * 11 + ["6"]))  # 10 "(" and 11 blanks
     assert [r[0] for r in results] == [0.0] * 10 + [-1.0] * 11 + [-1.0]
     assert results[-1] == (-1.0, False, True) and not any(r[2] for r in results[:-1])
@@ -108,7 +102,7 @@ def test_points24_limit_step_is_the_twenty_second():
 
 
 def test_expert_keeps_within_the_limit_after_blanks():
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     _play(env, "9 9")  # two blanks: three places left, exactly "6 * 2" / "2 * 6"
     for _ in range(3):
         env.step(env.expert_action())
@@ -117,7 +111,7 @@ def test_expert_keeps_within_the_limit_after_blanks():
 
 
 def test_expert_says_equals_when_no_completion_fits_any_more():
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     _play(env, "9 9 9")  # three blanks: "6 * 2" would need length 6
     assert env.action_names[env.expert_action()] == "="
 

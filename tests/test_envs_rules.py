@@ -5,19 +5,13 @@ from __future__ import annotations
 import gymnasium as gym
 import pytest
 
+from env_helpers import formula_env
+
 import gym_cards  # noqa: F401
 from gym_cards.core.cards import Card
 from gym_cards.envs.blackjack import basic_strategy, hand_total, is_natural, score
 
 
-def _formula_env(env_id: str, numbers: list[int], **kwargs):
-    env = gym.make(env_id, **kwargs).unwrapped
-    env.reset(seed=0)
-    env.cards = [Card(str(n) if n > 1 else "A", "hearts") for n in numbers]
-    env.numbers = list(numbers)
-    env._solvable = None
-    env._draw_table()
-    return env
 
 
 def _act(env, token: str):
@@ -69,7 +63,7 @@ def test_number_line_start_never_equals_target():
 
 # ---- EZPoints -----------------------------------------------------------------------------------
 def test_ez_points_sum_to_twelve_wins_ten():
-    env = _formula_env("gym_cards/EZPoints-v0", [5, 7])
+    env = formula_env("gym_cards/EZPoints-v0", [5, 7])
     for token in ["5", "+", "7"]:
         assert _act(env, token)[1] == 0.0
     _, reward, terminated, truncated, info = _act(env, "=")
@@ -77,14 +71,14 @@ def test_ez_points_sum_to_twelve_wins_ten():
 
 
 def test_ez_points_number_not_on_table_costs_one_and_leaves_a_blank():
-    env = _formula_env("gym_cards/EZPoints-v0", [3, 4])
+    env = formula_env("gym_cards/EZPoints-v0", [3, 4])
     _, reward, terminated, truncated, info = _act(env, "9")
     # Nothing is written, but the blank takes a place: the length limit counts it.
     assert (reward, terminated, truncated, info["formula"], info["formula_length"]) == (-1.0, False, False, [], 1)
 
 
 def test_ez_points_reusing_a_card_costs_one():
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     _act(env, "6")
     _act(env, "*")
     _, reward, _, _, info = _act(env, "6")
@@ -92,32 +86,32 @@ def test_ez_points_reusing_a_card_costs_one():
 
 
 def test_ez_points_equals_early_loses():
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     _act(env, "6")
     _, reward, terminated, _, info = _act(env, "=")
     assert (reward, terminated, info["success"]) == (-1.0, True, False)
 
 
 def test_ez_points_right_value_without_every_card_loses():
-    env = _formula_env("gym_cards/EZPoints-v0", [10, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [10, 2])
     _act(env, "10")
     _act(env, "+")
     _act(env, "2")
     assert _act(env, "=")[1] == 10.0
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 1], target_points=6)
+    env = formula_env("gym_cards/EZPoints-v0", [6, 1], target_points=6)
     _act(env, "6")
     assert _act(env, "=")[1] == -1.0  # equals the target, but the 1 is unused
 
 
 def test_ez_points_numbers_are_never_concatenated():
-    env = _formula_env("gym_cards/EZPoints-v0", [1, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [1, 2])
     _act(env, "1")
     _act(env, "2")  # "1 2" is malformed, not twelve
     assert _act(env, "=")[1] == -1.0
 
 
 def test_ez_points_formula_too_long_ends_the_episode_one_step_later():
-    env = _formula_env("gym_cards/EZPoints-v0", [6, 2])
+    env = formula_env("gym_cards/EZPoints-v0", [6, 2])
     for token in ["6", "+", "+", "+", "+", "+"]:  # the 6th token is still written, as published
         assert _act(env, token)[1:4] == (0.0, False, False)
     _, reward, terminated, truncated, info = _act(env, "*")  # the limit is checked before acting
@@ -134,7 +128,7 @@ def test_ez_points_deals_are_always_solvable():
 
 # ---- Points24 -----------------------------------------------------------------------------------
 def test_points24_exact_rational_arithmetic():
-    env = _formula_env("gym_cards/Points24-v0", [8, 3, 8, 3])
+    env = formula_env("gym_cards/Points24-v0", [8, 3, 8, 3])
     for token in "8 / ( 3 - 8 / 3 )".split():
         assert _act(env, token)[1] == 0.0
     _, reward, terminated, _, info = _act(env, "=")
@@ -142,7 +136,7 @@ def test_points24_exact_rational_arithmetic():
 
 
 def test_points24_every_card_must_be_used_exactly_once():
-    env = _formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
+    env = formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
     for token in "6 * 4".split():
         _act(env, token)
     assert _act(env, "=")[1] == -1.0  # 24, but two cards unused
@@ -158,7 +152,7 @@ def test_points24_every_card_must_be_used_exactly_once():
     ],
 )
 def test_points24_malformed_formulas_are_ordinary_wrong_answers(tokens):
-    env = _formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
+    env = formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
     for token in tokens:
         _act(env, token)
     _, reward, terminated, _, info = _act(env, "=")
@@ -166,7 +160,7 @@ def test_points24_malformed_formulas_are_ordinary_wrong_answers(tokens):
 
 
 def test_points24_formula_longer_than_twenty_tokens_truncates_the_next_step():
-    env = _formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
+    env = formula_env("gym_cards/Points24-v0", [6, 4, 1, 1])
     for _ in range(21):
         assert not any(_act(env, "(")[2:4])
     _, reward, terminated, truncated, info = _act(env, "=")  # even "=" is cut off now

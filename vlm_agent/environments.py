@@ -148,6 +148,16 @@ def check_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
         )
 
 
+def _image_entry(observation: Mapping[str, Any]) -> Any:
+    """A mapping observation's (or a vector env's stacked mapping's) ``"image"`` entry."""
+    if IMAGE_KEY not in observation:
+        raise TypeError(
+            f"a mapping observation needs an {IMAGE_KEY!r} entry for the vision-language agent; "
+            f"got keys {sorted(observation)}"
+        )
+    return observation[IMAGE_KEY]
+
+
 def observation_image(observation: Any) -> np.ndarray:
     """The image of one observation: the array itself, or a mapping's ``"image"`` entry.
 
@@ -155,12 +165,7 @@ def observation_image(observation: Any) -> np.ndarray:
         TypeError: An observation holding no image, with what it does hold.
     """
     if isinstance(observation, Mapping):
-        if IMAGE_KEY not in observation:
-            raise TypeError(
-                f"a mapping observation needs an {IMAGE_KEY!r} entry for the vision-language agent; "
-                f"got keys {sorted(observation)}"
-            )
-        observation = observation[IMAGE_KEY]
+        observation = _image_entry(observation)
     image = np.asarray(observation)
     if image.dtype == object or image.ndim not in (2, 3):
         raise TypeError(
@@ -177,12 +182,7 @@ def batch_images(observations: Any, num_envs: int) -> list[np.ndarray]:
     observations into a mapping of stacked entries (text entries become tuples).
     """
     if isinstance(observations, Mapping):
-        if IMAGE_KEY not in observations:
-            raise TypeError(
-                f"mapping observations need an {IMAGE_KEY!r} entry for the vision-language agent; got keys "
-                f"{sorted(observations)}"
-            )
-        observations = observations[IMAGE_KEY]
+        observations = _image_entry(observations)
     if isinstance(observations, Sequence) and not isinstance(observations, np.ndarray):
         images = [observation_image(item) for item in observations]
     else:
