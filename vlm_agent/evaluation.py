@@ -646,10 +646,7 @@ def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
     from vlm_agent.environments import check_env
 
     for env_id in config.env_ids:
-        check_env(env_id, config.env_kwargs)  # before any agent (a local model) is built
-
-    for env_id in config.env_ids:
-        validate_env_id(env_id)
+        check_env(env_id, config.env_kwargs)  # before any agent (a local model) is built (checks the id too)
     labels = default_labels(config.methods)
     explicit = config.agent_settings()
     results: list[EvalResult] = []
