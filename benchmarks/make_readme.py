@@ -25,6 +25,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 BENCHMARKS_DIR = Path(__file__).resolve().parent
 RESULTS_DIR = BENCHMARKS_DIR / "results"
@@ -99,11 +100,24 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         measures=(
             "Can a tiny VLM read the game state from the image? A tiny Qwen2-VL-architecture model "
             "with legible vision settings is aligned on images of env states -> their read-out "
-            "(`vlm-agent align`: vision tower and projector first, then the whole model); the table "
-            "gives the read-out accuracy on held-out states from the image alone, and with a blank "
-            "image (the background colour only) as the control, which must fall to chance."
+            "(`vlm-agent align`: the projector writes each read-out field into one image token, then "
+            "the language model's layers learn to read them); the table gives the read-out accuracy "
+            "on held-out states from the image alone, and with a blank image (the background colour "
+            "only) as the control, which must fall to chance."
         ),
-        command="python -m benchmarks.tiny_vlm_readout --envs gym_cards/NumberLine-v0",
+        command="python -m benchmarks.tiny_vlm_readout",
+    ),
+    BenchmarkSection(
+        name="readout_bottleneck",
+        title="Where the tiny VLM fails to read",
+        measures=(
+            "Why a tiny VLM trained end to end does not read the image: the same model, data and "
+            "budget, shown the state as text, the image, or the image with its value tokens replaced "
+            "by word embeddings (oracle), with or without the field's name; plus a linear probe on "
+            "the random image tokens. The oracle rows inject the answer and measure the language "
+            "model's lookup alone; `vlm-agent align` is built on what they show."
+        ),
+        command="python -m benchmarks.readout_bottleneck",
     ),
     BenchmarkSection(
         name="ppo_learning",
@@ -186,6 +200,15 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # no sched_getaffinity on macOS / Windows
         return os.cpu_count() or 1
+
+
+def save_figure(figure: Any, path: Path) -> None:
+    """Lay out, write (PNG, 100 dpi) and close a matplotlib figure of a benchmark."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
 
 
 def machine_description() -> str:

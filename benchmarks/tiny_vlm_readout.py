@@ -2,7 +2,7 @@
 
 A tiny Qwen2-VL-architecture model with the legible vision settings
 (`vlm_agent.tiny_models.LEGIBLE_VISION`) is aligned on images of env states -> their read-out
-(`vlm_agent.alignment`: vision tower + projector first, then the whole model), then asked to read
+(`vlm_agent.alignment`: the projector first, then the language model), then asked to read
 out held-out states (evaluation seeds >= 10**9) from the image alone, greedy decoding; each field
 must match exactly. The control gives the same model a frame of the image's background colour:
 its accuracy must fall to chance (the share of the most frequent true value), proof that the
@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.make_readme import RESULTS_DIR, machine_description
+from benchmarks.make_readme import RESULTS_DIR, machine_description, save_figure
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ALIGN_ENVS))
     parser.add_argument("--num-examples", type=int, default=defaults.num_examples, help="Training images per env.")
-    parser.add_argument("--vision-steps", type=int, default=defaults.vision_steps)
+    parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
+    parser.add_argument("--language-steps", type=int, default=defaults.language_steps)
     parser.add_argument("--full-steps", type=int, default=defaults.full_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--eval-examples", type=int, default=100, help="Held-out images per env.")
@@ -46,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stem", default=None, help="Result file stem (default tiny_vlm_readout[_quick]).")
     args = parser.parse_args(argv)
     if args.quick:
-        args.num_examples, args.vision_steps, args.full_steps, args.eval_examples = 32, 2, 4, 8
+        args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 32, 2, 4, 0, 8
     args.stem = args.stem or ("tiny_vlm_readout_quick" if args.quick else "tiny_vlm_readout")
     return args
 
@@ -60,8 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     config = VLMAlignConfig(
-        tiny_arch=args.arch, env_ids=list(args.envs), num_examples=args.num_examples, vision_steps=args.vision_steps,
-        full_steps=args.full_steps, learning_rate=args.learning_rate, eval_examples=args.eval_examples,
+        tiny_arch=args.arch, env_ids=list(args.envs), num_examples=args.num_examples, projector_steps=args.projector_steps,
+        language_steps=args.language_steps, full_steps=args.full_steps, learning_rate=args.learning_rate, eval_examples=args.eval_examples,
         seed=args.seed, output_dir=str(args.work_dir / "aligned"), progress_bar=True,
     )
     started = time.perf_counter()
@@ -101,8 +102,9 @@ def write_results(rows: list[dict[str, Any]], result: Any, config: Any, seconds:
         "",
         (f"Tiny `{config.tiny_arch}` (random init, built offline) with {vision.image_size} px images, "
          f"vision width {vision.width} x {vision.depth} layers, patch 14; aligned on {config.num_examples} state images "
-         f"per env: {config.vision_steps} steps of the vision tower + projector, then {config.full_steps} steps of "
-         f"the whole model (batch {config.batch_size}, lr {config.learning_rate:g}, seed {config.seed}); "
+         f"per env: {config.projector_steps} steps of the projector (read-out slots), {config.language_steps} steps "
+         f"of the language model's layers, {config.full_steps} of the whole model (batch {config.batch_size}, "
+         f"lr {config.learning_rate:g}, seed {config.seed}); "
          f"{seconds / 60:.1f} minutes in all, measurement included. Accuracy in % on {rows[0]['images']} held-out "
          "states per env (greedy read-out, exact match per field); blank: the same model given a frame of the "
          "background colour; chance: the most frequent true value's share."),
@@ -125,10 +127,10 @@ def plot(rows: list[dict[str, Any]], result: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    losses = result.vision_losses + result.full_losses
+    losses = result.losses
     left.plot(range(1, len(losses) + 1), losses)
-    if result.vision_losses:
-        left.axvline(len(result.vision_losses), color="grey", linestyle="--", label="vision only | whole model")
+    if result.projector_losses:
+        left.axvline(len(result.projector_losses), color="grey", linestyle="--", label="projector | language model")
         left.legend(fontsize=8)
     left.set_yscale("log")
     left.set_xlabel("alignment step")
@@ -146,9 +148,7 @@ def plot(rows: list[dict[str, Any]], result: Any, path: Path) -> None:
     right.set_ylabel("held-out read-out accuracy (%)")
     right.set_title("Read-out from the image vs a blank image")
     right.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

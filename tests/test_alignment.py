@@ -58,10 +58,10 @@ def test_alignment_lowers_the_held_out_readout_loss_and_same_seed_gives_same_wei
 
     def align(out: str) -> Path:
         config = VLMAlignConfig(model_name_or_path=str(start), env_ids=["gym_cards/NumberLine-v0"], num_examples=16,
-                                vision_steps=3, full_steps=20, batch_size=8, learning_rate=1e-2, seed=5,
-                                output_dir=str(tmp_path / out), progress_bar=False)
+                                projector_steps=3, language_steps=10, full_steps=20, batch_size=8, learning_rate=1e-2,
+                                seed=5, output_dir=str(tmp_path / out), progress_bar=False)
         result = run_alignment(config)
-        assert len(result.vision_losses) == 3 and len(result.full_losses) == 20
+        assert [len(result.projector_losses), len(result.language_losses), len(result.full_losses)] == [3, 10, 20]
         return result.model_dir
 
     first, second = align("a"), align("b")
@@ -81,19 +81,73 @@ def test_alignment_lowers_the_held_out_readout_loss_and_same_seed_gives_same_wei
     assert summary["config"]["seed"] == 5 and len(summary["full_losses"]) == 20
 
 
-def test_vision_only_stage_leaves_the_language_model_alone(tmp_path: Path, torch_single_thread: None) -> None:
+def _changed_weights(tmp_path: Path, **steps: int) -> set[str]:
     import torch
     from transformers import AutoModelForImageTextToText
 
     start = make_tiny_model("qwen2_vl", tmp_path / "start", seed=0, hidden_size=32, num_layers=1, vision=MINI_VISION)
     config = VLMAlignConfig(model_name_or_path=str(start), env_ids=["gym_cards/NumberLine-v0"], num_examples=8,
-                            vision_steps=2, full_steps=0, batch_size=4, output_dir=str(tmp_path / "out"),
-                            progress_bar=False)
+                            batch_size=4, output_dir=str(tmp_path / "out"), progress_bar=False,
+                            **{"projector_steps": 0, "language_steps": 0, "full_steps": 0, **steps})
     run_alignment(config)
     before = AutoModelForImageTextToText.from_pretrained(start).state_dict()
     after = AutoModelForImageTextToText.from_pretrained(tmp_path / "out").state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert changed and all(k.startswith("model.visual.") for k in changed)
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_projector_stage_changes_the_projector_alone(tmp_path: Path, torch_single_thread: None) -> None:
+    changed = _changed_weights(tmp_path, projector_steps=2)
+    assert changed and all(k.startswith("model.visual.merger.") for k in changed), changed
+
+
+def test_language_stage_keeps_word_embeddings_and_vision_side(tmp_path: Path, torch_single_thread: None) -> None:
+    changed = _changed_weights(tmp_path, language_steps=2)
+    assert any(k.startswith("model.language_model.layers.") for k in changed), changed
+    assert not any("visual" in k or "embed_tokens" in k or "lm_head" in k for k in changed), changed
+
+
+def test_readout_slots_are_the_tokens_that_show_each_number(torch_single_thread: None, tmp_path: Path) -> None:
+    """On NumberLine the random model's image tokens already tell both numbers apart: one token each."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_agent.alignment import find_readout_slots, image_tokens
+    from vlm_agent.models import load_processor
+
+    path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    processor = load_processor(path)
+    examples = readout_examples("gym_cards/NumberLine-v0", 128, seed=0)
+    with torch.no_grad():
+        features = torch.stack(image_tokens(model, processor, [e.image for e in examples]))
+    assert features.shape[1] == 36
+    slots = find_readout_slots(features, examples)
+    assert [(s.key, s.index) for s in slots] == [("current number", None), ("target number", None)]
+    assert slots[0].token != slots[1].token and min(s.accuracy for s in slots) == 1.0
+    # Columns of the 6 x 6 token grid: both numbers are drawn right of their labels, the target above.
+    columns = {s.key: s.token % 6 for s in slots}
+    rows = {s.key: s.token // 6 for s in slots}
+    assert columns["current number"] == columns["target number"] >= 3
+    assert rows["target number"] < rows["current number"]
+    # A blank frame tells nothing apart: no token clears the bar.
+    blank = [type(e)(e.env_id, blank_like(e.image), e.values) for e in examples]
+    with torch.no_grad():
+        blank_features = torch.stack(image_tokens(model, processor, [e.image for e in blank]))
+    assert find_readout_slots(blank_features, blank) == []
+
+
+@pytest.mark.slow
+def test_aligned_tiny_model_reads_numberline_from_the_image_and_not_from_a_blank(
+    tmp_path: Path, torch_single_thread: None
+) -> None:
+    """The whole default recipe: >= 95% of held-out read-outs from the image, chance from a blank frame."""
+    config = VLMAlignConfig(env_ids=["gym_cards/NumberLine-v0"], eval_examples=60, output_dir=str(tmp_path / "a"),
+                            progress_bar=False)
+    result = run_alignment(config)
+    image, blank = result.accuracy
+    assert not image.blank and blank.blank
+    assert min(image.fields.values()) >= 0.95, image.fields
+    assert max(blank.fields.values()) <= max(blank.chance.values()) + 0.1, (blank.fields, blank.chance)
 
 
 def test_legible_vision_gives_36_image_tokens(tmp_path: Path, torch_single_thread: None) -> None:
@@ -135,3 +189,18 @@ def test_cli_align_bad_env_is_one_line_error(capsys) -> None:
         main(["align", "--env_ids", "gym_cards/Nope-v0"])
     assert raised.value.code != 0
     assert "no built-in read-out" in capsys.readouterr().err
+
+
+def test_projector_stage_refuses_architectures_it_cannot_address(tmp_path: Path, capsys) -> None:
+    from vlm_agent.cli import main
+
+    with pytest.raises(ValueError, match="projector stage supports tiny_arch qwen2_vl or qwen2_5_vl"):
+        VLMAlignConfig(tiny_arch="llava_next")
+    VLMAlignConfig(tiny_arch="llava_next", projector_steps=0)  # the other stages run on any architecture
+    llava = make_tiny_model("llava_next", tmp_path / "llava", hidden_size=32, num_layers=1)
+    code = main(["align", "--model_name_or_path", str(llava), "--num_examples", "4", "--projector_steps", "1",
+                 "--language_steps", "0", "--output_dir", str(tmp_path / "out"), "--progress_bar", "false"])
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in err
+    assert last.startswith("vlm-agent align: error:") and "supports the Qwen2-VL family" in last

@@ -106,3 +106,22 @@ def test_sft_on_a_handful_of_demos_lowers_the_loss(tiny_model_dir, tmp_path) -> 
     # model it started from (on demonstrations it was trained on, and on fresh ones).
     for demos in (build_demonstrations(config.env_id, 4, seed=config.seed), build_demonstrations(config.env_id, 4, seed=999)):
         assert answer_nll(result.model_dir, demos) < 0.8 * answer_nll(base, demos)
+
+
+def test_language_only_sft_trains_the_layers_and_keeps_embeddings_and_vision(tiny_model_dir, tmp_path) -> None:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_agent.sft import run_sft
+
+    base = tiny_model_dir("qwen2_vl")
+    config = VLMSFTConfig(model_name_or_path=str(base), num_demos=8, epochs=1, learning_rate=1e-2, batch_size=4,
+                          language_only=True, output_dir=str(tmp_path / "sft"), progress_bar=False)
+    run_sft(config)
+    before = AutoModelForImageTextToText.from_pretrained(base).state_dict()
+    after = AutoModelForImageTextToText.from_pretrained(tmp_path / "sft").state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("model.language_model.layers.") for k in changed), changed
+    assert not any("visual" in k or "embed_tokens" in k or "lm_head" in k for k in changed), changed
+    with pytest.raises(ValueError, match="language_only and use_lora"):
+        VLMSFTConfig(language_only=True, use_lora=True)

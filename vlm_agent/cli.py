@@ -232,8 +232,16 @@ def _align(argv: list[str]) -> int:
 
     if not torch.cuda.is_available():
         torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))  # see ppo_trainer.train
-    result = run_alignment(config)
-    losses = result.vision_losses + result.full_losses
+    try:
+        result = run_alignment(config)
+    except ValueError as error:  # e.g. a model whose architecture has no projector stage
+        print(f"vlm-agent align: error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    losses = result.losses
+    for slot in result.slots:
+        item = "" if slot.index is None else f"[{slot.index}]"
+        print(f"  {slot.env_id} {slot.key}{item}: image token {slot.token} (tells values apart on "
+              f"{100 * slot.accuracy:.0f}% of held-back images)")
     print(f"aligned model written to {result.model_dir} (loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses
           else f"model written unchanged to {result.model_dir} (no alignment steps)")
     for accuracy in result.accuracy:

@@ -60,6 +60,9 @@ class VLMSFTConfig:
     use_lora: bool = field(default=False, metadata={"help": "Train LoRA adapters and merge them into the saved model."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank when use_lora."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha when use_lora."})
+    language_only: bool = field(default=False, metadata={
+        "help": "Train the language model's layers alone (word embeddings and vision side frozen): after "
+                "`vlm-agent align`, so that the image tokens keep the meaning the alignment gave them."})
     seed: int = field(default=0, metadata={"help": "Seed of the demonstrations and of training."})
     output_dir: str = field(default="sft_model", metadata={"help": "Where the fine-tuned model and processor go."})
     progress_bar: bool = field(default=True, metadata={"help": "Show progress bars."})
@@ -74,6 +77,8 @@ class VLMSFTConfig:
             raise ValueError(
                 f"VLMSFTConfig.wrong_action_rate={self.wrong_action_rate} must lie in [0, 1]; e.g. --wrong_action_rate 0.3"
             )
+        if self.language_only and self.use_lora:
+            raise ValueError("VLMSFTConfig: language_only and use_lora exclude each other (LoRA already freezes the base)")
         if self.epochs <= 0 or self.learning_rate <= 0 or self.batch_size < 1:
             raise ValueError(
                 "VLMSFTConfig needs epochs > 0, learning_rate > 0 and batch_size >= 1; got "
@@ -212,6 +217,12 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
     dataset = demonstrations_dataset(demos)
     processor = load_processor(model_path)
     model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    if config.language_only:
+        from vlm_agent.alignment import language_parameters
+
+        trained_ids = {id(p) for p in language_parameters(model)}
+        for parameter in model.parameters():
+            parameter.requires_grad_(id(parameter) in trained_ids)
     use_cpu = not torch.cuda.is_available()
     arguments = SFTConfig(
         output_dir=str(output_dir / "trainer"),
