@@ -29,7 +29,8 @@ Why: ``benchmarks/readout_bottleneck.py`` measured that the random image tokens 
 the state (a linear probe reads it perfectly) and that the tiny language model learns the same
 read-out from the state as text in ~150 steps, but from the raw image tokens it stays at chance
 after 500 (and after 1,700 in earlier runs). Replacing the value tokens by word embeddings was
-not enough (78%); tokens that also carry the field's name were read in ~250 steps. Stage 1 makes
+not enough (0% after 500 steps; 78% when the other half of the target digit held it); tokens
+that also carry the field's name were read within 300 steps. Stage 1 makes
 the projector produce such tokens; stage 2 must not train the embeddings, or the word space
 stage 1 aimed at moves away within a few steps at these learning rates (measured: chance).
 
