@@ -131,21 +131,17 @@ class Condition:
 
 def train_condition(name: str, model_dir: Path, examples: Sequence[Any], held_out: Sequence[Any], slots: dict[str, int],
                     args: argparse.Namespace, log: Any) -> list[dict[str, Any]]:
-    import math
-
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.alignment import answer_loss
+    from vlm_agent.alignment import answer_loss, warmup_cosine
     from vlm_agent.models import load_processor
 
     processor = load_processor(str(model_dir))
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
     condition = Condition(name, model, processor, slots)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.learning_rate, weight_decay=0.0)
-    warmup = max(1, args.steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / args.steps))))
+    scheduler = warmup_cosine(optimizer, args.steps)
     rng = np.random.default_rng(args.seed)
     curve: list[dict[str, Any]] = []
     torch.manual_seed(args.seed)

@@ -169,6 +169,24 @@ def language_parameters(model: Any) -> list[Any]:
     return [p for p in model.parameters() if id(p) not in frozen]
 
 
+def train_only(model: Any, parameters: Sequence[Any]) -> None:
+    """Let gradients reach ``parameters`` alone (``requires_grad``); the rest of ``model`` is frozen."""
+    chosen = {id(p) for p in parameters}
+    for p in model.parameters():
+        p.requires_grad_(id(p) in chosen)
+
+
+def warmup_cosine(optimizer: Any, steps: int) -> Any:
+    """The alignment's schedule: linear warm-up over the first 10% of ``steps``, then a cosine decay."""
+    import torch
+
+    warmup = max(1, steps // 10)
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps))),
+    )
+
+
 def _prompt_inputs(processor: Any, images: Sequence[np.ndarray], prompts: Sequence[str] | None = None) -> dict[str, Any]:
     from vlm_agent.prompts import chat_messages
 
@@ -364,36 +382,33 @@ def train_projector(
     for slot in slots:
         by_env.setdefault(slot.env_id, []).append(slot)
     usable = [e for e in examples if e.env_id in by_env]
-    values: dict[tuple[str, str, int | None], list[str]] = {}
+    # Each slot's values in order of first appearance (their index is the class label), and each
+    # example's (slot, label) pairs, found once before training.
+    labels: dict[ReadoutSlot, dict[str, int]] = {}
+    wanted: list[list[tuple[ReadoutSlot, int]]] = []
     for example in usable:
+        present = slot_values(example.values)
+        pairs = []
         for slot in by_env[example.env_id]:
-            value = slot_values(example.values).get((slot.key, slot.index))
-            if value is not None:
-                values.setdefault((slot.env_id, slot.key, slot.index), [])
-                if json.dumps(value) not in values[(slot.env_id, slot.key, slot.index)]:
-                    values[(slot.env_id, slot.key, slot.index)].append(json.dumps(value))
-    targets = {k: torch.stack([slot_target(model, processor, k[1], k[2], json.loads(v)) for v in vs])
-               for k, vs in values.items()}
+            if (slot.key, slot.index) in present:
+                known = labels.setdefault(slot, {})
+                pairs.append((slot, known.setdefault(json.dumps(present[(slot.key, slot.index)]), len(known))))
+        wanted.append(pairs)
+    targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v)) for v in known])
+               for slot, known in labels.items()}
     parameters = projector_parameters(model)
-    chosen = {id(p) for p in parameters}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in chosen)
+    train_only(model, parameters)
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     model.train()
     losses: list[float] = []
     for step in range(steps):
-        batch = [usable[i] for i in rng.choice(len(usable), min(batch_size, len(usable)), replace=False)]
-        features = image_tokens(model, processor, [e.image for e in batch])
+        chosen = rng.choice(len(usable), min(batch_size, len(usable)), replace=False)
+        features = image_tokens(model, processor, [usable[i].image for i in chosen])
         terms = []
-        for feature, example in zip(features, batch):
-            present = slot_values(example.values)
-            for slot in by_env[example.env_id]:
-                value = present.get((slot.key, slot.index))
-                if value is None:
-                    continue
-                table = targets[(slot.env_id, slot.key, slot.index)]
-                label = values[(slot.env_id, slot.key, slot.index)].index(json.dumps(value))
+        for feature, i in zip(features, chosen):
+            for slot, label in wanted[i]:
+                table = targets[slot]
                 token = feature[slot.token]
                 similarity = torch.nn.functional.normalize(token, dim=-1) @ torch.nn.functional.normalize(table, dim=-1).T
                 terms.append(torch.nn.functional.cross_entropy(SLOT_SIMILARITY_SCALE * similarity[None],
@@ -437,15 +452,9 @@ def train_readout(
     if parameters not in ("language", "all"):
         raise ValueError(f"train_readout parameters must be 'language' or 'all', got {parameters!r}")
     trained = language_parameters(model) if parameters == "language" else list(model.parameters())
-    chosen = {id(p) for p in trained}
-    for p in model.parameters():
-        p.requires_grad_(id(p) in chosen)
+    train_only(model, trained)
     optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
-    warmup = max(1, steps // 10)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps))),
-    )
+    scheduler = warmup_cosine(optimizer, steps)
     rng = np.random.default_rng(seed)
     model.train()
     losses: list[float] = []

@@ -218,11 +218,9 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
     processor = load_processor(model_path)
     model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
     if config.language_only:
-        from vlm_agent.alignment import language_parameters
+        from vlm_agent.alignment import language_parameters, train_only
 
-        trained_ids = {id(p) for p in language_parameters(model)}
-        for parameter in model.parameters():
-            parameter.requires_grad_(id(parameter) in trained_ids)
+        train_only(model, language_parameters(model))
     use_cpu = not torch.cuda.is_available()
     arguments = SFTConfig(
         output_dir=str(output_dir / "trainer"),
