@@ -156,12 +156,18 @@ def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state:
     return out
 
 
-def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str) -> Any:
-    """Success rate etc. of a policy on held-out seeds, at the training temperature."""
+def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str, *, blank: bool = False) -> Any:
+    """Success rate etc. of a policy on held-out seeds, at the training temperature.
+
+    ``blank``: the control, every image replaced by its background colour (`BlankImages`).
+    """
+    from vlm_agent.agents import BlankImages
     from vlm_agent.baselines.local_hf import LocalHFAgent
     from vlm_agent.evaluation import evaluate_agent
 
     agent = LocalHFAgent(policy.eval(), name=label, seed=args.seed)
+    if blank:
+        agent = BlankImages(agent)
     return evaluate_agent(
         agent, variant.env_id, episodes=args.eval_episodes, seed=args.seed, cot=variant.use_cot,
         num_envs=min(16, args.eval_episodes), show_state=variant.show_state, progress=False,
@@ -179,7 +185,7 @@ def ppo_config(args: argparse.Namespace, variant: Variant, model_dir: Path, run_
         gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_range_value=0.2, ppo_epochs=2,
         mini_batch_size=16 if args.num_envs * args.num_steps % 16 == 0 else 4, gradient_accumulation_steps=1,
         learning_rate=5e-5, min_learning_rate=5e-6, max_grad_norm=1.0, value_head_learning_rate=1e-3,
-        use_lora=False, save_every=1000, output_dir=str(run_dir), progress_bar=False, log_samples=2,
+        use_lora=False, language_only=not variant.show_state, save_every=1000, output_dir=str(run_dir), progress_bar=False, log_samples=2,
     )
 
 
@@ -226,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train()
         ppo_seconds = time.perf_counter() - ppo_started
         after = evaluate(trainer.policy, args, variant, "after PPO")
+        # The control of an image-only row: the trained policy shown blank frames.
+        control = None if variant.show_state else evaluate(trainer.policy, args, variant, "after PPO", blank=True)
         row = {
             "variant": variant.name, "env_id": variant.env_id, "cot": variant.use_cot, "cot_scale": variant.cot_scale,
             "show_state": variant.show_state, "wrong_action_rate": args.wrong_action_rate,
@@ -233,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             "before_success": before.success_rate, "before_ci_low": before.ci95[0], "before_ci_high": before.ci95[1],
             "after_success": after.success_rate, "after_ci_low": after.ci95[0], "after_ci_high": after.ci95[1],
             "gain_points": 100 * (after.success_rate - before.success_rate),
+            "after_blank_success": "" if control is None else control.success_rate,
+            "after_blank_ci_low": "" if control is None else control.ci95[0],
+            "after_blank_ci_high": "" if control is None else control.ci95[1],
             "before_return": before.mean_return, "after_return": after.mean_return,
             "before_invalid": before.invalid_rate, "after_invalid": after.invalid_rate,
             "eval_episodes": args.eval_episodes, "sft_seconds": round(sft_seconds, 1), "ppo_seconds": round(ppo_seconds, 1),
@@ -463,9 +474,12 @@ the benchmark was built (not reproduced by this script):
   from the image in 100% of 64 held-out states but the target number in 33% (blank image: 12% /
   22%), and no image-only row gained (lambda 0.5: -12 points). At lr 1e-3 (`--image-sft-lr`, the
   default) the warm start reads both in 100% of them, and nothing from a blank image (0% / 0%).
-  PPO then erases the reading in turn: it trains every parameter (lr 5e-5, 8 updates), and the
-  lambda=0.5 policy after PPO read 12% / 36% (blank 12% / 14%). The next step is PPO on the
-  language model's layers alone for aligned models; until then the image-only rows show no gain.
+  A PPO run that trains every parameter (lr 5e-5, 8 updates) then erased the reading in turn (the
+  lambda=0.5 policy after PPO read 12% / 36%, blank 12% / 14%; no image-only row gained). The
+  image-only rows therefore run PPO on the language model's layers alone (`language_only`): the
+  lambda=0.5 policy after PPO reads 100% / 94% of 64 held-out states (blank image: 5% / 41%, the
+  most frequent target's share), and its success falls to the blank-image column without the
+  image. The action-only row gains nothing from the image (blank image: the same success).
   Blackjack has no image-only row: the alignment does not read its cards yet. A variant without a
   row has not been run.
 - PPO minutes depend on what else ran on the 2 shared cores.
@@ -475,7 +489,8 @@ the benchmark was built (not reproduced by this script):
 def write_results(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args: argparse.Namespace, stem: str) -> None:
     out = args.out_dir
     with open(out / f"{stem}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        # Every row's columns (rows kept from an earlier run may lack newer ones: left empty).
+        writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)), restval="")
         writer.writeheader()
         writer.writerows(rows)
     with open(out / f"{stem}_curves.csv", "w", newline="") as handle:
@@ -497,14 +512,20 @@ def write_results(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args
         "shows the image alone, to a tiny model with legible vision settings aligned to read it first "
         "(`vlm_agent.alignment`, benchmarks/results/tiny_vlm_readout.md)."),
         "",
-        "| variant | observation | warm start | after PPO | gain (points) | return before -> after | invalid before -> after | PPO minutes |",
-        "|---|---|---|---|---|---|---|---|",
+        "The blank-image column is the control of the image-only rows: the policy after PPO shown frames "
+        "of the background colour (`vlm_agent.agents.BlankImages`), same prompts and seeds.",
+        "",
+        "| variant | observation | warm start | after PPO | gain (points) | after PPO, blank image | return before -> after | invalid before -> after | PPO minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
+        blank = ("-" if row.get("after_blank_success", "") == "" else
+                 pct(row["after_blank_success"], row["after_blank_ci_low"], row["after_blank_ci_high"]))
         lines.append(
             f"| {row['variant']} | {'text + image' if row['show_state'] else 'image only'} | "
             f"{pct(row['before_success'], row['before_ci_low'], row['before_ci_high'])} | "
             f"{pct(row['after_success'], row['after_ci_low'], row['after_ci_high'])} | {row['gain_points']:+.1f} | "
+            f"{blank} | "
             f"{row['before_return']:.2f} -> {row['after_return']:.2f} | "
             f"{100 * row['before_invalid']:.1f}% -> {100 * row['after_invalid']:.1f}% | {row['ppo_seconds'] / 60:.1f} |"
         )
@@ -535,6 +556,10 @@ def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -
         errors = [[100 * (row[f"{key}_success"] - row[f"{key}_ci_low"]) for row in rows],
                   [100 * (row[f"{key}_ci_high"] - row[f"{key}_success"]) for row in rows]]
         right.bar([p + offset for p in positions], values, width, yerr=errors, capsize=3, label=label)
+    controls = [(p, row) for p, row in zip(positions, rows) if row.get("after_blank_success", "") != ""]
+    if controls:
+        right.scatter([p + width / 2 for p, _ in controls], [100 * row["after_blank_success"] for _, row in controls],
+                      marker="x", color="black", zorder=3, label="after PPO, blank image")
     right.set_xticks(list(positions), [row["variant"].replace(" ", "\n", 1) for row in rows], fontsize=7)
     right.set_ylabel("held-out success rate (%)")
     right.set_title("Before and after PPO (95% intervals)")

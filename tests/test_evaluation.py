@@ -142,6 +142,21 @@ def test_agent_sees_the_image_the_rendered_prompt_and_the_legal_actions() -> Non
     assert first.expert_action is None  # only agents that use the expert pay for it
 
 
+def test_blank_images_control_shows_the_background_and_keeps_the_prompt() -> None:
+    from vlm_agent.agents import BlankImages
+
+    plain, inner = ScriptedAgent("plain", lambda i: '{"action": "+"}'), ScriptedAgent("inner", lambda i: '{"action": "+"}')
+    control = BlankImages(inner)
+    assert isinstance(control, Agent) and control.name == "inner (blank image)"
+    for agent in (plain, control):
+        evaluate_agent(agent, NUMBER_LINE, episodes=2, seed=0, cot=False, progress=False)
+    assert len(plain.seen) == len(inner.seen) > 0
+    for shown, blank in zip(plain.seen, inner.seen):
+        assert blank.image.shape == shown.image.shape and len(np.unique(shown.image.reshape(-1, 3), axis=0)) > 1
+        assert (blank.image == shown.image[0, 0]).all()  # every pixel the background colour
+        assert (blank.prompt, blank.legal_actions) == (shown.prompt, shown.legal_actions)
+
+
 def test_unusable_answers_count_as_invalid_and_fall_back_to_random_moves() -> None:
     junk = ScriptedAgent("junk", lambda agent_input: "I cannot see the image, sorry.")
     result = evaluate_agent(junk, NUMBER_LINE, episodes=10, seed=0, progress=False)

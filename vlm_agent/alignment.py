@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from vlm_agent.agents import blank_like
+
 #: The instruction of every alignment example (one fixed caption prompt, as in LLaVA's stage 1).
 READOUT_PROMPT = "Read out the game state shown in the image as JSON."
 
@@ -138,11 +140,6 @@ def held_out_examples(env_id: str, count: int, *, seed: int) -> list[ReadoutExam
     from vlm_agent.evaluation import held_out_seed
 
     return readout_examples(env_id, count, seed=held_out_seed(seed, 0), max_random_moves=3)
-
-
-def blank_like(image: np.ndarray) -> np.ndarray:
-    """A frame of the image's background colour (its top-left pixel): the same size, no content."""
-    return np.broadcast_to(image[:1, :1], image.shape).copy()
 
 
 def _named_parameters(model: Any, parts: Sequence[str], what: str) -> list[Any]:

@@ -175,6 +175,14 @@ class VLMPPOConfig:
 
     # > LoRA
     use_lora: bool = field(default=True, metadata={"help": "Train LoRA adapters (True) or all weights (False)."})
+    language_only: bool = field(
+        default=False,
+        metadata={
+            "help": "With use_lora=False: train the language model's layers alone (vision tower, projector and word "
+            "embeddings frozen), for a model aligned by `vlm-agent align`: updating the whole model erased the "
+            "alignment's image read-out within 8 PPO updates (benchmarks/results/ppo_learning.md)."
+        },
+    )
     lora_r: int = field(default=128, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(
@@ -199,6 +207,21 @@ class VLMPPOConfig:
     sft_wrong_action_rate: float = field(
         default=0.0,
         metadata={"help": "Share of demonstrations whose action is deliberately wrong, in [0, 1]."},
+    )
+    align_projector_steps: int = field(
+        default=0,
+        metadata={
+            "help": "Before the SFT warm start, align a tiny model with legible vision settings to read the env's "
+            "image (`vlm-agent align`): steps of stage 1 (the projector). With alignment (either align_*_steps "
+            "above 0) the SFT trains the language model's layers alone; for image-only runs (show_state=False). "
+            "0 and 0: no alignment."
+        },
+    )
+    align_language_steps: int = field(
+        default=0, metadata={"help": "Alignment before the warm start: steps of stage 2 (the language model's layers)."}
+    )
+    align_num_examples: int = field(
+        default=1024, metadata={"help": "Alignment before the warm start: state images per environment."}
     )
 
     # > Checkpointing and logging
@@ -260,12 +283,31 @@ class VLMPPOConfig:
 
         for name in ("num_envs", "num_steps", "total_timesteps", "ppo_epochs", "mini_batch_size",
                      "gradient_accumulation_steps", "max_new_tokens", "save_every", "lora_r", "lora_alpha",
-                     "sft_num_demos"):
+                     "sft_num_demos", "align_num_examples"):
             if getattr(self, name) < 1:
                 fail(name, "must be a positive integer", f"set --{name} to 1 or more")
         for name in ("gamma", "gae_lambda", "cot_scale", "sft_wrong_action_rate"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 fail(name, "must lie in [0, 1]", f"set --{name} between 0 and 1")
+        for name in ("align_projector_steps", "align_language_steps"):
+            if getattr(self, name) < 0:
+                fail(name, "must not be negative", f"set --{name} to 0 (no alignment) or more")
+        if self.aligns_warm_start and self.model_name_or_path is None:
+            from vlm_agent.alignment import PROJECTOR_ARCHITECTURES
+            from vlm_agent.prompts import known_env_ids, prompt_for
+
+            if self.align_projector_steps and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
+                fail("align_projector_steps", f"needs tiny_arch {' or '.join(PROJECTOR_ARCHITECTURES)}",
+                     "set --align_projector_steps 0 or choose one of them")
+            if self.env_id in known_env_ids() and not prompt_for(self.env_id, cot=True).readout:
+                fail("align_projector_steps", f"needs an env with a built-in read-out; {self.env_id} has none",
+                     "set --align_projector_steps 0 --align_language_steps 0")
+            if self.env_kwargs:
+                fail("env_kwargs", "cannot be combined with align_*_steps (the alignment reads the env's "
+                     "default states)", "drop --env_kwargs or set --align_projector_steps 0 --align_language_steps 0")
+        if self.language_only and self.use_lora:
+            fail("language_only", "excludes use_lora=True (LoRA already freezes the base model)",
+                 "set --use_lora False with it, or drop --language_only")
         if not 0.0 <= self.lora_dropout < 1.0:
             fail("lora_dropout", "must lie in [0, 1)", "use e.g. 0.05")
         for name in ("temperature", "clip_range", "max_grad_norm", "learning_rate", "adam_epsilon"):
@@ -312,6 +354,11 @@ class VLMPPOConfig:
                 f"does not divide the rollout of num_steps*num_envs={self.num_steps * self.num_envs} samples",
                 "choose a divisor of num_steps*num_envs",
             )
+
+    @property
+    def aligns_warm_start(self) -> bool:
+        """True when the tiny warm start is aligned to read the image before its SFT (`align_*_steps`)."""
+        return self.align_projector_steps > 0 or self.align_language_steps > 0
 
     @property
     def report_targets(self) -> list[str]:

@@ -174,6 +174,10 @@ class VLMPPOTrainer:
         self.policy = policy
         disable_dropout(policy.model)
         disable_dropout(policy.value_head)
+        if config.language_only:
+            from vlm_agent.alignment import language_parameters, train_only
+
+            train_only(policy.model, language_parameters(policy.model))
         if config.kl_coef > 0 and not policy.has_adapter:
             raise ValueError(
                 "kl_coef > 0 needs LoRA adapters (the reference policy is the model with adapters disabled); "
@@ -790,6 +794,9 @@ def plot_learning_curve(
 def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
     """The model PPO starts from when none is given: the tiny model, warm-started by SFT.
 
+    With `align_*_steps` the tiny model gets legible vision settings and is aligned to read the
+    env's image first (`vlm_agent.alignment`, in `run_dir/aligned_model`); its SFT then trains
+    the language model's layers alone, which keeps the reading (a whole-model SFT erased it).
     Built once per run directory (`run_dir/base_model`); a resumed run reuses it.
     """
     from vlm_agent.sft import VLMSFTConfig, run_sft
@@ -799,9 +806,18 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
     done_marker = base_dir / "WARM_START_DONE"
     if done_marker.is_file():
         return base_dir
-    tiny_dir = make_tiny_model(config.tiny_arch, run_dir / "tiny_random_model", seed=config.seed)
+    if config.aligns_warm_start:
+        from vlm_agent.alignment import VLMAlignConfig, run_alignment
+
+        start = run_alignment(VLMAlignConfig(
+            tiny_arch=config.tiny_arch, env_ids=[config.env_id], num_examples=config.align_num_examples,
+            projector_steps=config.align_projector_steps, language_steps=config.align_language_steps,
+            seed=config.seed, output_dir=str(run_dir / "aligned_model"), progress_bar=config.progress_bar,
+        )).model_dir
+    else:
+        start = make_tiny_model(config.tiny_arch, run_dir / "tiny_random_model", seed=config.seed)
     sft_config = VLMSFTConfig(
-        model_name_or_path=str(tiny_dir),
+        model_name_or_path=str(start),
         env_id=config.env_id,
         env_kwargs=config.env_kwargs,
         num_demos=config.sft_num_demos,
@@ -813,6 +829,7 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
         seed=config.seed,
         output_dir=str(base_dir),
         progress_bar=config.progress_bar,
+        language_only=config.aligns_warm_start,
     )
     run_sft(sft_config)
     from vlm_agent.agents import AgentSettings, write_agent_settings
