@@ -10,6 +10,8 @@ import pytest
 from vlm_agent.parsing import parse_action
 from vlm_agent.sft import VLMSFTConfig, build_demonstrations, summarize_demonstrations
 
+from model_helpers import assert_language_layers_alone, changed_weights
+
 
 def test_demonstrations_follow_the_expert_and_read_out_the_state() -> None:
     demos = build_demonstrations("gym_cards/NumberLine-v0", 24, seed=3)
@@ -109,19 +111,12 @@ def test_sft_on_a_handful_of_demos_lowers_the_loss(tiny_model_dir, tmp_path) -> 
 
 
 def test_language_only_sft_trains_the_layers_and_keeps_embeddings_and_vision(tiny_model_dir, tmp_path) -> None:
-    import torch
-    from transformers import AutoModelForImageTextToText
-
     from vlm_agent.sft import run_sft
 
     base = tiny_model_dir("qwen2_vl")
     config = VLMSFTConfig(model_name_or_path=str(base), num_demos=8, epochs=1, learning_rate=1e-2, batch_size=4,
                           language_only=True, output_dir=str(tmp_path / "sft"), progress_bar=False)
     run_sft(config)
-    before = AutoModelForImageTextToText.from_pretrained(base).state_dict()
-    after = AutoModelForImageTextToText.from_pretrained(tmp_path / "sft").state_dict()
-    changed = {k for k in before if not torch.equal(before[k], after[k])}
-    assert any(k.startswith("model.language_model.layers.") for k in changed), changed
-    assert not any("visual" in k or "embed_tokens" in k or "lm_head" in k for k in changed), changed
+    assert_language_layers_alone(changed_weights(base, tmp_path / "sft"))
     with pytest.raises(ValueError, match="language_only and use_lora"):
         VLMSFTConfig(language_only=True, use_lora=True)

@@ -293,15 +293,11 @@ class VLMPPOConfig:
             if getattr(self, name) < 0:
                 fail(name, "must not be negative", f"set --{name} to 0 (no alignment) or more")
         if self.aligns_warm_start and self.model_name_or_path is None:
-            from vlm_agent.alignment import PROJECTOR_ARCHITECTURES
-            from vlm_agent.prompts import known_env_ids, prompt_for
-
-            if self.align_projector_steps and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
-                fail("align_projector_steps", f"needs tiny_arch {' or '.join(PROJECTOR_ARCHITECTURES)}",
-                     "set --align_projector_steps 0 or choose one of them")
-            if self.env_id in known_env_ids() and not prompt_for(self.env_id, cot=True).readout:
-                fail("align_projector_steps", f"needs an env with a built-in read-out; {self.env_id} has none",
-                     "set --align_projector_steps 0 --align_language_steps 0")
+            try:
+                self.warm_start_alignment("")  # the alignment's own checks: env read-out, architecture
+            except ValueError as error:
+                fail("align_projector_steps", f"cannot align the warm start ({error})",
+                     "set --align_projector_steps 0 --align_language_steps 0, or change what it names")
             if self.env_kwargs:
                 fail("env_kwargs", "cannot be combined with align_*_steps (the alignment reads the env's "
                      "default states)", "drop --env_kwargs or set --align_projector_steps 0 --align_language_steps 0")
@@ -359,6 +355,16 @@ class VLMPPOConfig:
     def aligns_warm_start(self) -> bool:
         """True when the tiny warm start is aligned to read the image before its SFT (`align_*_steps`)."""
         return self.align_projector_steps > 0 or self.align_language_steps > 0
+
+    def warm_start_alignment(self, output_dir: str) -> Any:
+        """The `vlm_agent.alignment.VLMAlignConfig` that aligns the tiny warm start (`align_*_steps`)."""
+        from vlm_agent.alignment import VLMAlignConfig
+
+        return VLMAlignConfig(
+            tiny_arch=self.tiny_arch, env_ids=[self.env_id], num_examples=self.align_num_examples,
+            projector_steps=self.align_projector_steps, language_steps=self.align_language_steps,
+            seed=self.seed, output_dir=output_dir, progress_bar=self.progress_bar,
+        )
 
     @property
     def report_targets(self) -> list[str]:

@@ -807,13 +807,9 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
     if done_marker.is_file():
         return base_dir
     if config.aligns_warm_start:
-        from vlm_agent.alignment import VLMAlignConfig, run_alignment
+        from vlm_agent.alignment import run_alignment
 
-        start = run_alignment(VLMAlignConfig(
-            tiny_arch=config.tiny_arch, env_ids=[config.env_id], num_examples=config.align_num_examples,
-            projector_steps=config.align_projector_steps, language_steps=config.align_language_steps,
-            seed=config.seed, output_dir=str(run_dir / "aligned_model"), progress_bar=config.progress_bar,
-        )).model_dir
+        start = run_alignment(config.warm_start_alignment(str(run_dir / "aligned_model"))).model_dir
     else:
         start = make_tiny_model(config.tiny_arch, run_dir / "tiny_random_model", seed=config.seed)
     sft_config = VLMSFTConfig(
