@@ -480,8 +480,9 @@ the benchmark was built (not reproduced by this script):
   lambda=0.5 policy after PPO reads 100% / 94% of 64 held-out states (blank image: 5% / 41%, the
   most frequent target's share), and its success falls to the blank-image column without the
   image. The action-only row gains nothing from the image (blank image: the same success).
-  Blackjack has no image-only row: the alignment does not read its cards yet. A variant without a
-  row has not been run.
+  Blackjack has no image-only row: the alignment reads its dealer card (100% of held-out hands)
+  but not yet enough of the player's cards (benchmarks/results/tiny_vlm_readout_blackjack.md). A
+  variant without a row has not been run.
 - PPO minutes depend on what else ran on the 2 shared cores.
 """
 

@@ -34,13 +34,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: checks every stage in about a minute.")
     parser.add_argument("--arch", default="qwen2_vl", help="Tiny architecture.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                        help="One alignment per seed (tiny model, images, batches): the read-out varies by seed.")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ALIGN_ENVS))
     parser.add_argument("--num-examples", type=int, default=defaults.num_examples, help="Training images per env.")
     parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
     parser.add_argument("--language-steps", type=int, default=defaults.language_steps)
     parser.add_argument("--full-steps", type=int, default=defaults.full_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--output-norm-lr-factor", type=float, default=defaults.output_norm_lr_factor,
+                        help="Stage 2: learning-rate factor of the language model's final norm.")
     parser.add_argument("--eval-examples", type=int, default=100, help="Held-out images per env.")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/tiny_vlm_readout"))
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
@@ -60,31 +63,37 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    config = VLMAlignConfig(
-        tiny_arch=args.arch, env_ids=list(args.envs), num_examples=args.num_examples, projector_steps=args.projector_steps,
-        language_steps=args.language_steps, full_steps=args.full_steps, learning_rate=args.learning_rate, eval_examples=args.eval_examples,
-        seed=args.seed, output_dir=str(args.work_dir / "aligned"), progress_bar=True,
-    )
-    started = time.perf_counter()
-    result = run_alignment(config)
-    seconds = time.perf_counter() - started
     rows: list[dict[str, Any]] = []
-    by_env: dict[str, dict[bool, Any]] = {}
-    for accuracy in result.accuracy:
-        by_env.setdefault(accuracy.env_id, {})[accuracy.blank] = accuracy
-    for env_id, pair in by_env.items():
-        image, blank = pair[False], pair[True]
-        for key in image.fields:
-            rows.append({"env_id": env_id, "field": key, "images": image.images, "image_accuracy": image.fields[key],
-                         "blank_accuracy": blank.fields[key], "chance": image.chance[key]})
-            if key in image.items:
-                rows.append({"env_id": env_id, "field": f"{key} (each card)", "images": image.images,
-                             "image_accuracy": image.items[key], "blank_accuracy": blank.items[key], "chance": ""})
-    write_results(rows, result, config, seconds, args)
+    results: dict[int, Any] = {}
+    started = time.perf_counter()
+    for seed in args.seeds:
+        config = VLMAlignConfig(
+            tiny_arch=args.arch, env_ids=list(args.envs), num_examples=args.num_examples,
+            projector_steps=args.projector_steps, language_steps=args.language_steps, full_steps=args.full_steps,
+            learning_rate=args.learning_rate, output_norm_lr_factor=args.output_norm_lr_factor,
+            eval_examples=args.eval_examples, seed=seed,
+            output_dir=str(args.work_dir / f"aligned_seed{seed}"), progress_bar=True,
+        )
+        results[seed] = run_alignment(config)
+        by_env: dict[str, dict[bool, Any]] = {}
+        for accuracy in results[seed].accuracy:
+            by_env.setdefault(accuracy.env_id, {})[accuracy.blank] = accuracy
+        for env_id, pair in by_env.items():
+            image, blank = pair[False], pair[True]
+            for key in image.fields:
+                rows.append({"env_id": env_id, "field": key, "seed": seed, "images": image.images,
+                             "image_accuracy": image.fields[key], "blank_accuracy": blank.fields[key],
+                             "chance": image.chance[key]})
+                if key in image.items:
+                    rows.append({"env_id": env_id, "field": f"{key} (each card)", "seed": seed, "images": image.images,
+                                 "image_accuracy": image.items[key], "blank_accuracy": blank.items[key], "chance": ""})
+    seconds = time.perf_counter() - started
+    write_results(rows, results, config, seconds, args)
     return 0
 
 
-def write_results(rows: list[dict[str, Any]], result: Any, config: Any, seconds: float, args: argparse.Namespace) -> None:
+def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: Any, seconds: float,
+                  args: argparse.Namespace) -> None:
     from vlm_agent.tiny_models import LEGIBLE_VISION
 
     out = args.out_dir
@@ -103,35 +112,36 @@ def write_results(rows: list[dict[str, Any]], result: Any, config: Any, seconds:
         (f"Tiny `{config.tiny_arch}` (random init, built offline) with {vision.image_size} px images, "
          f"vision width {vision.width} x {vision.depth} layers, patch 14; aligned on {config.num_examples} state images "
          f"per env: {config.projector_steps} steps of the projector (read-out slots), {config.language_steps} steps "
-         f"of the language model's layers, {config.full_steps} of the whole model (batch {config.batch_size}, "
-         f"lr {config.learning_rate:g}, seed {config.seed}); "
-         f"{seconds / 60:.1f} minutes in all, measurement included. Accuracy in % on {rows[0]['images']} held-out "
-         "states per env (greedy read-out, exact match per field); blank: the same model given a frame of the "
-         "background colour; chance: the most frequent true value's share."),
+         f"of the language model's layers (its final norm at {config.output_norm_lr_factor:g}x the learning rate), "
+         f"{config.full_steps} of the whole model (batch {config.batch_size}, lr {config.learning_rate:g}), one alignment per seed ({', '.join(map(str, results))}: the tiny model, "
+         f"the images and the batches); {seconds / 60:.1f} minutes in all, measurement included. Accuracy in % on "
+         f"{rows[0]['images']} held-out states per env (greedy read-out, exact match per field); blank: the same "
+         "model given a frame of the background colour; chance: the most frequent true value's share."),
         "",
-        "| env | field | from the image | blank image | chance |",
-        "|---|---|---:|---:|---:|",
+        "| env | field | seed | from the image | blank image | chance |",
+        "|---|---|---:|---:|---:|---:|",
     ]
     for row in rows:
-        lines.append(f"| {row['env_id'].split('/')[-1]} | {row['field']} | {pct(row['image_accuracy'])} | "
-                     f"{pct(row['blank_accuracy'])} | {pct(row['chance'])} |")
+        lines.append(f"| {row['env_id'].split('/')[-1]} | {row['field']} | {row['seed']} | "
+                     f"{pct(row['image_accuracy'])} | {pct(row['blank_accuracy'])} | {pct(row['chance'])} |")
     lines += ["", machine_description(), ""]
     (out / f"{args.stem}.md").write_text("\n".join(lines))
-    plot(rows, result, out / f"{args.stem}.png")
+    plot(rows, results, out / f"{args.stem}.png")
 
 
-def plot(rows: list[dict[str, Any]], result: Any, path: Path) -> None:
+def plot(rows: list[dict[str, Any]], results: dict[int, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4))
-    losses = result.losses
-    left.plot(range(1, len(losses) + 1), losses)
-    if result.projector_losses:
-        left.axvline(len(result.projector_losses), color="grey", linestyle="--", label="projector | language model")
-        left.legend(fontsize=8)
+    for seed, result in results.items():
+        left.plot(range(1, len(result.losses) + 1), result.losses, label=f"seed {seed}", linewidth=1)
+    first = next(iter(results.values()))
+    if first.projector_losses:
+        left.axvline(len(first.projector_losses), color="grey", linestyle="--", label="projector | language model")
+    left.legend(fontsize=8)
     left.set_yscale("log")
     left.set_xlabel("alignment step")
     left.set_ylabel("read-out loss")
@@ -144,7 +154,8 @@ def plot(rows: list[dict[str, Any]], result: Any, path: Path) -> None:
     right.scatter([p for p, r in zip(positions, rows) if r["chance"] != ""],
                   [100 * r["chance"] for r in rows if r["chance"] != ""], color="black", marker="_", s=200,
                   label="chance", zorder=3)
-    right.set_xticks(list(positions), [f"{r['env_id'].split('/')[-1][:-3]}\n{r['field']}" for r in rows], fontsize=6)
+    right.set_xticks(list(positions), [f"{r['env_id'].split('/')[-1][:-3]}\n{r['field']}\nseed {r['seed']}" for r in rows],
+                     fontsize=5)
     right.set_ylabel("held-out read-out accuracy (%)")
     right.set_title("Read-out from the image vs a blank image")
     right.legend(fontsize=8)

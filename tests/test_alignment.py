@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -101,6 +102,29 @@ def test_language_stage_keeps_word_embeddings_and_vision_side(tmp_path: Path, to
     assert_language_layers_alone(_changed_weights(tmp_path, language_steps=2))
 
 
+def test_output_norm_lr_factor_lets_the_final_norm_grow_faster(tmp_path: Path, torch_single_thread: None) -> None:
+    """The logits' cap (the final norm's weight, embeddings frozen) moves further with the factor; nothing else changes."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    start = make_tiny_model("qwen2_vl", tmp_path / "start", seed=0, hidden_size=32, num_layers=1, vision=MINI_VISION)
+
+    def final_norm(factor: float) -> Any:
+        out = tmp_path / f"out{factor:g}"
+        run_alignment(VLMAlignConfig(model_name_or_path=str(start), env_ids=["gym_cards/NumberLine-v0"], num_examples=8,
+                                     batch_size=4, projector_steps=0, language_steps=4, output_norm_lr_factor=factor,
+                                     output_dir=str(out), progress_bar=False))
+        assert_language_layers_alone(changed_weights(start, out))
+        model = AutoModelForImageTextToText.from_pretrained(out, dtype=torch.float32)
+        return model.get_decoder().norm.weight.detach()
+
+    base = AutoModelForImageTextToText.from_pretrained(start, dtype=torch.float32).get_decoder().norm.weight.detach()
+    slow, fast = ((final_norm(f) - base).abs().max() for f in (1.0, 10.0))
+    assert fast > 3 * slow > 0
+    with pytest.raises(ValueError, match="output_norm_lr_factor > 0"):
+        VLMAlignConfig(output_norm_lr_factor=0.0)
+
+
 def test_readout_slots_are_the_tokens_that_show_each_number(torch_single_thread: None, tmp_path: Path) -> None:
     """On NumberLine the random model's image tokens already tell both numbers apart: one token each."""
     import torch
@@ -129,6 +153,30 @@ def test_readout_slots_are_the_tokens_that_show_each_number(torch_single_thread:
     with torch.no_grad():
         blank_features = torch.stack(image_tokens(model, processor, [e.image for e in blank]))
     assert find_readout_slots(blank_features, blank) == []
+
+
+def test_player_cards_get_one_slot_per_position_and_hand_length(torch_single_thread: None, tmp_path: Path) -> None:
+    """Blackjack centres the hand, so a card's place depends on the hand's length: slots are per position and length."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_agent.alignment import find_readout_slots, image_tokens, slot_values
+    from vlm_agent.models import load_processor
+
+    assert slot_values({"dealer card": "4 of clubs", "player cards": ["2 of hearts", "K of spades"]}) == {
+        ("dealer card", None, None): "4 of clubs", ("player cards", 0, 2): "2 of hearts",
+        ("player cards", 1, 2): "K of spades"}
+    path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
+    processor = load_processor(path)
+    examples = readout_examples("gym_cards/Blackjack-v0", 256, seed=0)
+    with torch.no_grad():
+        slots = find_readout_slots(torch.stack(image_tokens(model, processor, [e.image for e in examples])), examples)
+    by_key = {(s.key, s.index, s.length): s for s in slots}
+    assert ("dealer card", None, None) in by_key
+    assert ("player cards", 0, 2) in by_key and ("player cards", 1, 2) in by_key, sorted(by_key)
+    assert len({s.token for s in slots}) == len(slots) and min(s.accuracy for s in slots) >= 0.6
+    assert "player total" not in {s.key for s in slots}  # a sum: no single token shows it
 
 
 @pytest.mark.slow

@@ -60,7 +60,7 @@ def test_bad_values_and_config_files_give_clear_errors(tmp_path, capsys) -> None
 def test_shipped_configs_parse() -> None:
     from trl import TrlParser
 
-    for name in (DEFAULT_TRAIN_CONFIG, "paper_card_games.yaml"):
+    for name in (DEFAULT_TRAIN_CONFIG, "tiny_numberline_text_cpu.yaml", "paper_card_games.yaml"):
         (config,) = TrlParser(VLMPPOConfig).parse_args_and_config(["--config", str(embedded_config_path(name))])
         assert config.env_id == "gym_cards/NumberLine-v0"
     (paper,) = TrlParser(VLMPPOConfig).parse_args_and_config(
@@ -94,8 +94,9 @@ def test_make_tiny_model(tmp_path, torch_single_thread, capsys) -> None:
 
 
 def test_train_without_a_model_builds_warm_starts_and_trains_the_tiny_model(tmp_path, torch_single_thread, capsys) -> None:
-    """The README's main command, shrunk: embedded config, tiny model, SFT warm start, PPO, outputs,
-    the held-out before/after comparison, and `vlm-agent eval` on the run folder with its own settings."""
+    """The README's main command, shrunk: embedded config, tiny model aligned to read the image, SFT
+    warm start, image-only PPO, outputs, the held-out before/after comparison with its blank-image
+    control, and `vlm-agent eval` on the run folder with its own settings."""
     import csv
     import json
 
@@ -104,6 +105,7 @@ def test_train_without_a_model_builds_warm_starts_and_trains_the_tiny_model(tmp_
         "train", "--output_dir", str(run_dir), "--sft_num_demos", "16", "--sft_epochs", "1", "--num_envs", "4",
         "--num_steps", "2", "--total_timesteps", "16", "--mini_batch_size", "4", "--max_new_tokens", "16",
         "--final_eval_episodes", "4", "--no_progress_bar",
+        "--align_projector_steps", "2", "--align_language_steps", "2", "--align_num_examples", "32",
     ])
     assert code == 0
     out = capsys.readouterr().out
@@ -112,36 +114,40 @@ def test_train_without_a_model_builds_warm_starts_and_trains_the_tiny_model(tmp_
                  "held_out_comparison.md", "held_out_comparison.csv"):
         assert (run_dir / name).is_file(), name
     assert (run_dir / "base_model" / "WARM_START_DONE").is_file()
+    assert (run_dir / "aligned_model" / "align_summary.json").is_file()
     assert (run_dir / "policy" / "policy_settings.json").is_file()
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
-    # The policy and the warm start carry the demo's settings (show_state, 16 tokens, penalty rule).
+    # The policy and the warm start carry the demo's settings (image only, 16 tokens, penalty rule).
     for folder in ("policy", "base_model"):
         saved = json.loads((run_dir / folder / "agent_settings.json").read_text())
-        assert (saved["show_state"], saved["max_new_tokens"], saved["invalid_action"]) == (True, 16, "penalty")
+        assert (saved["show_state"], saved["max_new_tokens"], saved["invalid_action"]) == (False, 16, "penalty")
     # The comparison: printed, and written with one row per reference, each with its settings.
     table = out[out.index("Held-out success on gym_cards/NumberLine-v0 (4 episodes each):"):]
-    for row in ("random", "warm start", "trained", "expert"):
+    rows_shown = ["random", "warm start", "trained", "trained (blank image)", "expert"]
+    for row in rows_shown:
         assert f"  {row} " in table
     rows = {row["method"]: row for row in csv.DictReader((run_dir / "held_out_comparison.csv").open())}
-    assert list(rows) == ["random", "warm start", "trained", "expert"]
+    assert list(rows) == rows_shown
     assert float(rows["expert"]["success_rate"]) == 1.0
-    assert rows["trained"]["show_state"] == "True" and rows["trained"]["invalid_action"] == "penalty"
-    assert rows["warm start"]["show_state"] == "True"
+    assert rows["trained"]["show_state"] == "False" and rows["trained"]["invalid_action"] == "penalty"
+    assert rows["warm start"]["show_state"] == "False" and rows["trained (blank image)"]["show_state"] == "False"
     assert int(rows["trained"]["completion_tokens"]) <= 16 * int(rows["trained"]["steps"])
     capsys.readouterr()
     # `local:` accepts the run folder (its policy/) and plays it as trained, without prompt flags.
-    code = run(["eval", "--methods", f"local:{run_dir}", "--episodes", "2", "--num_envs", "2",
-                "--out_dir", str(tmp_path / "eval"), "--no_progress"])
+    code = run(["eval", "--methods", f"local:{run_dir}", f"blank:local:{run_dir}", "--episodes", "2",
+                "--num_envs", "2", "--out_dir", str(tmp_path / "eval"), "--no_progress"])
     assert code == 0
-    assert "| local:demo |" in capsys.readouterr().out
-    (row,) = csv.DictReader((tmp_path / "eval" / "evaluation.csv").open())
-    assert row["show_state"] == "True" and row["invalid_action"] == "penalty"
+    out = capsys.readouterr().out
+    assert "| local:demo |" in out and "| blank:local:demo |" in out
+    evaluated = list(csv.DictReader((tmp_path / "eval" / "evaluation.csv").open()))
+    assert [row["method"] for row in evaluated] == ["local:demo", "blank:local:demo"]
+    assert all(row["show_state"] == "False" and row["invalid_action"] == "penalty" for row in evaluated)
     # A flag overrides the saved setting.
     code = run(["eval", "--methods", f"local:{run_dir}", "--episodes", "1", "--num_envs", "1", "--show_state",
-                "false", "--out_dir", str(tmp_path / "eval2"), "--no_progress"])
+                "true", "--out_dir", str(tmp_path / "eval2"), "--no_progress"])
     assert code == 0
     (row,) = csv.DictReader((tmp_path / "eval2" / "evaluation.csv").open())
-    assert row["show_state"] == "False"
+    assert row["show_state"] == "True"
 
 
 def test_train_help_says_a_bare_train_runs_the_demo(capsys) -> None:
@@ -177,3 +183,12 @@ def test_eval_options_include_api_settings(capsys) -> None:
     out = capsys.readouterr().out
     for option in ("--concurrency", "--timeout_s", "--max_retries", "--num_envs", "--invalid_action"):
         assert option in out
+
+
+def test_bare_train_on_another_env_uses_the_text_state_demo(capsys) -> None:
+    """The image-only demo reads NumberLine alone: on another env the bare command says it gives the state as text."""
+    assert run(["train", "--env_id=gym_cards/Blackjack-v0", "--total_timesteps", "-1"]) == 2
+    captured = capsys.readouterr()
+    assert "tiny_numberline_text_cpu.yaml" in captured.out and "total_timesteps" in captured.err
+    assert run(["train", "--total_timesteps", "-1"]) == 2
+    assert "tiny_numberline_text_cpu.yaml" not in capsys.readouterr().out

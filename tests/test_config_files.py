@@ -99,7 +99,7 @@ def test_shipped_configs_pass_the_checks() -> None:
     from vlm_agent.cli import embedded_config_path
     from vlm_agent.config_files import check_options, read_config_file
 
-    for name in ("tiny_numberline_cpu.yaml", "paper_card_games.yaml"):
+    for name in ("tiny_numberline_cpu.yaml", "tiny_numberline_text_cpu.yaml", "paper_card_games.yaml"):
         path = embedded_config_path(name)
         options = check_options(read_config_file(path), VLMPPOConfig, source=str(path),
                                 comma_separated=VLMPPOConfig.COMMA_SEPARATED)

@@ -34,12 +34,13 @@ def _guarded_getaddrinfo(host, *args, **kwargs):
 socket.getaddrinfo = _guarded_getaddrinfo
 '''
 
-# The demo's own config, shrunk to seconds: the same code path (local tiny model, SFT warm start
-# through TRL's SFTTrainer, PPO, checkpoint, plot), far fewer steps.
+# The demo's own config, shrunk to seconds: the same code path (local tiny model, alignment, SFT
+# warm start through TRL's SFTTrainer, PPO, checkpoint, plot, held-out comparison), far fewer steps.
 SHRINK = [
     "--num_envs", "2", "--num_steps", "2", "--total_timesteps", "4", "--max_new_tokens", "8",
     "--sft_num_demos", "4", "--sft_epochs", "1", "--ppo_epochs", "1", "--mini_batch_size", "2",
-    "--save_every", "1", "--no_progress_bar",
+    "--align_projector_steps", "1", "--align_language_steps", "1", "--align_num_examples", "16",
+    "--final_eval_episodes", "2", "--save_every", "1", "--no_progress_bar",
 ]  # fmt: skip
 
 

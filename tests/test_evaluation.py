@@ -427,6 +427,17 @@ def test_same_named_local_policies_get_unique_labels_and_name_sets_one() -> None
     assert default_labels(["warm=local:runs/a/base_model", "trained=local:runs/a", "openai:gpt-4o"]) == [
         "warm", "trained", "openai:gpt-4o"]
     assert parse_method("local:odd=dir/policy").argument == "odd=dir/policy"  # a path keeps its '='
+    # blank: (the no-image control) keeps the spec it wraps and its own row name.
+    assert parse_method("blank:local:runs/a").blank and parse_method("blank:local:runs/a").argument == "runs/a"
+    assert not parse_method("local:runs/blank:a").blank
+    assert default_labels(["local:runs/a", "blank:local:runs/a", "blank:expert", "c=blank:random"]) == [
+        "local:a", "blank:local:a", "blank:expert", "c"]
+    with pytest.raises(ValueError, match="unknown method"):
+        parse_method("blank:")
+    from vlm_agent.agents import BlankImages
+    from vlm_agent.baselines.method_spec import build_agent
+
+    assert isinstance(build_agent("blank:random"), BlankImages)
     with pytest.raises(ValueError, match="NAME=SPEC"):
         default_labels(["local:runs/a/policy", "local:runs/a/policy"])
     with pytest.raises(ValueError, match="NAME=SPEC"):

@@ -22,7 +22,8 @@ Three stages, like LLaVA's (projector first, then the language model):
    language model stay frozen.
 2. **Language model** (``language_steps``): the language model's layers learn the read-out with
    the word embeddings and the vision side frozen, so the tokens written in stage 1 keep their
-   meaning while the language model learns to look them up.
+   meaning while the language model learns to look them up (``output_norm_lr_factor``: the
+   final norm, which alone sets how sharp the logits can get then, may learn faster).
 3. **Whole model** (``full_steps``, default 0): everything trained together.
 
 Why: ``benchmarks/readout_bottleneck.py`` measured that the random image tokens already carry
@@ -33,6 +34,9 @@ not enough (0% after 500 steps; 78% when the other half of the target digit held
 that also carry the field's name were read within 300 steps. Stage 1 makes
 the projector produce such tokens; stage 2 must not train the embeddings, or the word space
 stage 1 aimed at moves away within a few steps at these learning rates (measured: chance).
+Stage 2 stalls at loss ~3.3 (the capped logits) and its reading depends on the seed
+(``benchmarks/results/tiny_vlm_readout.md`` aligns seeds 0, 1 and 2); the SFT warm start after it
+trains the same layers further.
 
 :func:`readout_accuracy` measures the read-out from the image alone (greedy decoding, each field
 compared exactly); ``blank=True`` replaces every image by a frame of its background colour, the
@@ -87,6 +91,10 @@ SLOT_DISTANCE_WEIGHT = 30.0
 #: A field is given a slot only if one image token tells its value apart on at least this share
 #: of the held-back half of the training images (Blackjack's player total, a sum, has no token).
 MIN_SLOT_ACCURACY = 0.6
+
+#: ... and only if it is present in at least this share of the images (Blackjack: hands of two
+#: and three cards get slots, the 4% of four cards none).
+MIN_SLOT_SHARE = 0.1
 
 
 @dataclass(frozen=True)
@@ -252,17 +260,24 @@ def readout_loss(model: Any, processor: Any, examples: Sequence[ReadoutExample])
     return answer_loss(model, *readout_inputs(processor, examples))[0]
 
 
-SlotKey = tuple[str, int | None]  # (read-out field, item position in a list field or None)
+#: (read-out field, item position in a list field or None, the list's length or None)
+SlotKey = tuple[str, int | None, int | None]
 
 
 def slot_values(values: dict[str, Any]) -> dict[SlotKey, Any]:
-    """The read-out split into slots: one per scalar field, one per item of a list field."""
+    """The read-out split into slots: one per scalar field, one per item of a list field.
+
+    A list item's slot is its position *in a list of that length*: a centred layout (Blackjack's
+    hand) moves every card when one is added, so card 0 of two and card 0 of three lie apart
+    (measured: one token per position told 28-31% of player cards apart, one per position and
+    length 98-99%).
+    """
     out: dict[SlotKey, Any] = {}
     for key, value in values.items():
         if isinstance(value, list):
-            out.update({(key, index): item for index, item in enumerate(value)})
+            out.update({(key, index, len(value)): item for index, item in enumerate(value)})
         else:
-            out[(key, None)] = value
+            out[(key, None, None)] = value
     return out
 
 
@@ -289,6 +304,11 @@ class ReadoutSlot:
     index: int | None
     token: int
     accuracy: float
+    length: int | None = None  # a list item's slot: for lists of this length (see slot_values)
+
+    @property
+    def slot_key(self) -> SlotKey:
+        return (self.key, self.index, self.length)
 
 
 def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> list[ReadoutSlot]:
@@ -297,8 +317,8 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
     ``features``: ``(images, tokens, width)`` of the (random) model. Score of a token: accuracy of
     the nearest class mean fitted on the first half of the images, on the second half; ties go to
     the token whose class means lie furthest apart. Each token holds at most one slot (best
-    first); slots under :data:`MIN_SLOT_ACCURACY`, or present in under a quarter of the images,
-    get none.
+    first); slots under :data:`MIN_SLOT_ACCURACY`, or present in under :data:`MIN_SLOT_SHARE` of
+    the images, get none.
     """
     import torch
 
@@ -306,7 +326,7 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
     per_image = [slot_values(e.values) for e in examples]
     counts = Counter(key for values in per_image for key in values)
     candidates: list[tuple[tuple[float, float], SlotKey, int]] = []
-    for key in (k for k, n in counts.items() if n >= len(examples) / 4):
+    for key in (k for k, n in counts.items() if n >= len(examples) * MIN_SLOT_SHARE):
         rows = [i for i, v in enumerate(per_image) if key in v]
         labels = [json.dumps(per_image[i][key]) for i in rows]
         train = [j for j, i in enumerate(rows) if i < half]
@@ -328,11 +348,11 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
     for (accuracy, _), key, token in sorted(candidates, key=lambda c: (c[0], -c[2]), reverse=True):
         if accuracy < MIN_SLOT_ACCURACY:
             break
-        if token in used_tokens or any((slot.key, slot.index) == key for slot in slots):
+        if token in used_tokens or any(slot.slot_key == key for slot in slots):
             continue
-        slots.append(ReadoutSlot(env_id, key[0], key[1], token, accuracy))
+        slots.append(ReadoutSlot(env_id, key[0], key[1], token, accuracy, key[2]))
         used_tokens.add(token)
-    return sorted(slots, key=lambda slot: (list(examples[0].values).index(slot.key), slot.index or 0))
+    return sorted(slots, key=lambda slot: (list(examples[0].values).index(slot.key), slot.length or 0, slot.index or 0))
 
 
 def slot_target(model: Any, processor: Any, key: str, index: int | None, value: Any, *, with_key: bool = True) -> Any:
@@ -387,9 +407,9 @@ def train_projector(
         present = slot_values(example.values)
         pairs = []
         for slot in by_env[example.env_id]:
-            if (slot.key, slot.index) in present:
+            if slot.slot_key in present:
                 known = labels.setdefault(slot, {})
-                pairs.append((slot, known.setdefault(json.dumps(present[(slot.key, slot.index)]), len(known))))
+                pairs.append((slot, known.setdefault(json.dumps(present[slot.slot_key]), len(known))))
         wanted.append(pairs)
     targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v)) for v in known])
                for slot, known in labels.items()}
@@ -434,13 +454,16 @@ def train_readout(
     batch_size: int,
     seed: int,
     parameters: str = "all",
+    output_norm_lr_factor: float = 1.0,
     log: Any = None,
 ) -> list[float]:
     """AdamW on :func:`readout_loss` over random batches of ``examples``; returns the step losses.
 
     ``parameters``: ``"language"`` trains the language model's layers alone (stage 2: word
     embeddings and vision side frozen), ``"all"`` every parameter (stage 3). The learning rate
-    warms up over the first 10% of the steps and decays by a cosine.
+    warms up over the first 10% of the steps and decays by a cosine; with ``"language"`` the
+    language model's final norm learns at ``output_norm_lr_factor`` times it (see
+    :class:`VLMAlignConfig`).
     """
     import torch
 
@@ -450,7 +473,12 @@ def train_readout(
         raise ValueError(f"train_readout parameters must be 'language' or 'all', got {parameters!r}")
     trained = language_parameters(model) if parameters == "language" else list(model.parameters())
     train_only(model, trained)
-    optimizer = torch.optim.AdamW(trained, lr=learning_rate, weight_decay=0.0)
+    groups: list[dict[str, Any]] = [{"params": trained}]
+    norm = getattr(model.get_decoder(), "norm", None) if parameters == "language" else None
+    if output_norm_lr_factor != 1.0 and norm is not None and getattr(norm, "weight", None) is not None:
+        groups = [{"params": [p for p in trained if p is not norm.weight]},
+                  {"params": [norm.weight], "lr": learning_rate * output_norm_lr_factor}]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=0.0)
     scheduler = warmup_cosine(optimizer, steps)
     rng = np.random.default_rng(seed)
     model.train()
@@ -477,7 +505,7 @@ def train_readout(
     return losses
 
 
-def generate_readouts(model: Any, processor: Any, images: Sequence[np.ndarray], *, max_new_tokens: int = 64,
+def generate_readouts(model: Any, processor: Any, images: Sequence[np.ndarray], *, max_new_tokens: int,
                       batch_size: int = 32) -> list[str]:
     """Greedy answers to :data:`READOUT_PROMPT` for each image."""
     import torch
@@ -523,10 +551,17 @@ class ReadoutAccuracy:
 
 
 def readout_accuracy(model: Any, processor: Any, examples: Sequence[ReadoutExample], *, blank: bool = False,
-                     max_new_tokens: int = 64) -> ReadoutAccuracy:
-    """Read-out accuracy from the image alone (``blank``: from a background-coloured frame instead)."""
+                     max_new_tokens: int | None = None) -> ReadoutAccuracy:
+    """Read-out accuracy from the image alone (``blank``: from a background-coloured frame instead).
+
+    ``max_new_tokens``: the answer length allowed; default the longest true answer's tokens plus 8
+    (a Blackjack read-out of four cards takes 65 tokens).
+    """
     if not examples:
         raise ValueError("readout_accuracy needs at least one example")
+    if max_new_tokens is None:
+        tokenizer = processor.tokenizer
+        max_new_tokens = 8 + max(len(tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples)
     images = [blank_like(e.image) if blank else e.image for e in examples]
     answers = [_parsed(t) for t in generate_readouts(model, processor, images, max_new_tokens=max_new_tokens)]
     keys = list(examples[0].values)
@@ -567,6 +602,12 @@ class VLMAlignConfig:
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
+    output_norm_lr_factor: float = field(default=1.0, metadata={
+        "help": "Stage 2: the language model's final norm learns at this many times the learning rate. With the "
+                "tied word embeddings frozen, that norm's weight alone caps the logits (a tiny model's at ~2.5: "
+                "stage 2 stalls at loss ~3.3 and reads by the seed's luck). 10 made the NumberLine read-out hold on "
+                "more seeds but its SFT warm start then already won every held-out episode, leaving PPO nothing "
+                "to learn (benchmarks/results/tiny_vlm_readout_norm10.md)."})
     learning_rate: float = field(default=3e-3, metadata={"help": "AdamW peak learning rate of every stage."})
     batch_size: int = field(default=16, metadata={"help": "Images per optimizer step."})
     eval_examples: int = field(default=0, metadata={"help": "Held-out images per env to measure the read-out on (0: none)."})
@@ -592,6 +633,8 @@ class VLMAlignConfig:
         if self.projector_steps and self.model_name_or_path is None and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
             raise ValueError(f"VLMAlignConfig: the projector stage supports tiny_arch {' or '.join(PROJECTOR_ARCHITECTURES)}, "
                              f"not {self.tiny_arch!r}; use --projector_steps 0 for it")
+        if not self.output_norm_lr_factor > 0:
+            raise ValueError(f"VLMAlignConfig needs output_norm_lr_factor > 0, got {self.output_norm_lr_factor}")
         if self.learning_rate <= 0 or self.eval_examples < 0:
             raise ValueError(f"VLMAlignConfig needs learning_rate > 0 and eval_examples >= 0, got "
                              f"{self.learning_rate}, {self.eval_examples}")
@@ -637,7 +680,7 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
         model.eval()
         with torch.no_grad():
             for env_examples in per_env.values():
-                sample = env_examples[:512]
+                sample = env_examples
                 slots += find_readout_slots(torch.stack(image_tokens(model, processor, [e.image for e in sample])),
                                             sample)
     bar = tqdm(total=config.projector_steps + config.language_steps + config.full_steps, desc="alignment",
@@ -653,7 +696,8 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
         projector_losses = train_projector(model, processor, examples, slots, steps=config.projector_steps,
                                            seed=config.seed, **{**common, "batch_size": max(32, config.batch_size)})
         language_losses = train_readout(model, processor, examples, steps=config.language_steps, seed=config.seed + 1,
-                                        parameters="language", **common)
+                                        parameters="language", output_norm_lr_factor=config.output_norm_lr_factor,
+                                        **common)
         full_losses = train_readout(model, processor, examples, steps=config.full_steps, seed=config.seed + 2,
                                     parameters="all", **common)
     bar.close()

@@ -32,6 +32,11 @@ from pathlib import Path
 #: The embedded configuration `vlm-agent train` uses when neither a model nor --config is given.
 DEFAULT_TRAIN_CONFIG = "tiny_numberline_cpu.yaml"
 
+#: The embedded configuration for a bare `vlm-agent train --env_id <another env>`: the same demo with
+#: the state also given as text (the tiny model's image alignment reads only NumberLine well).
+TEXT_STATE_TRAIN_CONFIG = "tiny_numberline_text_cpu.yaml"
+DEFAULT_TRAIN_ENV = "gym_cards/NumberLine-v0"
+
 COMMANDS = {
     "train": "PPO fine-tuning of a vision-language model on a gym_cards task (default: a CPU demo).",
     "eval": "Success rate (95% interval), mean return and invalid-answer rate on held-out seeds.",
@@ -114,7 +119,7 @@ def _parse(dataclass_type: type, command: str, argv: list[str], comma_separated:
 TRAIN_DESCRIPTION = (
     COMMANDS["train"]
     + f" A bare `vlm-agent train` (no --config, no --model_name_or_path) runs the embedded CPU demo, "
-    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine, about 8 minutes on 2 cores); the defaults "
+    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine from the image alone, about 9 minutes on 2 cores); the defaults "
     "shown below are the paper's and apply as soon as --config or --model_name_or_path is given."
 )
 
@@ -125,6 +130,17 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
+def _flag_value(argv: list[str], flag: str) -> str | None:
+    """The value given to ``flag`` (``--flag V`` or ``--flag=V``; the last one wins), or None."""
+    value = None
+    for index, item in enumerate(argv):
+        if item == flag and index + 1 < len(argv):
+            value = argv[index + 1]
+        elif item.startswith(flag + "="):
+            value = item.split("=", 1)[1]
+    return value
+
+
 def _train(argv: list[str]) -> int:
     from vlm_agent.ppo_config import VLMPPOConfig
 
@@ -132,7 +148,12 @@ def _train(argv: list[str]) -> int:
         "-h",
         "--help",
     } & set(argv):
-        argv = ["--config", str(embedded_config_path(DEFAULT_TRAIN_CONFIG)), *argv]
+        env_id = _flag_value(argv, "--env_id")
+        embedded = DEFAULT_TRAIN_CONFIG if env_id in (None, DEFAULT_TRAIN_ENV) else TEXT_STATE_TRAIN_CONFIG
+        if embedded != DEFAULT_TRAIN_CONFIG:
+            print(f"vlm-agent train: the embedded demo on {env_id} gives the tiny model the state as text too "
+                  f"(vlm_agent/configs/{embedded}): its image alignment reads only {DEFAULT_TRAIN_ENV} well")
+        argv = ["--config", str(embedded_config_path(embedded)), *argv]
         # The demo builds its model locally and needs nothing from the model hub: make sure that
         # nothing (a hub lookup, TRL's usage ping) tries the network. Read by huggingface_hub at
         # import, so before TrlParser is imported.
@@ -161,7 +182,7 @@ def _train(argv: list[str]) -> int:
         warm_start = warm_start if warm_start.is_dir() else None  # a hub id: nothing local to evaluate
         results, paths = compare_before_after(
             run_dir, env_id=config.env_id, env_kwargs=config.env_kwargs, warm_start=warm_start,
-            episodes=config.final_eval_episodes,
+            episodes=config.final_eval_episodes, blank_control=not config.show_state,
             seed=config.seed, progress=config.progress_bar,
         )
         from vlm_agent.ppo_trainer import LEARNING_CURVE_PNG, METRICS_JSONL, plot_learning_curve
@@ -239,7 +260,7 @@ def _align(argv: list[str]) -> int:
         return 1
     losses = result.losses
     for slot in result.slots:
-        item = "" if slot.index is None else f"[{slot.index}]"
+        item = "" if slot.index is None else f"[{slot.index} of {slot.length}]"
         print(f"  {slot.env_id} {slot.key}{item}: image token {slot.token} (tells values apart on "
               f"{100 * slot.accuracy:.0f}% of held-back images)")
     print(f"aligned model written to {result.model_dir} (loss {losses[0]:.3f} -> {losses[-1]:.3f})" if losses

@@ -32,7 +32,9 @@ CARD_ENV_IDS = (
 METHOD_SPEC_HELP = (
     "each one of: random, expert, openai:MODEL (any OpenAI-compatible server, see --base_url), "
     "gemini:MODEL, local:PATH (a saved policy, a run folder (its policy/ is used) or a Hugging "
-    "Face model folder); prefix NAME= to set the row name, e.g. warm=local:runs/r/base_model"
+    "Face model folder); prefix blank: to show the agent blank frames instead of the images (the "
+    "no-image control, e.g. blank:local:runs/r); prefix NAME= to set the row name, e.g. "
+    "warm=local:runs/r/base_model"
 )
 
 DEFAULT_NUM_ENVS = 16

@@ -678,10 +678,13 @@ COMPARISON_STEM = "held_out_comparison"
 COMPARISON_ROWS = ("random", "warm start", "trained", "expert")
 """Row names of the comparison, in order: floor, starting point, result, ceiling."""
 
+BLANK_CONTROL_ROW = "trained (blank image)"
+"""Row of the trained policy shown blank frames (``blank_control``), after ``trained``."""
+
 
 def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | Path | None, episodes: int,
                          seed: int, num_envs: int | None = None, env_kwargs: Mapping[str, Any] | None = None,
-                         progress: bool = False) -> tuple[list[EvalResult], dict[str, Path]]:
+                         blank_control: bool = False, progress: bool = False) -> tuple[list[EvalResult], dict[str, Path]]:
     """Held-out success of random play, the warm start, the trained policy and the expert.
 
     The training curve alone cannot say whether PPO helped: it counts only the episodes that end
@@ -699,15 +702,20 @@ def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | 
         episodes: Held-out episodes per row.
         seed: Run seed of the held-out episodes.
         num_envs: Environments side by side (default :data:`vlm_agent.eval_config.DEFAULT_NUM_ENVS`).
+        blank_control: Add :data:`BLANK_CONTROL_ROW`, the trained policy shown blank frames: for a
+            policy that sees the image alone, what it wins without reading it.
         progress: Show progress bars.
 
     Returns:
-        The results in :data:`COMPARISON_ROWS` order and the written paths.
+        The results in :data:`COMPARISON_ROWS` order (:data:`BLANK_CONTROL_ROW` after ``trained``)
+        and the written paths.
     """
     run_dir = Path(run_dir)
     random_name, warm_name, trained_name, expert_name = COMPARISON_ROWS
     methods = [f"{random_name}=random", f"{warm_name}=local:{warm_start}", f"{trained_name}=local:{run_dir}",
                f"{expert_name}=expert"]
+    if blank_control:
+        methods.insert(3, f"{BLANK_CONTROL_ROW}=blank:local:{run_dir}")
     config = EvalConfig(
         methods=[method for method in methods if warm_start is not None or not method.startswith(warm_name)],
         env_ids=[env_id], episodes=episodes, seed=seed, num_envs=num_envs or DEFAULT_NUM_ENVS,

@@ -10,6 +10,9 @@ Specs:
 - ``local:PATH``: :class:`~vlm_agent.baselines.local_hf.LocalHFAgent`, a saved
   :class:`vlm_agent.policy.VLMPolicy` (a trained checkpoint or a Hugging Face model folder). A
   training run folder works too: its ``policy/`` is used.
+- ``blank:SPEC`` (any of the above): the control of an image-reading agent, the same agent shown
+  a frame of each image's background colour instead (:class:`~vlm_agent.agents.BlankImages`);
+  what it still scores, it scores without reading the image.
 - ``NAME=SPEC`` (any of the above): the same agent, shown as ``NAME`` in the result tables, e.g.
   ``warm_start=local:runs/r/base_model``. Without a name, rows are named after the spec; two
   ``local:`` paths with the same last folder (``a/policy``, ``b/policy``) get as many trailing
@@ -35,6 +38,9 @@ if TYPE_CHECKING:
 #: The saved-policy folder inside a training run folder.
 RUN_POLICY_DIR = "policy"
 
+#: The prefix of a method spec that shows the agent blank frames (the no-image control).
+BLANK_PREFIX = "blank:"
+
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ()]+$")
 
 
@@ -46,28 +52,39 @@ class MethodSpec:
         kind: ``random``, ``expert``, ``openai``, ``gemini`` or ``local``.
         argument: The model name (API kinds) or the path as given (``local``); ``""`` otherwise.
         name: The row name given with ``NAME=SPEC``, or ``None``.
+        blank: ``blank:SPEC``: the agent is shown blank frames instead of the images.
     """
 
     kind: str
     argument: str
     name: str | None = None
+    blank: bool = False
+
+    @property
+    def label(self) -> str:
+        """The row name of an unnamed spec (a ``local:`` path's is shortened by :func:`default_labels`)."""
+        plain = self.kind if not self.argument else f"{self.kind}:{self.argument}"
+        return f"{BLANK_PREFIX}{plain}" if self.blank else plain
 
 
 def parse_method(spec: str) -> MethodSpec:
-    """Split ``[NAME=]KIND[:ARGUMENT]``; ValueError (saying the accepted forms) for a bad spec."""
+    """Split ``[NAME=][blank:]KIND[:ARGUMENT]``; ValueError (saying the accepted forms) for a bad spec."""
     text = spec.strip()
     name = None
     prefix, equals, rest = text.partition("=")
     # A name holds no ':' or '/', so 'local:dir=x/policy' stays a path.
     if equals and _NAME.match(prefix) and prefix.strip():
         name, text = prefix.strip(), rest.strip()
+    blank = text.lower().startswith(BLANK_PREFIX)
+    if blank:
+        text = text[len(BLANK_PREFIX):].strip()
     kind, separator, argument = text.partition(":")
     kind = kind.strip().lower()
     argument = argument.strip()
     if kind in ("random", "expert") and not separator:
-        return MethodSpec(kind, "", name)
+        return MethodSpec(kind, "", name, blank)
     if kind in ("openai", "gemini", "local") and argument:
-        return MethodSpec(kind, argument, name)
+        return MethodSpec(kind, argument, name, blank)
     raise ValueError(f"unknown method {spec!r}: use {METHOD_SPEC_HELP}")
 
 
@@ -107,14 +124,14 @@ def default_labels(specs: Sequence[str]) -> list[str]:
                    if p.kind == "local" and p.name is None}
     for index, p in enumerate(parsed):
         if p.name is None and p.kind != "local":
-            labels[index] = p.kind if not p.argument else f"{p.kind}:{p.argument}"
+            labels[index] = p.label
     # Local paths: the shortest tail of path parts that no other local path shares.
     for index, parts in local_parts.items():
         others = [other for key, other in local_parts.items() if key != index and other != parts]
         length = 1
         while length < len(parts) and any(other[-length:] == parts[-length:] for other in others):
             length += 1
-        labels[index] = "local:" + "/".join(parts[-length:])
+        labels[index] = (BLANK_PREFIX if parsed[index].blank else "") + "local:" + "/".join(parts[-length:])
     seen: dict[str, str] = {}
     for spec, label in zip(specs, labels):
         assert label is not None
@@ -152,6 +169,15 @@ def build_agent(spec: str, config: EvalConfig | None = None, *,
     if settings is None:
         settings = PAPER_AGENT_SETTINGS.overridden_by(
             saved_agent_settings(spec) or AgentSettings()).overridden_by(config.agent_settings())
+    agent = _build(method, config, settings)
+    if method.blank:
+        from vlm_agent.agents import BlankImages
+
+        return BlankImages(agent)
+    return agent
+
+
+def _build(method: MethodSpec, config: EvalConfig, settings: AgentSettings) -> Agent:
     if method.kind in ("random", "expert"):
         from vlm_agent.baselines.simple import ExpertAgent, RandomAgent
 
@@ -181,5 +207,5 @@ def build_agent(spec: str, config: EvalConfig | None = None, *,
     return GeminiAgent(method.argument, **options)
 
 
-__all__ = ["METHOD_SPEC_HELP", "RUN_POLICY_DIR", "MethodSpec", "build_agent", "default_labels",
+__all__ = ["BLANK_PREFIX", "METHOD_SPEC_HELP", "RUN_POLICY_DIR", "MethodSpec", "build_agent", "default_labels",
            "local_policy_dir", "parse_method", "saved_agent_settings"]
