@@ -292,13 +292,12 @@ class VLMPPOConfig:
         for name in ("align_projector_steps", "align_language_steps"):
             if getattr(self, name) < 0:
                 fail(name, "must not be negative", f"set --{name} to 0 (no alignment) or more")
-        from vlm_agent.prompts import known_env_ids
-
-        # An unknown env id is check_env's to report (with a suggestion), not the alignment's.
-        if self.aligns_warm_start and self.model_name_or_path is None and self.env_id in known_env_ids():
+        if self.aligns_warm_start and self.model_name_or_path is None:
             from vlm_agent.environments import check_env
 
-            check_env(self.env_id, self.env_kwargs)  # a mistyped env option is the first thing to say
+            # An unknown env id or a mistyped env option is check_env's to report (with a
+            # suggestion), before the alignment's own checks.
+            check_env(self.env_id, self.env_kwargs)
             try:
                 self.warm_start_alignment("")  # the alignment's own checks: env read-out, architecture
             except ValueError as error:
