@@ -179,6 +179,31 @@ def test_player_cards_get_one_slot_per_position_and_hand_length(torch_single_thr
     assert "player total" not in {s.key for s in slots}  # a sum: no single token shows it
 
 
+def test_slot_target_gives_each_word_of_a_value_its_own_weight(tmp_path: Path) -> None:
+    """A card's rank is one token and its suit up to six: the rank must still move the target as much as the suit."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_agent.alignment import slot_target
+    from vlm_agent.models import load_processor
+
+    path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=MINI_VISION)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    processor = load_processor(path)
+
+    def target(value: str) -> Any:
+        return slot_target(model, processor, "player cards", 0, value)
+
+    rank_moved = float((target("9 of spades") - target("8 of spades")).norm())
+    suit_moved = float((target("9 of spades") - target("9 of hearts")).norm())
+    assert 0.5 < rank_moved / suit_moved < 2.0, (rank_moved, suit_moved)
+    single = slot_target(model, processor, "current number", None, 3, with_key=False)
+    embeddings = model.get_input_embeddings().weight.detach()
+    ids = processor.tokenizer("3", add_special_tokens=False)["input_ids"]
+    expected = embeddings[ids].mean(0)
+    torch.testing.assert_close(single, expected / expected.norm() * embeddings.norm(dim=-1).mean())
+
+
 @pytest.mark.slow
 def test_aligned_tiny_model_reads_numberline_from_the_image_and_not_from_a_blank(
     tmp_path: Path, torch_single_thread: None

@@ -359,8 +359,11 @@ def slot_target(model: Any, processor: Any, key: str, index: int | None, value: 
     """What stage 1 writes into a slot's token: the field's name plus its value, in word-embedding space.
 
     ``emb(' "<key>')`` + ``emb(str(value))`` (+ ``emb(str(index))`` for a list item), each the
-    normalised mean of its tokens' input embeddings, scaled to the embeddings' mean norm.
-    ``with_key=False`` leaves the name out (the value's words alone).
+    normalised mean of its tokens' input embeddings, scaled to the embeddings' mean norm. A value
+    of several words is the sum of its words' vectors (``emb('9') + emb(' of') + emb(' spades')``):
+    one mean over all its tokens let the suit's five letter tokens drown the rank's one (measured
+    on Blackjack: suits read 95-100%, ranks 4-35%). ``with_key=False`` leaves the name out (the
+    value's words alone).
     """
     tokenizer = processor.tokenizer
     embeddings = model.get_input_embeddings().weight.detach()
@@ -369,7 +372,9 @@ def slot_target(model: Any, processor: Any, key: str, index: int | None, value: 
         vector = embeddings[tokenizer(text, add_special_tokens=False)["input_ids"]].mean(0)
         return vector / vector.norm()
 
-    target = words(str(value)) + (words(f' "{key}') if with_key else 0)
+    first, *rest = str(value).split(" ")
+    target = words(first) + sum((words(f" {word}") for word in rest), start=0 * embeddings[0])
+    target = target + (words(f' "{key}') if with_key else 0)
     if index is not None and with_key:
         target = target + words(str(index))
     return target * embeddings.norm(dim=-1).mean()
