@@ -480,9 +480,15 @@ the benchmark was built (not reproduced by this script):
   lambda=0.5 policy after PPO reads 100% / 94% of 64 held-out states (blank image: 5% / 41%, the
   most frequent target's share), and its success falls to the blank-image column without the
   image. The action-only row gains nothing from the image (blank image: the same success).
-  Blackjack has no image-only row: the alignment reads its dealer card (100% of held-out hands)
-  but not yet enough of the player's cards (benchmarks/results/tiny_vlm_readout_blackjack.md). A
-  variant without a row has not been run.
+  The Blackjack image-only row starts from the model benchmarks/results/tiny_vlm_readout_blackjack.md
+  measured (4096 images, 1500 language steps, final norm at 10x; dealer card 100%, player cards
+  88.5% per card, player total 41%): `python -m benchmarks.tiny_vlm_readout --envs
+  gym_cards/Blackjack-v0 --num-examples 4096 --language-steps 1500 --output-norm-lr-factor 10
+  --seeds 0 --stem tiny_vlm_readout_blackjack`, then this script with `--variants "Blackjack CoT
+  lambda=0.5 (image only)" --aligned-model runs/tiny_vlm_readout/aligned_seed0`. Its gain is
+  within the noise (intervals overlap) and its blank-image control is only a few points lower: the
+  tiny policy must add the cards up itself (the total is read 41%), and basic strategy's ~43% caps
+  any gain. A variant without a row has not been run.
 - PPO minutes depend on what else ran on the 2 shared cores.
 """
 

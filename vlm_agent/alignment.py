@@ -64,9 +64,10 @@ from vlm_agent.agents import blank_like
 #: The instruction of every alignment example (one fixed caption prompt, as in LLaVA's stage 1).
 READOUT_PROMPT = "Read out the game state shown in the image as JSON."
 
-#: Environments whose images the default alignment covers. NumberLine alone: the recipe reads it
-#: (100% held-out) but not Blackjack yet, and aligning both together left NumberLine at chance too
-#: (23% / 19%, benchmarks/results/tiny_vlm_readout_blackjack.md has Blackjack alone).
+#: Environments whose images the default alignment covers. NumberLine alone: Blackjack needs its own
+#: settings (4096 images, 1500 language steps, output_norm_lr_factor 10: player cards 88.5% per card,
+#: benchmarks/results/tiny_vlm_readout_blackjack.md), and aligning both together left NumberLine at
+#: chance (23% / 19%, an earlier recipe).
 DEFAULT_ALIGN_ENVS = ("gym_cards/NumberLine-v0",)
 
 #: Parameter-name parts of the vision tower and the projector of the five tiny architectures
