@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ALIGN_ENVS))
     parser.add_argument("--num-examples", type=int, default=defaults.num_examples, help="Training images per env.")
     parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
+    parser.add_argument("--projector-fit", action="store_true",
+                        help="Stage 1 starts with the least-squares fit of the projector's output layer.")
     parser.add_argument("--language-steps", type=int, default=defaults.language_steps)
     parser.add_argument("--full-steps", type=int, default=defaults.full_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -69,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         config = VLMAlignConfig(
             tiny_arch=args.arch, env_ids=list(args.envs), num_examples=args.num_examples,
-            projector_steps=args.projector_steps, language_steps=args.language_steps, full_steps=args.full_steps,
+            projector_steps=args.projector_steps, projector_fit=args.projector_fit,
+            language_steps=args.language_steps, full_steps=args.full_steps,
             learning_rate=args.learning_rate, output_norm_lr_factor=args.output_norm_lr_factor,
             eval_examples=args.eval_examples, seed=seed,
             output_dir=str(args.work_dir / f"aligned_seed{seed}"), progress_bar=True,
@@ -111,7 +114,8 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
         "",
         (f"Tiny `{config.tiny_arch}` (random init, built offline) with {vision.image_size} px images, "
          f"vision width {vision.width} x {vision.depth} layers, patch 14; aligned on {config.num_examples} state images "
-         f"per env: {config.projector_steps} steps of the projector (read-out slots), {config.language_steps} steps "
+         f"per env: {'the least-squares fit of the projector output layer and ' if config.projector_fit else ''}"
+         f"{config.projector_steps} steps of the projector (read-out slots), {config.language_steps} steps "
          f"of the language model's layers (its final norm at {config.output_norm_lr_factor:g}x the learning rate), "
          f"{config.full_steps} of the whole model (batch {config.batch_size}, lr {config.learning_rate:g}), one alignment per seed ({', '.join(map(str, results))}: the tiny model, "
          f"the images and the batches); {seconds / 60:.1f} minutes in all, measurement included. Accuracy in % on "

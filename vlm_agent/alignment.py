@@ -19,7 +19,9 @@ Three stages, like LLaVA's (projector first, then the language model):
    the training images, scored on the other half: no layout is hand-coded). The projector alone
    is trained to write, into that token, the field's name plus its value in the language model's
    word space: ``emb(' "current number') + emb('1')`` (each normalised). The vision tower and the
-   language model stay frozen.
+   language model stay frozen. ``projector_fit`` first sets the projector's output layer by least
+   squares to those targets (:func:`fit_projector`), which the gradient steps find slowly where a
+   value shows in a few pixels (a card's rank).
 2. **Language model** (``language_steps``): the language model's layers learn the read-out with
    the word embeddings and the vision side frozen, so the tokens written in stage 1 keep their
    meaning while the language model learns to look them up (``output_norm_lr_factor``: the
@@ -65,9 +67,9 @@ from vlm_agent.agents import blank_like
 READOUT_PROMPT = "Read out the game state shown in the image as JSON."
 
 #: Environments whose images the default alignment covers. NumberLine alone: Blackjack needs its own
-#: settings (4096 images, 1500 language steps, output_norm_lr_factor 10: player cards 88.5% per card,
-#: benchmarks/results/tiny_vlm_readout_blackjack.md), and aligning both together left NumberLine at
-#: chance (23% / 19%, an earlier recipe).
+#: settings (4096 images, projector_fit, 1500 language steps, output_norm_lr_factor 10: player cards
+#: 90.3% per card, benchmarks/results/tiny_vlm_readout_blackjack.md), and aligning both together left
+#: NumberLine at chance (23% / 19%, an earlier recipe).
 DEFAULT_ALIGN_ENVS = ("gym_cards/NumberLine-v0",)
 
 #: Parameter-name parts of the vision tower and the projector of the five tiny architectures
@@ -317,9 +319,10 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
 
     ``features``: ``(images, tokens, width)`` of the (random) model. Score of a token: accuracy of
     the nearest class mean fitted on the first half of the images, on the second half; ties go to
-    the token whose class means lie furthest apart. Each token holds at most one slot (best
-    first); slots under :data:`MIN_SLOT_ACCURACY`, or present in under :data:`MIN_SLOT_SHARE` of
-    the images, get none.
+    the token whose class means lie furthest apart. Slots take their best token in turn (best
+    first); a token holds at most one slot per image, so slots never read out together (card 0 of
+    a hand of two, card 1 of a hand of three) may share one. Slots under :data:`MIN_SLOT_ACCURACY`,
+    or present in under :data:`MIN_SLOT_SHARE` of the images, get none.
     """
     import torch
 
@@ -344,15 +347,14 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
             spread = float(centroids.var(0).sum() / (x.pow(2).sum(-1).mean() + 1e-12)) if len(classes) > 1 else 0.0
             candidates.append(((accuracy, spread), key, token))
     env_id = examples[0].env_id
+    together = {(a, b) for values in per_image for a in values for b in values}
     slots: list[ReadoutSlot] = []
-    used_tokens: set[int] = set()
     for (accuracy, _), key, token in sorted(candidates, key=lambda c: (c[0], -c[2]), reverse=True):
         if accuracy < MIN_SLOT_ACCURACY:
             break
-        if token in used_tokens or any(slot.slot_key == key for slot in slots):
+        if any(slot.slot_key == key or (slot.token == token and (slot.slot_key, key) in together) for slot in slots):
             continue
         slots.append(ReadoutSlot(env_id, key[0], key[1], token, accuracy, key[2]))
-        used_tokens.add(token)
     return sorted(slots, key=lambda slot: (list(examples[0].values).index(slot.key), slot.length or 0, slot.index or 0))
 
 
@@ -379,6 +381,76 @@ def slot_target(model: Any, processor: Any, key: str, index: int | None, value: 
     if index is not None and with_key:
         target = target + words(str(index))
     return target * embeddings.norm(dim=-1).mean()
+
+
+#: Ridge of :func:`fit_projector`'s least squares, relative to the mean squared input feature.
+PROJECTOR_FIT_RIDGE = 1e-4
+
+
+def projector_output_layer(model: Any) -> Any:
+    """The projector's last linear layer, whose outputs are the image tokens (Qwen's ``merger.mlp.2``)."""
+    import torch
+
+    layers = [module for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and any(part in f"{name}." for part in PROJECTOR_PARAMETER_PARTS)]
+    if not layers:
+        raise ValueError(f"found no linear projector layer in {type(model).__name__} (looked for {PROJECTOR_PARAMETER_PARTS})")
+    return layers[-1]
+
+
+def fit_projector(model: Any, processor: Any, examples: Sequence[ReadoutExample], slots: Sequence[ReadoutSlot],
+                  *, batch_size: int = 64) -> float:
+    """Stage 1 in closed form: refit the projector's output layer by (ridge) least squares so that
+    each slot's token is its :func:`slot_target`, over every slot of every example; returns the
+    fit's root-mean-square distance relative to the targets' mean norm.
+
+    The random model's slot tokens tell the values apart (nearest class mean: 82-100% per
+    Blackjack card slot), but by small differences (a card's rank is a few pixels in its corner)
+    that gradient steps on the shared projector amplify slowly. Measured on Blackjack, the card
+    nearest to each held-out slot token: 45-91% per slot after 1,000 steps, 66-100% after the fit
+    (the 66%: the middle card of three, whose suit falls across two tokens).
+    """
+    import torch
+
+    by_env: dict[str, list[ReadoutSlot]] = {}
+    for slot in slots:
+        by_env.setdefault(slot.env_id, []).append(slot)
+    usable = [e for e in examples if e.env_id in by_env]
+    if not usable:
+        raise ValueError("the projector fit found no image token that tells any read-out field apart; "
+                         "use projector_fit=False")
+    layer = projector_output_layer(model)
+    captured: list[Any] = []
+    hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
+    rows, targets = [], []
+    try:
+        for start in range(0, len(usable), batch_size):
+            batch = usable[start : start + batch_size]
+            captured.clear()
+            with torch.no_grad():
+                tokens = image_tokens(model, processor, [e.image for e in batch])
+            hidden = captured[-1].split([len(t) for t in tokens])
+            for example, features in zip(batch, hidden):
+                present = slot_values(example.values)
+                for slot in by_env[example.env_id]:
+                    if slot.slot_key in present:
+                        rows.append(features[slot.token])
+                        targets.append(slot_target(model, processor, slot.key, slot.index, present[slot.slot_key]))
+    finally:
+        hook.remove()
+    x = torch.stack(rows).double()
+    if layer.bias is not None:
+        x = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    y = torch.stack(targets).double()
+    gram = x.T @ x
+    ridge = PROJECTOR_FIT_RIDGE * gram.diagonal().mean()
+    solution = torch.linalg.solve(gram + ridge * torch.eye(len(gram), dtype=gram.dtype), x.T @ y)
+    with torch.no_grad():
+        layer.weight.copy_(solution[: layer.in_features].T.to(layer.weight.dtype))
+        if layer.bias is not None:
+            layer.bias.copy_(solution[-1].to(layer.bias.dtype))
+    error = (x @ solution - y).pow(2).sum(1).mean().sqrt() / y.norm(dim=1).mean()
+    return float(error)
 
 
 def train_projector(
@@ -605,6 +677,11 @@ class VLMAlignConfig:
     num_examples: int = field(default=1024, metadata={"help": "Training images per environment."})
     projector_steps: int = field(default=200, metadata={
         "help": "Stage 1: steps training the projector alone to write each read-out field into one image token."})
+    projector_fit: bool = field(default=False, metadata={
+        "help": "Stage 1 starts by refitting the projector's output layer by least squares to those targets "
+                "(projector_steps then go on from it). Blackjack: the share of held-out cards decoded from their "
+                "tokens was 0.45-0.91 per slot after 1,000 steps, 0.66-1 after the fit (player cards read: 88.5 -> 90.3 "
+                "in 100)."})
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
@@ -636,14 +713,21 @@ class VLMAlignConfig:
                 "VLMAlignConfig needs num_examples >= 1, batch_size >= 1 and projector_steps, language_steps, "
                 f"full_steps >= 0; got {self.num_examples}, {self.batch_size}, {steps}"
             )
-        if self.projector_steps and self.model_name_or_path is None and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
+        if self.projector_stage and self.model_name_or_path is None and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
             raise ValueError(f"VLMAlignConfig: the projector stage supports tiny_arch {' or '.join(PROJECTOR_ARCHITECTURES)}, "
-                             f"not {self.tiny_arch!r}; use --projector_steps 0 for it")
+                             f"not {self.tiny_arch!r}; use --projector_steps 0 (and no --projector_fit) for it")
+        if not isinstance(self.projector_fit, bool):
+            raise ValueError(f"VLMAlignConfig.projector_fit must be true or false, got {self.projector_fit!r}")
         if not self.output_norm_lr_factor > 0:
             raise ValueError(f"VLMAlignConfig needs output_norm_lr_factor > 0, got {self.output_norm_lr_factor}")
         if self.learning_rate <= 0 or self.eval_examples < 0:
             raise ValueError(f"VLMAlignConfig needs learning_rate > 0 and eval_examples >= 0, got "
                              f"{self.learning_rate}, {self.eval_examples}")
+
+    @property
+    def projector_stage(self) -> bool:
+        """Whether stage 1 runs (gradient steps or the least-squares fit)."""
+        return self.projector_steps > 0 or self.projector_fit
 
 
 @dataclass
@@ -682,13 +766,15 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
     per_env = {env_id: readout_examples(env_id, config.num_examples, seed=config.seed) for env_id in config.env_ids}
     examples = [e for env_examples in per_env.values() for e in env_examples]
     slots: list[ReadoutSlot] = []
-    if config.projector_steps:
+    fit_error = None
+    if config.projector_stage:
         model.eval()
         with torch.no_grad():
             for env_examples in per_env.values():
-                sample = env_examples
-                slots += find_readout_slots(torch.stack(image_tokens(model, processor, [e.image for e in sample])),
-                                            sample)
+                slots += find_readout_slots(torch.stack(image_tokens(model, processor, [e.image for e in env_examples])),
+                                            env_examples)
+    if config.projector_fit:
+        fit_error = fit_projector(model, processor, examples, slots)
     bar = tqdm(total=config.projector_steps + config.language_steps + config.full_steps, desc="alignment",
                unit="step", disable=not config.progress_bar)
 
@@ -714,7 +800,7 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    summary = {"config": asdict(config), "slots": [asdict(slot) for slot in slots],
+    summary = {"config": asdict(config), "slots": [asdict(slot) for slot in slots], "projector_fit_error": fit_error,
                "projector_losses": projector_losses, "language_losses": language_losses, "full_losses": full_losses,
                "accuracy": [asdict(a) for a in accuracy]}
     (output_dir / "align_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
