@@ -383,6 +383,21 @@ def slot_target(model: Any, processor: Any, key: str, index: int | None, value: 
     return target * embeddings.norm(dim=-1).mean()
 
 
+def slot_readings(examples: Sequence[ReadoutExample],
+                  slots: Sequence[ReadoutSlot]) -> list[tuple[ReadoutExample, list[tuple[ReadoutSlot, Any]]]]:
+    """Each example of an env that has slots, with ``(slot, value)`` for every slot its read-out holds."""
+    by_env: dict[str, list[ReadoutSlot]] = {}
+    for slot in slots:
+        by_env.setdefault(slot.env_id, []).append(slot)
+    readings = []
+    for example in examples:
+        if example.env_id in by_env:
+            present = slot_values(example.values)
+            readings.append((example, [(slot, present[slot.slot_key]) for slot in by_env[example.env_id]
+                                       if slot.slot_key in present]))
+    return readings
+
+
 #: Ridge of :func:`fit_projector`'s least squares, relative to the mean squared input feature.
 PROJECTOR_FIT_RIDGE = 1e-4
 
@@ -412,30 +427,29 @@ def fit_projector(model: Any, processor: Any, examples: Sequence[ReadoutExample]
     """
     import torch
 
-    by_env: dict[str, list[ReadoutSlot]] = {}
-    for slot in slots:
-        by_env.setdefault(slot.env_id, []).append(slot)
-    usable = [e for e in examples if e.env_id in by_env]
-    if not usable:
+    readings = slot_readings(examples, slots)
+    if not readings:
         raise ValueError("the projector fit found no image token that tells any read-out field apart; "
                          "use projector_fit=False")
     layer = projector_output_layer(model)
     captured: list[Any] = []
     hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
+    wanted: dict[tuple[str, int | None, str], Any] = {}  # one target per field, position and value
     rows, targets = [], []
     try:
-        for start in range(0, len(usable), batch_size):
-            batch = usable[start : start + batch_size]
+        for start in range(0, len(readings), batch_size):
+            batch = readings[start : start + batch_size]
             captured.clear()
             with torch.no_grad():
-                tokens = image_tokens(model, processor, [e.image for e in batch])
+                tokens = image_tokens(model, processor, [example.image for example, _ in batch])
             hidden = captured[-1].split([len(t) for t in tokens])
-            for example, features in zip(batch, hidden):
-                present = slot_values(example.values)
-                for slot in by_env[example.env_id]:
-                    if slot.slot_key in present:
-                        rows.append(features[slot.token])
-                        targets.append(slot_target(model, processor, slot.key, slot.index, present[slot.slot_key]))
+            for (_, pairs), features in zip(batch, hidden):
+                for slot, value in pairs:
+                    key = (slot.key, slot.index, json.dumps(value))
+                    if key not in wanted:
+                        wanted[key] = slot_target(model, processor, slot.key, slot.index, value)
+                    rows.append(features[slot.token])
+                    targets.append(wanted[key])
     finally:
         hook.remove()
     x = torch.stack(rows).double()
@@ -473,22 +487,18 @@ def train_projector(
     if not slots:
         raise ValueError("the projector stage found no image token that tells any read-out field apart; "
                          "use projector_steps=0")
-    by_env: dict[str, list[ReadoutSlot]] = {}
-    for slot in slots:
-        by_env.setdefault(slot.env_id, []).append(slot)
-    usable = [e for e in examples if e.env_id in by_env]
+    readings = slot_readings(examples, slots)
+    usable = [example for example, _ in readings]
     # Each slot's values in order of first appearance (their index is the class label), and each
     # example's (slot, label) pairs, found once before training.
     labels: dict[ReadoutSlot, dict[str, int]] = {}
     wanted: list[list[tuple[ReadoutSlot, int]]] = []
-    for example in usable:
-        present = slot_values(example.values)
-        pairs = []
-        for slot in by_env[example.env_id]:
-            if slot.slot_key in present:
-                known = labels.setdefault(slot, {})
-                pairs.append((slot, known.setdefault(json.dumps(present[slot.slot_key]), len(known))))
-        wanted.append(pairs)
+    for _, pairs in readings:
+        row = []
+        for slot, value in pairs:
+            known = labels.setdefault(slot, {})
+            row.append((slot, known.setdefault(json.dumps(value), len(known))))
+        wanted.append(row)
     targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v)) for v in known])
                for slot, known in labels.items()}
     parameters = projector_parameters(model)
