@@ -54,7 +54,8 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.make_readme import RESULTS_DIR, available_cores, machine_description
-from vlm_agent.evaluation import held_out_seed, wilson_interval
+from vlm_agent.evaluation.statistics import wilson_interval
+from vlm_agent.rollout.loop import held_out_seed
 
 if TYPE_CHECKING:  # stable-baselines3 (and torch) load only once training starts
     from stable_baselines3 import PPO

@@ -1,12 +1,12 @@
 """Batched evaluation: held-out episodes per second of `vlm-agent eval` with a tiny VLM, N = 1 .. 16.
 
 ``evaluate_agent`` steps N environments side by side and sends their N prompts to the agent as
-one batch; a local policy (:class:`vlm_agent.baselines.local_hf.LocalHFAgent`) answers a batch with
+one batch; a local policy (:class:`vlm_agent.agents.local_hf.LocalHFAgent`) answers a batch with
 one ``generate`` call. This measures what that buys: the same agent plays held-out NumberLine
 episodes with N = 1, 8 and 16 environments (N = 16 is ``vlm-agent eval``'s default), and the
 speed-up of episodes per second is taken against N = 1 within the same run.
 
-The model is a tiny random-weight Qwen2-VL (``vlm_agent.tiny_models.make_tiny_model``, built
+The model is a tiny random-weight Qwen2-VL (``vlm_agent.demo.tiny_models.make_tiny_model``, built
 offline) sampling up to 64 new tokens at T = 0.2, the CPU demo's settings; its answers are junk,
 so every move is the random rescue and episodes are as long as random play makes them. A batch
 shrinks as the last episodes finish, as in a real evaluation.
@@ -65,9 +65,9 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Episodes/s, env steps/s and answer tokens per step for each N on the same held-out episodes."""
     import torch
 
-    from vlm_agent.baselines.local_hf import LocalHFAgent
-    from vlm_agent.evaluation import evaluate_agent
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.demo.tiny_models import make_tiny_model
+    from vlm_agent.evaluation.evaluate import evaluate_agent
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as work:

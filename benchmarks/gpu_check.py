@@ -4,8 +4,8 @@ What it builds, without any download: a randomly initialised Qwen2.5-VL-3B-Instr
 (the published `config.json` of Qwen/Qwen2.5-VL-3B-Instruct, written out below: 36 layers of
 width 2048, 151936-token vocabulary, the 32-block vision tower; about 3.8B parameters) in
 bfloat16, with LoRA r128 / alpha 256 / dropout 0.05 on every linear layer and gradient
-checkpointing, as `vlm_agent.models.load_model` sets them up. Its tokenizer is the project's
-small offline one (`vlm_agent.tiny_models`, the Qwen special tokens and chat template); ids above
+checkpointing, as `vlm_agent.models.loading.load_model` sets them up. Its tokenizer is the project's
+small offline one (`vlm_agent.demo.tiny_models`, the Qwen special tokens and chat template); ids above
 its vocabulary decode to nothing, which only makes the random answers shorter as text.
 
 What it runs: one PPO update at the paper's settings (temperature 0.2, 256 new tokens, CoT scale
@@ -89,12 +89,15 @@ def build_policy(tiny: bool, dtype: Any, device: str, lora_r: int, settings: Any
     """The policy: tiny Qwen2.5-VL (`tiny`) or the 3B shape, random weights, LoRA, checkpointing."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoConfig, AutoModelForImageTextToText
-    from transformers import Qwen2VLImageProcessorPil
+    from transformers import (
+        AutoConfig,
+        AutoModelForImageTextToText,
+        Qwen2VLImageProcessorPil,
+    )
 
-    from vlm_agent.models import load_processor
-    from vlm_agent.policy import VLMPolicy
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model
+    from vlm_agent.models.loading import load_processor
+    from vlm_agent.models.policy import VLMPolicy
 
     tiny_dir = make_tiny_model("qwen2_5_vl", work_dir / "tiny_qwen2_5_vl", seed=0)
     processor = load_processor(tiny_dir)
@@ -108,7 +111,7 @@ def build_policy(tiny: bool, dtype: Any, device: str, lora_r: int, settings: Any
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
-    # As vlm_agent.models.load_model does for ModelSettings(gradient_checkpointing=True, use_lora=True).
+    # As vlm_agent.models.loading.load_model does for ModelSettings(gradient_checkpointing=True, use_lora=True).
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05, target_modules="all-linear",
                       task_type="CAUSAL_LM")
@@ -136,9 +139,9 @@ def log_prob_drift(trainer: Any, num_steps: int) -> tuple[float, float]:
 def run_check(tiny: bool, num_envs: int, num_steps: int, lora_r: int, max_new_tokens: int, ppo_epochs: int) -> dict:
     import torch
 
-    from vlm_agent.policy import GenerationSettings
-    from vlm_agent.ppo_config import VLMPPOConfig
-    from vlm_agent.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.models.settings import GenerationSettings
+    from vlm_agent.training.ppo_config import VLMPPOConfig
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     cuda = torch.cuda.is_available() and not tiny
     device = "cuda" if cuda else "cpu"

@@ -89,8 +89,8 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         name="policy_speed",
         title="Policy speed",
         measures=(
-            "Median seconds of one `VLMPolicy.act` (batched generation + scoring) and one `evaluate` "
-            "(forward + backward) on tiny random models, for batch sizes 1 and 8."
+            "Median seconds of one batch of the rollout engine, `HFEngine.generate` (batched generation + "
+            "scoring), and one `evaluate` (forward + backward) on tiny random models, for batch sizes 1 and 8."
         ),
         command="python -m benchmarks.policy_speed",
     ),

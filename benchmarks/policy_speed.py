@@ -1,10 +1,12 @@
-"""Policy speed: VLMPolicy.act (generation + scoring) and evaluate (forward + backward) on tiny models.
+"""Policy speed: acting (HFEngine.generate: generation + scoring) and evaluate (forward + backward) on tiny models.
 
-``act`` is timed both ways it can score its answers: from what generation measured on the way (the
-default: each drawn token's log-prob, the prompt's last hidden state from the prefill) and with
-``recompute_scores=True`` (a second forward over prompt + answer). The two are timed interleaved,
-so that a busy shared machine slows both alike. The tiny models are random, so they rarely stop
-before ``--new-tokens``: every answer is full length, the worst case. One torch thread.
+Acting (:meth:`vlm_agent.rollout.engine.HFEngine.generate`, what the rollout engine does for one
+batch, before the loop parses the answers) is timed both ways it can score its answers: from what
+generation measured on the way (the default: each drawn token's log-prob, the prompt's last hidden
+state from the prefill) and with ``recompute_scores=True`` (a second forward over prompt + answer,
+:meth:`vlm_agent.models.policy.VLMPolicy.evaluate`). The two are timed interleaved, so that a busy
+shared machine slows both alike. The tiny models are random, so they rarely stop before
+``--new-tokens``: every answer is full length, the worst case. One torch thread.
 
 Writes ``benchmarks/results/policy_speed.{md,csv}``.
 
@@ -53,26 +55,25 @@ def _timed(function: Callable[[], Any]) -> tuple[Any, float, float]:
 
 
 def time_policy(policy: Any, batch: int, repeats: int) -> dict[str, float]:
-    """Medians over ``repeats`` (after one warm-up) of act, act with recomputed scores, and evaluate + backward."""
-    from vlm_agent.parsing import InvalidActionPolicy
-    from vlm_agent.prompts import prompt_for
+    """Medians over ``repeats`` (after one warm-up) of acting, acting with recomputed scores, and evaluate + backward."""
+    from vlm_agent.prompting.env_prompts import prompt_for
+    from vlm_agent.rollout.engine import HFEngine
 
     rng = np.random.default_rng(0)
     template = prompt_for("gym_cards/NumberLine-v0")
     images = [rng.integers(0, 256, size=(300, 300, 3), dtype=np.uint8) for _ in range(batch)]
     prompts = [template.render("", ["-", "+"])] * batch
     legal = [["-", "+"]] * batch
-    invalid = InvalidActionPolicy("random")
+    engine = HFEngine(policy, rng)
+    recomputing = HFEngine(policy, rng, recompute_scores=True)
     times: dict[str, list[float]] = {name: [] for name in ("act", "act_cpu", "recompute", "recompute_cpu", "evaluate")}
     tokens = []
     for repeat in range(repeats + 1):
-        out, act_wall, act_cpu = _timed(lambda: policy.act(images, prompts, legal, invalid_policy=invalid, rng=rng))
-        _, recompute_wall, recompute_cpu = _timed(
-            lambda: policy.act(images, prompts, legal, invalid_policy=invalid, rng=rng, recompute_scores=True)
-        )
+        samples, act_wall, act_cpu = _timed(lambda: engine.generate(images, prompts, legal))
+        _, recompute_wall, recompute_cpu = _timed(lambda: recomputing.generate(images, prompts, legal))
         policy.train()
 
-        def evaluate_backward(samples: list = out.samples) -> None:
+        def evaluate_backward(samples: list = samples) -> None:
             scores = policy.evaluate(samples)
             (scores.log_probs.mean() + scores.values.mean()).backward()
 
@@ -85,7 +86,7 @@ def time_policy(policy: Any, batch: int, repeats: int) -> dict[str, float]:
                 times, (act_wall, act_cpu, recompute_wall, recompute_cpu, evaluate_wall), strict=True
             ):
                 times[name].append(value)
-            tokens.append(sum(len(s.completion_ids) for s in out.samples))
+            tokens.append(sum(len(s.completion_ids) for s in samples))
     medians = {name: statistics.median(values) for name, values in times.items()}
     return {
         "act_s": medians["act"],
@@ -125,9 +126,10 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Se
         "",
         (
             f"Median of {args.repeats} timed repeats after one warm-up, {args.threads} torch thread(s), tiny random "
-            "models with LoRA r=8, 300x300 random images, NumberLine CoT prompt. 'act' scores answers from what "
-            "generation measured (no second forward); 'act, recomputed scores' re-scores them with a second forward "
-            "(`recompute_scores=True`), timed interleaved with it; 'act speedup' is the ratio of the two. "
+            "models with LoRA r=8, 300x300 random images, NumberLine CoT prompt. 'act' is one batch of the rollout "
+            "engine (`HFEngine.generate`: generation and scoring) and scores answers from what generation measured "
+            "(no second forward); 'act, recomputed scores' re-scores them with a second forward "
+            "(`HFEngine(..., recompute_scores=True)`), timed interleaved with it; 'act speedup' is the ratio of the two. "
             "'evaluate + backward' is one PPO mini-batch step's model work."
         ),
         "",
@@ -142,7 +144,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Se
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Time every (arch, batch size), print the table, write the result files."""
-    from vlm_agent.tiny_models import TINY_ARCHITECTURES
+    from vlm_agent.training.ppo_config import TINY_ARCHITECTURES
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=TINY_ARCHITECTURES, nargs="+", default=["qwen2_vl"])
@@ -157,9 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
-    from vlm_agent.models import ModelSettings
-    from vlm_agent.policy import GenerationSettings, VLMPolicy
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.policy import VLMPolicy
+    from vlm_agent.models.settings import GenerationSettings
 
     torch.set_num_threads(args.threads)
     rows = []

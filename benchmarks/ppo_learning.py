@@ -1,17 +1,17 @@
 """Does PPO learn? Warm start an imperfect tiny policy by SFT, run PPO, evaluate before and after.
 
-On CPU with the tiny offline models (random weights; see vlm_agent.tiny_models), for NumberLine
+On CPU with the tiny offline models (random weights; see vlm_agent.demo.tiny_models), for NumberLine
 and Blackjack:
 
 1. Warm start: SFT on expert demonstrations of which `--wrong-action-rate` are deliberately wrong
    (an imperfect starting policy, as the paper starts from an SFT checkpoint).
-2. Evaluate the warm start on held-out seeds (`vlm_agent.evaluation.evaluate_agent`).
+2. Evaluate the warm start on held-out seeds (`vlm_agent.evaluation.evaluate.evaluate_agent`).
 3. PPO from the warm start; evaluate the final policy on the same held-out seeds.
 
 Variants: the CoT-scaled log-prob's lambda in {0, 0.5, 1} on NumberLine, the action-only prompt
 on NumberLine, and lambda 0.5 on Blackjack; each with the state's text in the prompt
 (`show_state`) and from the image alone ("image only": the tiny model gets legible vision
-settings and a read-out alignment stage before SFT, `vlm_agent.alignment`).
+settings and a read-out alignment stage before SFT, `vlm_agent.demo.alignment`).
 
     python benchmarks/ppo_learning.py                  # the full benchmark (~30-60 CPU minutes)
     python benchmarks/ppo_learning.py --quick          # a smoke run of every stage (a few minutes)
@@ -113,7 +113,7 @@ ALIGN_SETTINGS: dict[str, dict[str, Any]] = {
 
 def aligned_model(args: argparse.Namespace, env_id: str) -> Path:
     """The legible tiny model aligned to read ``env_id``'s images (cached in the work dir)."""
-    from vlm_agent.alignment import VLMAlignConfig, run_alignment
+    from vlm_agent.demo.alignment import VLMAlignConfig, run_alignment
 
     if args.aligned_model is not None:
         summary = args.aligned_model / "align_summary.json"
@@ -152,8 +152,8 @@ def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state:
     learning rate erased the reading, measured: the warm start's read-out fell to the blank
     image's, 28% / 22%); the others start from the plain tiny model.
     """
-    from vlm_agent.sft import VLMSFTConfig, run_sft
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model
+    from vlm_agent.training.sft import VLMSFTConfig, run_sft
 
     # The SFT settings are part of the name so that a cached warm start is reused only for equal settings.
     learning_rate = args.sft_lr if show_state else args.image_sft_lr
@@ -183,9 +183,9 @@ def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str
 
     ``blank``: the control, every image replaced by its background colour (`BlankImages`).
     """
-    from vlm_agent.agents import BlankImages
-    from vlm_agent.baselines.local_hf import LocalHFAgent
-    from vlm_agent.evaluation import evaluate_agent
+    from vlm_agent.agents.blank import BlankImages
+    from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.evaluation.evaluate import evaluate_agent
 
     agent = LocalHFAgent(policy.eval(), name=label, seed=args.seed)
     if blank:
@@ -197,7 +197,7 @@ def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str
 
 
 def ppo_config(args: argparse.Namespace, variant: Variant, model_dir: Path, run_dir: Path):
-    from vlm_agent.ppo_config import VLMPPOConfig
+    from vlm_agent.training.ppo_config import VLMPPOConfig
 
     return VLMPPOConfig(
         model_name_or_path=str(model_dir), device="cpu", env_id=variant.env_id, seed=args.seed,
@@ -215,9 +215,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from vlm_agent.models import ModelSettings
-    from vlm_agent.policy import GenerationSettings, VLMPolicy
-    from vlm_agent.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.policy import VLMPolicy
+    from vlm_agent.models.settings import GenerationSettings
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     args = parse_args(argv)
     if args.alfworld:
@@ -295,58 +296,70 @@ def alfworld_env_kwargs(args: argparse.Namespace, split: str) -> dict[str, Any]:
 def evaluate_alfworld(policy: Any, args: argparse.Namespace, split: str, use_cot: bool) -> dict[str, float]:
     """Success and goal-condition rate of `policy` on `args.eval_episodes` episodes of a split.
 
-    Episode i resets with `held_out_seed(seed, i)`, which draws its game from the split; answers
-    are sampled at the policy's temperature, and an unusable answer executes admissible command 0
-    (the training rule, `invalid_action="penalty"`). Runs up to 16 episodes side by side.
+    Played by the one loop (`vlm_agent.rollout.loop.AgentLoop` with `HeldOutEpisodes`): episode i
+    resets with `held_out_seed(seed, i)`, which draws its game from the split; answers are sampled
+    at the policy's temperature (`LocalHFAgent`, sampling seeds drawn from `args.seed`), and an
+    unusable answer executes admissible command 0 with -1 reward (the training rule,
+    `invalid_action="penalty"`). Runs up to 16 episodes side by side.
     """
-    import gymnasium as gym
     import numpy as np
 
-    from vlm_agent.environments import observation_image
-    from vlm_agent.evaluation import Z_95, held_out_seed, wilson_interval
-    from vlm_agent.parsing import InvalidActionPolicy
-    from vlm_agent.prompts import prompt_for
+    from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.evaluation.statistics import Z_95, wilson_interval
+    from vlm_agent.prompting.env_prompts import prompt_for
+    from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
+    from vlm_agent.rollout.loop import AgentLoop, HeldOutEpisodes, make_env
 
-    template = prompt_for(ALFWORLD, cot=use_cot)
-    invalid = InvalidActionPolicy(mode="penalty", fallback=0, penalty=1.0)
-    rng = np.random.default_rng(args.seed)
     width = min(16, args.eval_episodes)
-    envs = [gym.make(ALFWORLD, **alfworld_env_kwargs(args, split)) for _ in range(width)]
-    images: list[Any] = [None] * width
-    running: list[int | None] = [None] * width
-    next_episode, won, goal, invalid_steps, steps = 0, [], [], 0, 0
-    for slot in range(width):
-        images[slot], _ = envs[slot].reset(seed=held_out_seed(args.seed, next_episode))
-        running[slot], next_episode = next_episode, next_episode + 1
-    while any(episode is not None for episode in running):
-        active = [slot for slot in range(width) if running[slot] is not None]
-        legal = [list(envs[slot].unwrapped.legal_actions()) for slot in active]
-        prompts = [template.render(envs[slot].unwrapped.describe(), actions) for slot, actions in zip(active, legal)]
-        out = policy.act([observation_image(images[slot]) for slot in active], prompts, legal,
-                         invalid_policy=invalid, rng=rng)
-        for slot, action, was_invalid in zip(active, out.action_indices, out.invalid):
-            images[slot], _, terminated, truncated, info = envs[slot].step(action)
-            steps += 1
-            invalid_steps += int(was_invalid)
-            if terminated or truncated:
-                won.append(bool(info["won"]))
-                goal.append(float(info["goal_condition_success_rate"]))
-                if next_episode < args.eval_episodes:
-                    images[slot], _ = envs[slot].reset(seed=held_out_seed(args.seed, next_episode))
-                    running[slot], next_episode = next_episode, next_episode + 1
-                else:
-                    running[slot] = None
-    for env in envs:
-        env.close()
+    envs = [_keep_last_step_info(make_env(ALFWORLD, alfworld_env_kwargs(args, split))) for _ in range(width)]
+    loop = AgentLoop(envs, prompt_for(ALFWORLD, cot=use_cot), InvalidActionPolicy(mode="penalty", fallback=0, penalty=1.0),
+                     HeldOutEpisodes(args.eval_episodes, args.seed))
+    agent = LocalHFAgent(policy.eval(), name=f"ALFWorld {split}", seed=args.seed)
+    won: dict[int, bool] = {}
+    goal: dict[int, float] = {}
+    steps = invalid_steps = 0
+    try:
+        while loop.active:
+            for step in loop.step(agent):
+                if step.episode is None:
+                    continue
+                # The episode's last step info (the loop has already reset the environment).
+                info = envs[step.slot].last_step_info
+                won[step.episode.episode] = bool(info["won"])
+                goal[step.episode.episode] = float(info["goal_condition_success_rate"])
+                steps += step.episode.length
+                invalid_steps += step.episode.invalid_steps
+    finally:
+        loop.close()
     n = len(won)
-    low, high = wilson_interval(sum(won), n)
-    mean_goal = float(np.mean(goal))
-    half = Z_95 * float(np.std(goal, ddof=1)) / n**0.5 if n > 1 else 0.0  # normal interval of a mean in [0, 1]
+    wins = sum(won.values())
+    low, high = wilson_interval(wins, n)
+    goals = np.array([goal[episode] for episode in sorted(goal)])
+    mean_goal = float(np.mean(goals))
+    half = Z_95 * float(np.std(goals, ddof=1)) / n**0.5 if n > 1 else 0.0  # normal interval of a mean in [0, 1]
     return {
-        "success": sum(won) / n, "success_low": low, "success_high": high,
+        "success": wins / n, "success_low": low, "success_high": high,
         "goal": mean_goal, "goal_low": max(0.0, mean_goal - half), "goal_high": min(1.0, mean_goal + half),
         "invalid": invalid_steps / max(steps, 1), "episodes": n,
     }
+
+
+def _keep_last_step_info(env: Any) -> Any:
+    """`env` wrapped to keep its last `step`'s info as `last_step_info`: the goal-condition rate of
+    an ALFWorld episode is in its final step's info, which the loop's records do not carry."""
+    import gymnasium as gym
+
+    class KeepLastStepInfo(gym.Wrapper):
+        def __init__(self, env: Any) -> None:
+            super().__init__(env)
+            self.last_step_info: dict[str, Any] = {}
+
+        def step(self, action: Any) -> Any:
+            result = super().step(action)
+            self.last_step_info = result[4]
+            return result
+
+    return KeepLastStepInfo(env)
 
 
 def run_alfworld(args: argparse.Namespace) -> int:
@@ -356,12 +369,13 @@ def run_alfworld(args: argparse.Namespace) -> int:
     effect: ALFWorld prompts always carry the text observation)."""
     import torch
 
-    from vlm_agent.models import ModelSettings
-    from vlm_agent.policy import GenerationSettings, VLMPolicy
-    from vlm_agent.ppo_config import VLMPPOConfig
-    from vlm_agent.ppo_trainer import VLMPPOTrainer
-    from vlm_agent.sft import VLMSFTConfig, run_sft
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.policy import VLMPolicy
+    from vlm_agent.models.settings import GenerationSettings
+    from vlm_agent.training.ppo_config import VLMPPOConfig
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.training.sft import VLMSFTConfig, run_sft
 
     torch.set_num_threads(1)
     args.work_dir.mkdir(parents=True, exist_ok=True)
@@ -545,10 +559,10 @@ def write_results(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args
         f"Success rate in % with Wilson 95% interval on {args.eval_episodes} held-out episodes, sampling at T=0.2 (the paper's temperature). "
         "Observation: 'text + image' puts the state's text in the prompt as well (`show_state`); 'image only' "
         "shows the image alone, to a tiny model with legible vision settings aligned to read it first "
-        "(`vlm_agent.alignment`, benchmarks/results/tiny_vlm_readout.md)."),
+        "(`vlm_agent.demo.alignment`, benchmarks/results/tiny_vlm_readout.md)."),
         "",
         "The blank-image column is the control of the image-only rows: the policy after PPO shown frames "
-        "of the background colour (`vlm_agent.agents.BlankImages`), same prompts and seeds.",
+        "of the background colour (`vlm_agent.agents.blank.BlankImages`), same prompts and seeds.",
         "",
         "| variant | observation | warm start | after PPO | gain (points) | after PPO, blank image | return before -> after | invalid before -> after | PPO minutes |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -1,8 +1,8 @@
 """Prompting baselines: Table 1 of the RL4VLM paper for any model you can reach.
 
 The paper compares its RL-trained agent with prompted GPT-4V and Gemini. This script runs the
-same comparison for any method: every method sees the same prompts (``vlm_agent.prompts``) and
-its answers go through the same parser (``vlm_agent.parsing``) as during training, on held-out
+same comparison for any method: every method sees the same prompts (``vlm_agent.prompting.env_prompts``) and
+its answers go through the same parser (``vlm_agent.prompting.parsing``) as during training, on held-out
 seeds, so the numbers compare with ``vlm-agent eval`` results of a trained policy.
 
 Methods:
@@ -17,7 +17,7 @@ Methods:
 Keys are read from environment variables only. With ``--cache_dir`` every answer is stored on
 disk, so an interrupted run restarted with the same arguments pays only for what is missing.
 
-The options are the fields of :class:`vlm_agent.eval_config.EvalConfig`, exactly as for
+The options are the fields of :class:`vlm_agent.evaluation.eval_config.EvalConfig`, exactly as for
 ``vlm-agent eval`` (``--help`` lists them; ``--config FILE.yaml`` sets them by name); only the
 defaults differ: the four card games, ``benchmarks/results/`` and the stem
 ``prompting_baselines``.
@@ -40,9 +40,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vlm_agent.baselines.remote_agent import ModelRequestError
-from vlm_agent.eval_config import CARD_ENV_IDS, EvalConfig
-from vlm_agent.evaluation import results_markdown, run_eval
+from vlm_agent.agents.remote import ModelRequestError
+from vlm_agent.evaluation.eval_config import CARD_ENV_IDS, EvalConfig
+from vlm_agent.evaluation.evaluate import run_eval
+from vlm_agent.evaluation.tables import results_markdown
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 

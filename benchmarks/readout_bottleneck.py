@@ -9,7 +9,7 @@ optimizer settings; only what the model is shown changes:
 - `state as text`: the state written into the prompt after the instruction, a blank image.
 - `image`: the image alone (what `vlm-agent align` trains).
 - `image, value tokens = word embeddings` (oracle): for each read-out field, the image token whose
-  features best tell that field's value apart (`vlm_agent.alignment.find_readout_slots`) is
+  features best tell that field's value apart (`vlm_agent.demo.readout_slots.find_readout_slots`) is
   replaced by the word embedding of the value: the eyes made perfect, the lookup left to learn.
 - `image, value tokens = field name + value embeddings` (oracle): as above, the replacement being
   the sum of the (normalised) embeddings of the field's name and of its value, so that a token
@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def state_prompt(values: dict[str, Any]) -> str:
-    from vlm_agent.alignment import READOUT_PROMPT
+    from vlm_agent.demo.readout import READOUT_PROMPT
 
     return READOUT_PROMPT + " State: " + ", ".join(f"{key}: {value}" for key, value in values.items())
 
@@ -104,7 +104,8 @@ class Condition:
     def inputs(self, examples: Sequence[Any]) -> tuple[dict[str, Any], Any, Any]:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-        from vlm_agent.alignment import blank_like, readout_inputs
+        from vlm_agent.agents.blank import blank_like
+        from vlm_agent.demo.readout import readout_inputs
 
         if self.name == "state as text":
             return readout_inputs(self.processor, examples, images=[blank_like(e.image) for e in examples],
@@ -112,7 +113,7 @@ class Condition:
         inputs, targets, mask = readout_inputs(self.processor, examples)
         if self.name == "image":
             return inputs, targets, mask
-        from vlm_agent.alignment import image_tokens
+        from vlm_agent.demo.readout_slots import image_tokens
 
         features = [f.clone() for f in image_tokens(self.model, self.processor, [e.image for e in examples])]
         for feature, example in zip(features, examples):
@@ -123,7 +124,7 @@ class Condition:
         return inputs, targets, mask
 
     def injected(self, key: str, value: Any) -> Any:
-        from vlm_agent.alignment import slot_target
+        from vlm_agent.demo.readout_slots import slot_target
 
         return slot_target(self.model, self.processor, key, None, value,
                            with_key=self.name != "image, value tokens = word embeddings")
@@ -134,8 +135,8 @@ def train_condition(name: str, model_dir: Path, examples: Sequence[Any], held_ou
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.alignment import answer_loss, warmup_cosine
-    from vlm_agent.models import load_processor
+    from vlm_agent.demo.readout import answer_loss, warmup_cosine
+    from vlm_agent.models.loading import load_processor
 
     processor = load_processor(str(model_dir))
     model = AutoModelForImageTextToText.from_pretrained(str(model_dir), dtype=torch.float32)
@@ -174,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForImageTextToText
 
     torch.set_num_threads(1)
-    from vlm_agent.alignment import find_readout_slots, held_out_examples, image_tokens, readout_examples
-    from vlm_agent.models import load_processor
-    from vlm_agent.tiny_models import LEGIBLE_VISION, make_tiny_model
+    from vlm_agent.demo.readout import held_out_examples, readout_examples
+    from vlm_agent.demo.readout_slots import find_readout_slots, image_tokens
+    from vlm_agent.demo.tiny_models import LEGIBLE_VISION, make_tiny_model
+    from vlm_agent.models.loading import load_processor
 
     args = parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -3,24 +3,27 @@
 One acting round steps N environments together: build N prompts, preprocess N (image, prompt)
 pairs, generate N answers in one batched ``generate``, score them (the log-probs and values PPO
 stores), parse them to actions, and step the N environments (which renders the next frames). The
-round does what :meth:`vlm_agent.policy.VLMPolicy.act` does, stage by stage through the policy's
-public methods, so that each stage can be timed on its own:
+round does what one step of the one loop does when training collects rollouts
+(:meth:`vlm_agent.rollout.loop.AgentLoop.step` with :class:`~vlm_agent.rollout.loop.ContinuingEpisodes`,
+played by :class:`vlm_agent.rollout.engine.HFEngine`), stage by stage through the engine's and
+the policy's public methods, so that each stage can be timed on its own:
 
 * prompt building: ``describe()`` + ``legal_actions()`` of every env and ``PromptTemplate.render``;
 * preprocessing: ``VLMPolicy.prepare_inputs`` (chat template, tokenizer, image processor);
-* generation: ``VLMPolicy.sample_scored`` (one batched ``generate`` that also records each sampled
-  token's log-prob and the prompt's last hidden state on the way);
-* scoring: ``VLMPolicy.score_samples`` (CoT-scaled log-probs + value head, from what generation
-  recorded); with ``--recompute-scores``, ``VLMPolicy.evaluate`` instead (a second forward over
-  prompt + answer, the slower path ``act(..., recompute_scores=True)`` takes);
-* parsing: decode + ``parse_action`` + ``resolve_action``;
-* env step + rendering: the vector env's ``step`` (which draws the next frame) and resets.
+* generation: ``HFEngine.sample_scored`` (one batched ``generate`` that also records each sampled
+  token's log-prob and the prompt's last hidden state on the way, and decodes each answer's text);
+* scoring: ``HFEngine.score_samples`` (CoT-scaled log-probs + value head, from what generation
+  recorded); with ``--recompute-scores``, ``HFEngine.sample`` then ``VLMPolicy.evaluate`` (a second
+  forward over prompt + answer, the slower path ``HFEngine(..., recompute_scores=True)`` takes);
+* parsing: ``parse_action`` + ``resolve_action`` (the invalid-answer rule);
+* env step + rendering: every env's ``step`` (which draws the next frame) and the resets of the
+  episodes that ended.
 
 The rounds of all N are interleaved (round 1 of every N, then round 2, ...) so that load from
 other processes on a shared machine hits every N alike; env steps/s is N over the median round
 time, wall and process CPU. The share of each stage is its time over the wall time of the measured
 rounds; what no stage covers (the loop itself) is reported as "other". The model is a tiny random-weight VLM built
-offline (``vlm_agent.tiny_models.make_tiny_model``), all weights trainable as in the CPU demo
+offline (``vlm_agent.demo.tiny_models.make_tiny_model``), all weights trainable as in the CPU demo
 config (``--lora`` adds the paper's r=128 adapters). Its answers are junk, so most are resolved by
 the random fallback. With ``--answers fixed`` EOS is suppressed, so every answer runs to
 ``--max-new-tokens`` and every N does the same work per env step (what vLLM's throughput
@@ -55,10 +58,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from benchmarks.make_readme import RESULTS_DIR, available_cores, machine_description
-from vlm_agent.ppo_config import KV_CACHES
+from vlm_agent.training.ppo_config import KV_CACHES
 
 if TYPE_CHECKING:  # torch and transformers load only once a benchmark runs
-    from vlm_agent.policy import VLMPolicy
+    from vlm_agent.models.policy import VLMPolicy
 
 RESULT_NAME = "rollout_throughput"
 STAGES = (
@@ -228,78 +231,88 @@ class ActingRound:
 
 
 class ActingLoop:
-    """N environments acting with a :class:`VLMPolicy`, one batched generation per round.
+    """N environments acting with a :class:`VLMPolicy` through an :class:`~vlm_agent.rollout.engine.HFEngine`,
+    one batched generation per round.
 
-    Mirrors :meth:`VLMPolicy.act` (same calls, same use of ``rng``), split into timed stages.
+    Mirrors one :meth:`~vlm_agent.rollout.loop.AgentLoop.step` of training's rollouts (the
+    :class:`~vlm_agent.rollout.collector.RolloutCollector`'s loop: environment ``i`` reset once with
+    ``seed + i``, then unseeded resets; one generator for the engine's sampling seeds and the
+    random rescue of unusable answers), with the same calls in the same order, split into timed stages.
     """
 
     def __init__(
         self, policy: VLMPolicy, env_id: str, num_envs: int, seed: int, cot: bool, recompute_scores: bool = False
     ) -> None:
-        from vlm_agent.parsing import InvalidActionPolicy
-        from vlm_agent.prompts import prompt_for
-        from vlm_agent.rollout import make_vector_env
+        from vlm_agent.prompting.env_prompts import prompt_for
+        from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
+        from vlm_agent.rollout.engine import HFEngine
+        from vlm_agent.rollout.loop import make_env
 
         self.policy = policy
-        self.envs = make_vector_env(env_id, num_envs)
+        self.rng = np.random.default_rng(seed)
+        self.engine = HFEngine(policy, self.rng, recompute_scores=recompute_scores)
+        self.envs = [make_env(env_id) for _ in range(num_envs)]
         self.num_envs = num_envs
         self.recompute_scores = recompute_scores
         self.template = prompt_for(env_id, cot=cot)
         self.invalid_policy = InvalidActionPolicy("random")
-        self.rng = np.random.default_rng(seed)
-        observations, _ = self.envs.reset(seed=[seed + i for i in range(num_envs)])
-        self.observations = np.asarray(observations)
+        self.observations = [env.reset(seed=seed + i)[0] for i, env in enumerate(self.envs)]
         self.timer = StageTimer()
 
     def round(self) -> ActingRound:
         """Act once in every environment; time each stage into ``self.timer``."""
         import torch
 
-        from vlm_agent.parsing import parse_action, resolve_action
+        from vlm_agent.prompting.invalid_actions import resolve_action
+        from vlm_agent.prompting.parsing import parse_action
+        from vlm_agent.rollout.environments import observation_image
 
-        policy, timer = self.policy, self.timer
+        policy, engine, timer = self.policy, self.engine, self.timer
         with timer.stage("prompt building"):
-            descriptions = self.envs.call("describe")
-            legal_actions = [list(actions) for actions in self.envs.call("legal_actions")]
-            prompts = [
-                self.template.render(text, legal) for text, legal in zip(descriptions, legal_actions, strict=True)
-            ]
+            legal_actions, prompts = [], []
+            for env in self.envs:
+                unwrapped = env.unwrapped
+                legal = list(unwrapped.legal_actions())
+                legal_actions.append(legal)
+                prompts.append(self.template.render(unwrapped.describe(), legal))
+            images = [observation_image(observation) for observation in self.observations]
         with timer.stage("preprocessing"):
-            inputs = policy.prepare_inputs(list(self.observations), prompts)
-        seed = int(self.rng.integers(0, 2**31 - 1))
-        with torch.no_grad():
-            if self.recompute_scores:
-                with timer.stage("generation"):
-                    samples, _ = policy.sample(inputs, seed=seed, legal_actions=legal_actions)
-                with timer.stage("scoring"):
-                    scores = policy.evaluate(samples)
-                for sample, log_prob, value in zip(
-                    samples, scores.log_probs.tolist(), scores.values.tolist(), strict=True
-                ):
-                    sample.log_prob, sample.value = log_prob, value  # what the PPO buffer would store
-            else:
-                with timer.stage("generation"):
-                    samples, generation_scores = policy.sample_scored(inputs, seed=seed, legal_actions=legal_actions)
-                with timer.stage("scoring"):
-                    policy.score_samples(samples, generation_scores)  # fills sample.log_prob / .value
+            inputs = policy.prepare_inputs(images, prompts)
+        was_training = policy.model.training
+        policy.eval()  # as HFEngine.generate: sample in eval mode, restore the mode afterwards
+        try:
+            with torch.no_grad():
+                seed = int(engine.rng.integers(0, 2**31 - 1))
+                if self.recompute_scores:
+                    with timer.stage("generation"):
+                        samples, _ = engine.sample(inputs, seed=seed, legal_actions=legal_actions)
+                    with timer.stage("scoring"):
+                        scores = policy.evaluate(samples)
+                    for sample, log_prob, value in zip(
+                        samples, scores.log_probs.tolist(), scores.values.tolist(), strict=True
+                    ):
+                        sample.log_prob, sample.value = log_prob, value  # what the PPO buffer would store
+                else:
+                    with timer.stage("generation"):
+                        samples, generation_scores = engine.sample_scored(inputs, seed=seed, legal_actions=legal_actions)
+                    with timer.stage("scoring"):
+                        engine.score_samples(samples, generation_scores)  # fills sample.log_prob / .value
+        finally:
+            policy.train(was_training)
         with timer.stage("parsing"):
-            texts, indices = [], []
+            indices = []
             for sample, legal in zip(samples, legal_actions, strict=True):
-                text = policy.processor.tokenizer.decode(sample.completion_ids.tolist(), skip_special_tokens=True)
-                index, _, _ = resolve_action(parse_action(text, legal), legal, self.invalid_policy, self.rng)
-                texts.append(text)
-                indices.append(int(index))
+                action = resolve_action(parse_action(sample.text, legal), legal, self.invalid_policy, self.rng)
+                indices.append(int(action.index))
         with timer.stage("env step + rendering"):
-            observations, _, terminated, truncated, _ = self.envs.step(np.asarray(indices))
-            observations = np.asarray(observations)
-            done = np.logical_or(terminated, truncated)
-            if done.any():
-                reset_observations, _ = self.envs.reset(options={"reset_mask": done})
-                observations[done] = np.asarray(reset_observations)[done]
-            self.observations = observations
+            for slot, (env, index) in enumerate(zip(self.envs, indices, strict=True)):
+                observation, _, terminated, truncated, _ = env.step(index)
+                if terminated or truncated:
+                    observation, _ = env.reset()  # the next episode continues the env's generator
+                self.observations[slot] = observation
         return ActingRound(
             indices,
-            texts,
+            [sample.text for sample in samples],
             sum(len(s.completion_ids) for s in samples),
             [s.log_prob for s in samples],
             [s.value for s in samples],
@@ -307,7 +320,8 @@ class ActingLoop:
         )
 
     def close(self) -> None:
-        self.envs.close()
+        for env in self.envs:
+            env.close()
 
 
 @dataclass
@@ -418,8 +432,9 @@ def measure_interleaved(
 
 def build_policy(config: ThroughputConfig, model_dir: Path) -> VLMPolicy:
     """The model as a :class:`VLMPolicy` on CPU, with LoRA when asked, at the config's sampling settings."""
-    from vlm_agent.models import ModelSettings
-    from vlm_agent.policy import GenerationSettings, VLMPolicy
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.policy import VLMPolicy
+    from vlm_agent.models.settings import GenerationSettings
 
     settings = GenerationSettings(
         temperature=config.temperature, max_new_tokens=config.max_new_tokens, kv_cache=config.kv_cache
@@ -588,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
             'install it with `pip install "gym-cards-vlm[agent]"`'
         ) from error
 
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model
 
     with tempfile.TemporaryDirectory(prefix="rollout_throughput_") as scratch:
         model_dir = config.model_dir or make_tiny_model(config.arch, Path(scratch) / config.arch, seed=config.seed)

@@ -1,8 +1,8 @@
 """Can a tiny VLM read the game state from the image? Read-out accuracy after alignment, with a blank control.
 
 A tiny Qwen2-VL-architecture model with the legible vision settings
-(`vlm_agent.tiny_models.LEGIBLE_VISION`) is aligned on images of env states -> their read-out
-(`vlm_agent.alignment`: the projector first, then the language model), then asked to read
+(`vlm_agent.demo.tiny_models.LEGIBLE_VISION`) is aligned on images of env states -> their read-out
+(`vlm_agent.demo.alignment`: the projector first, then the language model), then asked to read
 out held-out states (evaluation seeds >= 10**9) from the image alone, greedy decoding; each field
 must match exactly. The control gives the same model a frame of the image's background colour:
 its accuracy must fall to chance (the share of the most frequent true value), proof that the
@@ -28,7 +28,8 @@ from benchmarks.make_readme import RESULTS_DIR, machine_description, save_figure
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    from vlm_agent.alignment import DEFAULT_ALIGN_ENVS, VLMAlignConfig
+    from vlm_agent.demo.alignment import VLMAlignConfig
+    from vlm_agent.demo.readout import DEFAULT_ALIGN_ENVS
 
     defaults = VLMAlignConfig()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    from vlm_agent.alignment import VLMAlignConfig, run_alignment
+    from vlm_agent.demo.alignment import VLMAlignConfig, run_alignment
 
     args = parse_args(argv)
     args.out_dir.mkdir(parents=True, exist_ok=True)
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: Any, seconds: float,
                   args: argparse.Namespace) -> None:
-    from vlm_agent.tiny_models import LEGIBLE_VISION
+    from vlm_agent.demo.tiny_models import LEGIBLE_VISION
 
     out = args.out_dir
     with open(out / f"{args.stem}.csv", "w", newline="") as handle:

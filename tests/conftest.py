@@ -37,7 +37,7 @@ def torch_single_thread() -> None:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, torch_single_thread: None) -> Callable[[str], Path]:
     """Factory ``tiny_model_dir(arch) -> Path``: a tiny random model of ``arch``, built once per session (seed 0)."""
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model
 
     root = tmp_path_factory.mktemp("tiny_models")
     built: dict[str, Path] = {}

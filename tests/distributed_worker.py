@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from vlm_agent.ppo_config import VLMPPOConfig
-from vlm_agent.ppo_trainer import VLMPPOTrainer
+from vlm_agent.training.ppo_config import VLMPPOConfig
+from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
 
 def small_config(model_dir: str, output_dir: Path, **overrides) -> VLMPPOConfig:

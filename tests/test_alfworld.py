@@ -490,8 +490,8 @@ def test_thor_backend_missing_fails_at_once():
 
 # ----------------------------------------------------------------------------- prompt + parser
 def test_expert_answer_parses_back_to_the_expert_action(fixed_env: ALFWorldEnv):
-    prompts = pytest.importorskip("vlm_agent.prompts")
-    parsing = pytest.importorskip("vlm_agent.parsing")
+    prompts = pytest.importorskip("vlm_agent.prompting.env_prompts")
+    parsing = pytest.importorskip("vlm_agent.prompting.parsing")
     env = fixed_env
     _, info = env.reset(seed=0)
     template = prompts.prompt_for(ENV_ID)

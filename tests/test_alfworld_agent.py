@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vlm_agent.cli import main  # noqa: E402
-from vlm_agent.ppo_config import VLMPPOConfig  # noqa: E402
+from vlm_agent.cli.main import main  # noqa: E402
+from vlm_agent.training.ppo_config import VLMPPOConfig  # noqa: E402
 
 ALFWORLD = "gym_cards/ALFWorld-v0"
 SMALL_IMAGES = {"image_size": 64}
@@ -39,7 +39,7 @@ def trainable_snapshot(trainer) -> dict[str, torch.Tensor]:
 
 
 def test_alfworld_demonstrations_hold_images_prompts_and_the_wrong_action_share() -> None:
-    from vlm_agent.sft import build_demonstrations, demonstrations_dataset
+    from vlm_agent.training.sft import build_demonstrations, demonstrations_dataset
 
     demos = build_demonstrations(ALFWORLD, 12, seed=0, wrong_action_rate=0.5, env_kwargs=SMALL_IMAGES)
     assert all(demo.image.shape == (64, 64, 3) for demo in demos)
@@ -56,7 +56,7 @@ def test_alfworld_demonstrations_hold_images_prompts_and_the_wrong_action_share(
 @pytest.fixture(scope="module")
 def straight_run(tiny_model_dir, tmp_path_factory):
     """Two PPO updates on ALFWorld in one go (qwen2_vl); shared by the tests below."""
-    from vlm_agent.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     run_dir = tmp_path_factory.mktemp("alfworld") / "straight"
     trainer = VLMPPOTrainer(alfworld_config(tiny_model_dir("qwen2_vl"), run_dir))
@@ -68,7 +68,7 @@ def straight_run(tiny_model_dir, tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["qwen2_vl", "llava_next"])
 def test_two_alfworld_updates_change_the_trainable_parameters(arch, straight_run, tiny_model_dir, tmp_path) -> None:
-    from vlm_agent.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     if arch == "qwen2_vl":
         trainer, before, run_dir = straight_run
@@ -97,7 +97,7 @@ def test_two_alfworld_updates_change_the_trainable_parameters(arch, straight_run
 
 @pytest.mark.slow
 def test_alfworld_resume_gives_the_same_run_as_an_uninterrupted_one(straight_run, tiny_model_dir, tmp_path) -> None:
-    from vlm_agent.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     straight, _, straight_dir = straight_run
     model_dir = tiny_model_dir("qwen2_vl")

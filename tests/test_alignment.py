@@ -1,4 +1,4 @@
-"""Read-out alignment (vlm_agent.alignment): real tiny runs that learn, reproducibly, and clear errors."""
+"""Read-out alignment (vlm_agent.demo.alignment): real tiny runs that learn, reproducibly, and clear errors."""
 
 from __future__ import annotations
 
@@ -9,15 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from vlm_agent.alignment import (
-    VLMAlignConfig,
-    blank_like,
-    held_out_examples,
-    readout_examples,
-    readout_values,
-    run_alignment,
-)
-from vlm_agent.tiny_models import LEGIBLE_VISION, VisionSettings, make_tiny_model
+from vlm_agent.demo.alignment import VLMAlignConfig, run_alignment
+from vlm_agent.agents.blank import blank_like
+from vlm_agent.demo.readout import held_out_examples, readout_examples, readout_values
+from vlm_agent.demo.tiny_models import LEGIBLE_VISION, VisionSettings, make_tiny_model
 
 from model_helpers import assert_language_layers_alone, changed_weights
 
@@ -54,8 +49,8 @@ def test_alignment_lowers_the_held_out_readout_loss_and_same_seed_gives_same_wei
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.alignment import readout_loss
-    from vlm_agent.models import load_processor
+    from vlm_agent.demo.readout import readout_loss
+    from vlm_agent.models.loading import load_processor
 
     start = make_tiny_model("qwen2_vl", tmp_path / "start", seed=0, hidden_size=32, num_layers=1, vision=MINI_VISION)
 
@@ -99,7 +94,7 @@ def test_projector_stage_changes_the_projector_alone(tmp_path: Path, torch_singl
 
 
 def test_projector_fit_from_the_command_line_changes_one_projector_layer(tmp_path: Path, torch_single_thread: None) -> None:
-    from vlm_agent.cli import main
+    from vlm_agent.cli.main import main
 
     start = make_tiny_model("qwen2_vl", tmp_path / "start", seed=0, hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
     out = tmp_path / "out"
@@ -146,8 +141,8 @@ def test_readout_slots_are_the_tokens_that_show_each_number(torch_single_thread:
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.alignment import find_readout_slots, image_tokens
-    from vlm_agent.models import load_processor
+    from vlm_agent.demo.readout_slots import find_readout_slots, image_tokens
+    from vlm_agent.models.loading import load_processor
 
     path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
@@ -176,8 +171,8 @@ def test_player_cards_get_one_slot_per_position_and_hand_length(torch_single_thr
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.alignment import find_readout_slots, image_tokens, slot_values
-    from vlm_agent.models import load_processor
+    from vlm_agent.demo.readout_slots import find_readout_slots, image_tokens, slot_values
+    from vlm_agent.models.loading import load_processor
 
     assert slot_values({"dealer card": "4 of clubs", "player cards": ["2 of hearts", "K of spades"]}) == {
         ("dealer card", None, None): "4 of clubs", ("player cards", 0, 2): "2 of hearts",
@@ -202,7 +197,8 @@ def test_slots_never_read_out_together_may_share_a_token() -> None:
     """Card 0 of two cards and card 0 of three are never in one image: both may use the one token that shows them."""
     import torch
 
-    from vlm_agent.alignment import ReadoutExample, find_readout_slots
+    from vlm_agent.demo.readout import ReadoutExample
+    from vlm_agent.demo.readout_slots import find_readout_slots
 
     cards = ["2 of hearts", "K of spades", "5 of clubs", "A of diamonds"]
     examples, rows = [], []
@@ -226,8 +222,8 @@ def test_projector_fit_writes_each_slot_value_into_its_token(torch_single_thread
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.alignment import find_readout_slots, fit_projector, image_tokens, slot_target
-    from vlm_agent.models import load_processor
+    from vlm_agent.demo.readout_slots import find_readout_slots, fit_projector, image_tokens, slot_target
+    from vlm_agent.models.loading import load_processor
 
     path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
@@ -260,8 +256,8 @@ def test_slot_target_gives_each_word_of_a_value_its_own_weight(tmp_path: Path) -
     import torch
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.alignment import slot_target
-    from vlm_agent.models import load_processor
+    from vlm_agent.demo.readout_slots import slot_target
+    from vlm_agent.models.loading import load_processor
 
     path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=MINI_VISION)
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
@@ -295,8 +291,8 @@ def test_aligned_tiny_model_reads_numberline_from_the_image_and_not_from_a_blank
 
 
 def test_legible_vision_gives_36_image_tokens(tmp_path: Path, torch_single_thread: None) -> None:
-    from vlm_agent.models import load_processor
-    from vlm_agent.prompts import chat_messages
+    from vlm_agent.models.loading import load_processor
+    from vlm_agent.prompting.templates import chat_messages
 
     path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
     processor = load_processor(path)
@@ -327,7 +323,7 @@ def test_align_config_refuses_envs_without_readout() -> None:
 
 
 def test_cli_align_bad_env_is_one_line_error(capsys) -> None:
-    from vlm_agent.cli import main
+    from vlm_agent.cli.main import main
 
     with pytest.raises(SystemExit) as raised:
         main(["align", "--env_ids", "gym_cards/Nope-v0"])
@@ -336,7 +332,7 @@ def test_cli_align_bad_env_is_one_line_error(capsys) -> None:
 
 
 def test_projector_stage_refuses_architectures_it_cannot_address(tmp_path: Path, capsys) -> None:
-    from vlm_agent.cli import main
+    from vlm_agent.cli.main import main
 
     with pytest.raises(ValueError, match="projector stage supports tiny_arch qwen2_vl or qwen2_5_vl"):
         VLMAlignConfig(tiny_arch="llava_next")

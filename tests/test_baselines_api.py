@@ -30,12 +30,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm_agent.baselines import AgentOptions, build_agent
-from vlm_agent.baselines.gemini import GeminiAgent
-from vlm_agent.baselines.openai_chat import OpenAIChatAgent
-from vlm_agent.baselines.remote_agent import ModelRequestError
-from vlm_agent.baselines.retry import RetryPolicy, backoff_delay
-from vlm_agent.evaluation import Agent, AgentInput, TokenUsage
+from vlm_agent.evaluation.eval_config import EvalConfig as AgentOptions
+from vlm_agent.evaluation.method_spec import build_agent
+from vlm_agent.agents.gemini import GeminiAgent
+from vlm_agent.agents.openai_chat import OpenAIChatAgent
+from vlm_agent.agents.remote import ModelRequestError
+from vlm_agent.agents.retry import RetryPolicy, backoff_delay
+from vlm_agent.rollout.agent import Agent, AgentInput, TokenUsage
 
 OPENAI_KEY = "sk-test-0123456789abcdefSECRET"
 GEMINI_KEY = "AIzaTest-0123456789abcdefSECRET"
@@ -329,7 +330,7 @@ def test_batch_answers_keep_input_order_and_respect_concurrency(
 @pytest.mark.parametrize("provider", PROVIDERS)
 def test_malformed_answer_text_is_returned_for_the_parser(
         provider: str, server: ScriptedModelServer, keys: None) -> None:
-    from vlm_agent.parsing import parse_action
+    from vlm_agent.prompting.parsing import parse_action
 
     junk = "I think the best move is probably to go... {action: "
     server.script.append(Reply(junk))
@@ -575,7 +576,7 @@ def test_gemini_key_falls_back_to_google_api_key(server: ScriptedModelServer,
 
 def test_interrupted_evaluation_resumes_from_the_cache(server: ScriptedModelServer, keys: None,
                                                        tmp_path: Path) -> None:
-    from vlm_agent.evaluation import evaluate_agent
+    from vlm_agent.evaluation.evaluate import evaluate_agent
 
     cache = str(tmp_path / "cache")
     server.responder = lambda request: Reply('{"thoughts": "right", "action": "+"}')

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlm_agent.evaluation import Agent, AgentInput, evaluate_agent
+from vlm_agent.rollout.agent import Agent, AgentInput
+from vlm_agent.evaluation.evaluate import evaluate_agent
 
 pytest.importorskip("torch")
 
@@ -24,8 +25,8 @@ def _inputs(count: int) -> list[AgentInput]:
 
 
 def test_local_agent_answers_each_input_reproducibly_and_counts_tokens(tiny_agent_path: Path) -> None:
-    from vlm_agent.baselines import build_agent
-    from vlm_agent.eval_config import EvalConfig
+    from vlm_agent.evaluation.method_spec import build_agent
+    from vlm_agent.evaluation.eval_config import EvalConfig
 
     options = EvalConfig(max_new_tokens=12, seed=3)
     first = build_agent(f"local:{tiny_agent_path}", options)
@@ -42,7 +43,7 @@ def test_local_agent_answers_each_input_reproducibly_and_counts_tokens(tiny_agen
 
 
 def test_local_agent_runs_the_evaluation_loop(tiny_agent_path: Path) -> None:
-    from vlm_agent.baselines.local_hf import LocalHFAgent
+    from vlm_agent.agents.local_hf import LocalHFAgent
 
     agent = LocalHFAgent.from_pretrained(tiny_agent_path, max_new_tokens=8, seed=0)
     result = evaluate_agent(agent, "gym_cards/NumberLine-v0", episodes=2, seed=0, num_envs=2,
@@ -54,9 +55,9 @@ def test_local_agent_runs_the_evaluation_loop(tiny_agent_path: Path) -> None:
 
 
 def test_saved_policy_folder_loads_as_a_local_agent(tiny_agent_path: Path, tmp_path: Path) -> None:
-    from vlm_agent.baselines.local_hf import LocalHFAgent
-    from vlm_agent.models import ModelSettings
-    from vlm_agent.policy import VLMPolicy
+    from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.policy import VLMPolicy
 
     policy = VLMPolicy.from_model(ModelSettings(str(tiny_agent_path), lora_r=4, lora_alpha=8))
     policy.save_pretrained(tmp_path / "checkpoint")
@@ -66,14 +67,14 @@ def test_saved_policy_folder_loads_as_a_local_agent(tiny_agent_path: Path, tmp_p
 
 
 def test_missing_local_model_is_a_clear_error(tmp_path: Path) -> None:
-    from vlm_agent.baselines.local_hf import LocalHFAgent
+    from vlm_agent.agents.local_hf import LocalHFAgent
 
     with pytest.raises(FileNotFoundError, match="not a folder"):
         LocalHFAgent.from_pretrained(tmp_path / "nope")
 
 
 def test_local_spec_accepts_a_run_folder(tmp_path: Path) -> None:
-    from vlm_agent.baselines.method_spec import local_policy_dir
+    from vlm_agent.evaluation.method_spec import local_policy_dir
 
     run = tmp_path / "run"
     (run / "policy").mkdir(parents=True)
@@ -90,12 +91,13 @@ def test_local_spec_accepts_a_run_folder(tmp_path: Path) -> None:
 
 def test_saved_policy_settings_decide_sampling_unless_overridden(tiny_agent_path: Path, tmp_path: Path) -> None:
     """A policy saved before agent_settings.json existed still plays at its own temperature and length."""
-    from vlm_agent.agents import AgentSettings, write_agent_settings
-    from vlm_agent.baselines import build_agent
-    from vlm_agent.baselines.local_hf import saved_settings
-    from vlm_agent.eval_config import EvalConfig
-    from vlm_agent.models import ModelSettings
-    from vlm_agent.policy import GenerationSettings, VLMPolicy
+    from vlm_agent.agents.settings import AgentSettings, write_agent_settings
+    from vlm_agent.evaluation.method_spec import build_agent
+    from vlm_agent.agents.local_hf import saved_settings
+    from vlm_agent.evaluation.eval_config import EvalConfig
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.settings import GenerationSettings
+    from vlm_agent.models.policy import VLMPolicy
 
     policy = VLMPolicy.from_model(ModelSettings(str(tiny_agent_path), use_lora=False),
                                   GenerationSettings(temperature=0.7, max_new_tokens=9))

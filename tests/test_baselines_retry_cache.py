@@ -8,14 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vlm_agent.baselines.api_keys import REDACTED, read_api_key, redact
-from vlm_agent.baselines.response_cache import (
-    CachedAnswer,
-    ResponseCache,
-    cache_key,
-    image_digest,
-)
-from vlm_agent.baselines.retry import RetriesExhaustedError, RetryPolicy, backoff_delay
+from vlm_agent.agents.api_keys import REDACTED, read_api_key, redact
+from vlm_agent.agents.response_cache import CachedAnswer, ResponseCache, cache_key, image_digest
+from vlm_agent.agents.retry import RetriesExhaustedError, RetryPolicy, backoff_delay
 
 
 @pytest.mark.parametrize(
@@ -146,7 +141,7 @@ def test_parse_retry_after_reads_seconds_dates_and_milliseconds() -> None:
 
     import httpx
 
-    from vlm_agent.baselines.retry import parse_retry_after
+    from vlm_agent.agents.retry import parse_retry_after
 
     now = 1_700_000_000.0
     date = email.utils.formatdate(now + 7, usegmt=True)

@@ -27,7 +27,7 @@ from benchmarks.cnn_rl_baseline import (
     write_results,
 )
 from benchmarks.make_readme import available_cores
-from vlm_agent.evaluation import wilson_interval
+from vlm_agent.evaluation.statistics import wilson_interval
 
 
 def test_rolling_mean_and_peak() -> None:

@@ -27,7 +27,7 @@ def test_an_aligned_model_of_another_env_is_refused_in_one_line(tmp_path: Path) 
 
 def test_blackjack_aligns_with_its_measured_settings() -> None:
     from benchmarks import ppo_learning
-    from vlm_agent.alignment import VLMAlignConfig
+    from vlm_agent.demo.alignment import VLMAlignConfig
 
     config = VLMAlignConfig(env_ids=["gym_cards/Blackjack-v0"], **ppo_learning.ALIGN_SETTINGS["gym_cards/Blackjack-v0"])
     assert config.projector_fit and config.num_examples > VLMAlignConfig().num_examples

@@ -62,35 +62,40 @@ def test_bad_flags_get_one_clear_error(argv: list[str], message: str, capsys: py
 
 
 @pytest.mark.parametrize("recompute_scores", [False, True])
-def test_acting_round_does_what_policy_act_does(recompute_scores: bool, tiny_model_dir: Callable[[str], Path]) -> None:
-    """The stage-by-stage round gives the same answers, actions and scores as VLMPolicy.act with the same rng."""
-    from vlm_agent.models import ModelSettings
-    from vlm_agent.parsing import InvalidActionPolicy
-    from vlm_agent.policy import GenerationSettings, VLMPolicy
+def test_acting_round_does_what_a_loop_step_does(recompute_scores: bool, tiny_model_dir: Callable[[str], Path]) -> None:
+    """The stage-by-stage round gives the same answers, actions and scores as steps of the one loop
+    (AgentLoop with training's ContinuingEpisodes, played by an HFEngine) with the same seeds and rng."""
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.policy import VLMPolicy
+    from vlm_agent.models.settings import GenerationSettings
+    from vlm_agent.prompting.env_prompts import prompt_for
+    from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
+    from vlm_agent.rollout.engine import HFEngine
+    from vlm_agent.rollout.loop import AgentLoop, ContinuingEpisodes, make_env
 
+    env_id = "gym_cards/NumberLine-v0"
     settings = GenerationSettings(temperature=1.0, max_new_tokens=6)
     model_settings = ModelSettings(str(tiny_model_dir("qwen2_vl")), device="cpu", use_lora=False)
     policy = VLMPolicy.from_model(model_settings, settings)
-    loop = ActingLoop(
-        policy, "gym_cards/NumberLine-v0", num_envs=3, seed=5, cot=True, recompute_scores=recompute_scores
-    )
+    loop = ActingLoop(policy, env_id, num_envs=3, seed=5, cot=True, recompute_scores=recompute_scores)
+    rng = np.random.default_rng(5)  # one generator for sampling seeds and rescues, as RolloutCollector
+    engine = HFEngine(policy, rng, recompute_scores=recompute_scores)
+    reference = AgentLoop([make_env(env_id) for _ in range(3)], prompt_for(env_id, cot=True),
+                          InvalidActionPolicy("random"), ContinuingEpisodes([5, 6, 7], rng))
     try:
-        legal = [list(a) for a in loop.envs.call("legal_actions")]
-        prompts = [loop.template.render(d, a) for d, a in zip(loop.envs.call("describe"), legal, strict=True)]
-        expected = policy.act(
-            list(loop.observations), prompts, legal,
-            invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(5),
-            recompute_scores=recompute_scores,
-        )  # fmt: skip
-        got = loop.round()
+        for _ in range(2):  # the second round acts on the states the first one's steps (and resets) left
+            expected = reference.step(engine)
+            got = loop.round()
+            samples = [step.answer for step in expected]
+            assert got.texts == [step.text for step in expected]
+            assert got.action_indices == [step.action.index for step in expected]
+            assert got.generated_tokens == sum(len(s.completion_ids) for s in samples)
+            assert got.decode_steps == max(len(s.completion_ids) for s in samples)
+            assert got.log_probs == pytest.approx([s.log_prob for s in samples], abs=1e-5)
+            assert got.values == pytest.approx([s.value for s in samples], abs=1e-6)
     finally:
         loop.close()
-    assert got.texts == expected.texts
-    assert got.action_indices == expected.action_indices
-    assert got.generated_tokens == sum(len(s.completion_ids) for s in expected.samples)
-    assert got.decode_steps == max(len(s.completion_ids) for s in expected.samples)
-    assert got.log_probs == pytest.approx(expected.log_probs.tolist(), abs=1e-5)
-    assert got.values == pytest.approx(expected.values.tolist(), abs=1e-6)
+        reference.close()
     assert all(seconds > 0 for seconds in loop.timer.seconds.values())
 
 
@@ -173,7 +178,7 @@ def test_batching_summary_compares_n8_with_n1_per_thread_count_and_best_with_bes
 
 
 def test_policy_speed_writes_both_act_paths(tmp_path: Path, tiny_model_dir: Callable[[str], Path]) -> None:
-    """benchmarks/policy_speed.py times act both ways and writes policy_speed.{md,csv} (values not checked)."""
+    """benchmarks/policy_speed.py times acting (HFEngine.generate) both ways and writes policy_speed.{md,csv} (values not checked)."""
     from benchmarks import policy_speed
 
     tiny_model_dir("qwen2_vl")  # one thread for torch, as every model test

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlm_agent.checkpoint import (
+from vlm_agent.training.checkpoint import (
     CheckpointError,
     capture_rng_state,
     check_compatible,
@@ -254,7 +254,7 @@ def test_a_run_without_a_usable_checkpoint_says_what_to_do(tmp_path) -> None:
 def test_model_fingerprint_tells_same_shaped_weights_apart(tmp_path) -> None:
     from safetensors.torch import save_file
 
-    from vlm_agent.checkpoint import check_same_model, model_fingerprint
+    from vlm_agent.training.checkpoint import check_same_model, model_fingerprint
 
     model = tmp_path / "model"
     model.mkdir()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vlm_agent.cli import COMMANDS, DEFAULT_TRAIN_CONFIG, embedded_config_path, environment_report, main
-from vlm_agent.ppo_config import VLMPPOConfig
+from vlm_agent.cli.main import COMMANDS, DEFAULT_TRAIN_CONFIG, embedded_config_path, environment_report, main
+from vlm_agent.training.ppo_config import VLMPPOConfig
 
 
 def run(argv: list[str]) -> int:

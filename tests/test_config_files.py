@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vlm_agent.cli import _parse, main
-from vlm_agent.ppo_config import VLMPPOConfig
+from vlm_agent.cli.main import _parse, main
+from vlm_agent.training.ppo_config import VLMPPOConfig
 
 
 def run(argv: list[str]) -> int:
@@ -96,7 +96,7 @@ def test_lists_for_comma_separated_options_and_yaml_floats(tmp_path) -> None:
 
 
 def test_shipped_configs_pass_the_checks() -> None:
-    from vlm_agent.cli import embedded_config_path
+    from vlm_agent.cli.main import embedded_config_path
     from vlm_agent.config_files import check_options, read_config_file
 
     for name in ("tiny_numberline_cpu.yaml", "tiny_numberline_text_cpu.yaml", "paper_card_games.yaml"):

@@ -6,16 +6,10 @@ import json
 
 import pytest
 
-from vlm_agent.cli import embedded_config_path, main
-from vlm_agent.environments import (
-    EnvKwargs,
-    batch_images,
-    check_env,
-    observation_image,
-    parse_env_kwargs,
-)
-from vlm_agent.ppo_config import VLMPPOConfig
-from vlm_agent.sft import VLMSFTConfig
+from vlm_agent.cli.main import embedded_config_path, main
+from vlm_agent.rollout.environments import EnvKwargs, check_env, observation_image, parse_env_kwargs
+from vlm_agent.training.ppo_config import VLMPPOConfig
+from vlm_agent.training.sft import VLMSFTConfig
 
 import numpy as np
 
@@ -61,14 +55,15 @@ def test_check_env_names_unknown_ids_and_options() -> None:
 
 
 def test_a_bad_env_option_fails_before_any_model_is_built(tmp_path) -> None:
-    from vlm_agent.ppo_trainer import VLMPPOTrainer, train
+    from vlm_agent.demo.warm_start import train_demo
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     # The model path does not exist: reaching the model would raise a different error.
     config = VLMPPOConfig(model_name_or_path=str(tmp_path / "no_model"), device="cpu", env_kwargs={"bogus": 1})
     with pytest.raises(ValueError, match=r"\['bogus'\] are not accepted by gym_cards/NumberLine-v0"):
         VLMPPOTrainer(config)
     with pytest.raises(ValueError, match=r"\['bogus'\] are not accepted"):
-        train(VLMPPOConfig(device="cpu", env_kwargs={"bogus": 1}, output_dir=str(tmp_path / "run")))
+        train_demo(VLMPPOConfig(device="cpu", env_kwargs={"bogus": 1}, output_dir=str(tmp_path / "run")))
     assert not (tmp_path / "run").exists()  # no warm start began
 
 
@@ -111,10 +106,6 @@ def test_observation_images_from_arrays_and_mappings() -> None:
     image = np.zeros((4, 5, 3), dtype=np.uint8)
     assert observation_image(image) is not None and observation_image(image).shape == (4, 5, 3)
     assert observation_image({"image": image, "text": "hi", "admissible_commands": "look"}).shape == (4, 5, 3)
-    stacked = {"image": np.stack([image, image + 1]), "text": ("a", "b")}
-    images = batch_images(stacked, 2)
-    assert [int(i.max()) for i in images] == [0, 1]
-    assert len(batch_images(np.stack([image, image]), 2)) == 2
     with pytest.raises(TypeError, match="needs an 'image' entry"):
         observation_image({"text": "no image"})
     with pytest.raises(TypeError, match="not an image"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gym_cards  # noqa: F401
-from vlm_agent.env_state import (
+from vlm_agent.rollout.env_state import (
     EnvStateError,
     EpisodeLog,
     action_text,

@@ -13,24 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vlm_agent.baselines import build_agent
-from vlm_agent.baselines.simple import ExpertAgent, RandomAgent
-from vlm_agent.evaluation import (
-    EVAL_SEED_OFFSET,
-    Agent,
-    AgentInput,
-    EpisodeRecord,
-    EvalConfig,
-    EvalResult,
-    TokenUsage,
-    evaluate_agent,
-    held_out_seed,
-    results_csv,
-    results_markdown,
-    run_eval,
-    wilson_interval,
-    write_results,
-)
+from vlm_agent.evaluation.method_spec import build_agent
+from vlm_agent.agents.simple import ExpertAgent, RandomAgent
+from vlm_agent.rollout.loop import EVAL_SEED_OFFSET, EpisodeRecord, held_out_seed
+from vlm_agent.rollout.agent import Agent, AgentInput, TokenUsage
+from vlm_agent.evaluation.eval_config import EvalConfig
+from vlm_agent.evaluation.results import EvalResult
+from vlm_agent.evaluation.evaluate import evaluate_agent, run_eval
+from vlm_agent.evaluation.tables import results_csv, results_markdown, write_results
+from vlm_agent.evaluation.statistics import wilson_interval
 
 NUMBER_LINE = "gym_cards/NumberLine-v0"
 
@@ -126,7 +117,7 @@ def test_records_follow_the_held_out_seed_scheme_and_sum_up() -> None:
 
 
 def test_agent_sees_the_image_the_rendered_prompt_and_the_legal_actions() -> None:
-    from vlm_agent.prompts import prompt_for
+    from vlm_agent.prompting.env_prompts import prompt_for
 
     agent = ScriptedAgent("first-action", lambda agent_input: '{"action": "+"}')
     evaluate_agent(agent, NUMBER_LINE, episodes=1, seed=0, cot=False, progress=False)
@@ -143,7 +134,7 @@ def test_agent_sees_the_image_the_rendered_prompt_and_the_legal_actions() -> Non
 
 
 def test_blank_images_control_shows_the_background_and_keeps_the_prompt() -> None:
-    from vlm_agent.agents import BlankImages
+    from vlm_agent.agents.blank import BlankImages
 
     plain, inner = ScriptedAgent("plain", lambda i: '{"action": "+"}'), ScriptedAgent("inner", lambda i: '{"action": "+"}')
     control = BlankImages(inner)
@@ -315,8 +306,8 @@ def test_the_config_seed_reaches_the_random_agent() -> None:
 
 def test_evaluation_and_api_agents_do_not_import_torch() -> None:
     code = (
-        "import sys; import vlm_agent.evaluation, vlm_agent.baselines, "
-        "vlm_agent.baselines.openai_chat, vlm_agent.baselines.gemini, vlm_agent.baselines.simple; "
+        "import sys; import vlm_agent.evaluation.evaluate, vlm_agent.evaluation.method_spec, "
+        "vlm_agent.agents.openai_chat, vlm_agent.agents.gemini, vlm_agent.agents.simple, vlm_agent.rollout.loop; "
         "assert 'torch' not in sys.modules, 'torch imported'; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     )
@@ -361,7 +352,7 @@ def test_first_rescue_move_is_independent_of_the_deal() -> None:
     """
     import gymnasium as gym
 
-    from vlm_agent.evaluation import rescue_generator
+    from vlm_agent.rollout.loop import rescue_generator
 
     env = gym.make(NUMBER_LINE)
     episodes = 1000
@@ -405,8 +396,8 @@ def test_rescue_moves_do_not_depend_on_the_number_of_environments() -> None:
 def test_evaluation_without_progress_bar_does_not_need_tqdm() -> None:
     code = (
         "import sys; sys.modules['tqdm'] = None; sys.modules['tqdm.auto'] = None\n"
-        "from vlm_agent.baselines.simple import RandomAgent\n"
-        "from vlm_agent.evaluation import evaluate_agent\n"
+        "from vlm_agent.agents.simple import RandomAgent\n"
+        "from vlm_agent.evaluation.evaluate import evaluate_agent\n"
         "result = evaluate_agent(RandomAgent(), 'gym_cards/NumberLine-v0', episodes=3, seed=0, progress=False)\n"
         "assert result.episodes == 3\n"
     )
@@ -419,7 +410,7 @@ def test_evaluation_without_progress_bar_does_not_need_tqdm() -> None:
 
 
 def test_same_named_local_policies_get_unique_labels_and_name_sets_one() -> None:
-    from vlm_agent.baselines.method_spec import default_labels, parse_method
+    from vlm_agent.evaluation.method_spec import default_labels, parse_method
 
     assert default_labels(["local:runs/a/policy", "local:runs/b/policy", "random"]) == [
         "local:a/policy", "local:b/policy", "random"]
@@ -434,8 +425,8 @@ def test_same_named_local_policies_get_unique_labels_and_name_sets_one() -> None
         "local:a", "blank:local:a", "blank:expert", "c"]
     with pytest.raises(ValueError, match="unknown method"):
         parse_method("blank:")
-    from vlm_agent.agents import BlankImages
-    from vlm_agent.baselines.method_spec import build_agent
+    from vlm_agent.agents.blank import BlankImages
+    from vlm_agent.evaluation.method_spec import build_agent
 
     assert isinstance(build_agent("blank:random"), BlankImages)
     with pytest.raises(ValueError, match="NAME=SPEC"):
@@ -453,7 +444,7 @@ def test_run_eval_uses_the_given_names_as_rows(tmp_path: Path) -> None:
 
 
 def test_unknown_env_id_suggests_the_registered_one() -> None:
-    from vlm_agent.evaluation import validate_env_id
+    from vlm_agent.rollout.environments import validate_env_id
 
     validate_env_id(NUMBER_LINE)
     with pytest.raises(ValueError, match=r"did you mean 'gym_cards/NumberLine-v0'"):
@@ -473,7 +464,7 @@ def test_run_eval_checks_env_ids_before_building_any_agent(tmp_path: Path) -> No
 
 
 def test_agent_settings_layers_and_round_trip(tmp_path: Path) -> None:
-    from vlm_agent.agents import (
+    from vlm_agent.agents.settings import (
         PAPER_AGENT_SETTINGS,
         AgentSettings,
         read_agent_settings,
@@ -495,19 +486,20 @@ def test_agent_settings_layers_and_round_trip(tmp_path: Path) -> None:
 
 
 def test_there_is_one_evaluation_options_type() -> None:
-    from vlm_agent import baselines, cli, eval_config, evaluation
+    from vlm_agent.cli import main
+    from vlm_agent.evaluation import eval_config, method_spec
 
-    assert evaluation.EvalConfig is eval_config.EvalConfig is baselines.AgentOptions
-    assert not hasattr(cli, "EvalArguments")
+    assert method_spec.EvalConfig is eval_config.EvalConfig
+    assert not hasattr(main, "EvalArguments")
 
 
-def test_the_agents_do_not_import_the_evaluation_loop() -> None:
-    """No circle: evaluation imports the baselines (to build agents), they import vlm_agent.agents."""
+def test_the_agents_and_the_loop_do_not_import_evaluation() -> None:
+    """Imports point one way: evaluation builds agents and plays the loop; neither imports evaluation."""
     import ast
 
     package = Path(__file__).parent.parent / "vlm_agent"
-    for path in [package / "agents.py", package / "eval_config.py", *sorted((package / "baselines").glob("*.py"))]:
+    for path in [*sorted((package / "agents").glob("*.py")), *sorted((package / "rollout").glob("*.py"))]:
         tree = ast.parse(path.read_text())
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-        assert "vlm_agent.evaluation" not in imported, path
+        assert not any(name and name.startswith("vlm_agent.evaluation") for name in imported), path

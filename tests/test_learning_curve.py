@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from vlm_agent.ppo_trainer import plot_learning_curve, running_success
+from vlm_agent.training.learning_curve import plot_learning_curve, running_success
 
 
 def _row(update: int, episodes: int, success_rate: float) -> dict:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from vlm_agent.log_probs import (
+from vlm_agent.algorithms.cot_log_prob import (
     cot_scaled_log_prob,
     suppress_token_logits,
     thought_action_masks,
@@ -20,8 +20,8 @@ from vlm_agent.log_probs import (
     token_char_ends,
     token_log_probs_and_entropy,
 )
-from vlm_agent.parsing import parse_action
-from vlm_agent.tiny_models import train_tokenizer
+from vlm_agent.prompting.parsing import parse_action
+from vlm_agent.demo.tiny_tokenizer import train_tokenizer
 
 CORPUS = [
     '{"current number": "3", "target number": "5", "thoughts": "3 is smaller than 5, so I add one.", "action": "+"}',

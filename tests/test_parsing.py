@@ -1,4 +1,4 @@
-"""Tests of vlm_agent.parsing: model answers (real-looking and hostile) to legal actions."""
+"""Tests of vlm_agent.prompting.parsing: model answers (real-looking and hostile) to legal actions."""
 
 from __future__ import annotations
 
@@ -12,16 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vlm_agent.parsing import (
-    ERROR_REASONS,
-    MAX_SCANNED_TOKENS,
-    MAX_TEXT_CHARS,
-    InvalidActionPolicy,
-    ParsedAction,
-    ResolvedAction,
-    parse_action,
-    resolve_action,
-)
+from vlm_agent.prompting.parsing import ERROR_REASONS, MAX_TEXT_CHARS, ParsedAction, parse_action
+from vlm_agent.prompting.answer_lexer import MAX_SCANNED_TOKENS
+from vlm_agent.prompting.invalid_actions import InvalidActionPolicy, ResolvedAction, resolve_action
 
 NUMBER_LINE = ["-", "+"]
 BLACKJACK = ["stand", "hit"]
@@ -568,7 +561,7 @@ def test_parsed_index_from_other_actions_raises() -> None:
 
 def test_importing_parsing_and_prompts_does_not_import_torch() -> None:
     code = (
-        "import sys, vlm_agent.parsing, vlm_agent.prompts\n"
+        "import sys, vlm_agent.prompting.parsing, vlm_agent.prompting.env_prompts, vlm_agent.prompting.invalid_actions\n"
         "heavy = sorted(m for m in ('torch', 'transformers', 'trl', 'peft') if m in sys.modules)\n"
         "print(','.join(heavy))\n"
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vlm_agent.ppo_config import VLMPPOConfig
+from vlm_agent.training.ppo_config import VLMPPOConfig
 
 
 def test_defaults_are_the_papers() -> None:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vlm_agent.ppo_math import (
+from vlm_agent.algorithms.ppo import (
     clipped_policy_loss,
     clipped_value_loss,
     compute_gae,

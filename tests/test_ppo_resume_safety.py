@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vlm_agent.cli import main
+from vlm_agent.cli.main import main
 
 torch = pytest.importorskip("torch")
 
@@ -32,8 +32,8 @@ def start_run(model_dir: Path, run_dir: Path) -> None:
     """A run as `vlm-agent train` leaves it after its first checkpoint, without spending time on rollouts."""
     from trl import TrlParser
 
-    from vlm_agent.ppo_config import VLMPPOConfig
-    from vlm_agent.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.training.ppo_config import VLMPPOConfig
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     (config,) = TrlParser(VLMPPOConfig).parse_args_and_config(train_flags(model_dir, run_dir)[1:])
     trainer = VLMPPOTrainer(config)
@@ -57,7 +57,7 @@ def tree(folder: Path) -> dict[str, bytes]:
 def test_resume_refuses_another_model_at_the_same_path(tiny_model_dir, tmp_path, capsys) -> None:
     from safetensors.torch import load_file, save_file
 
-    from vlm_agent.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir("qwen2_vl"), model)

@@ -1,4 +1,5 @@
-"""The rollout collector on real envs: values of time-limited episodes are bootstrapped."""
+"""The rollout collector (vlm_agent.rollout.collector) on real envs, played by an HFEngine
+(vlm_agent.rollout.engine): values of time-limited episodes are bootstrapped."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import gym_cards  # noqa: E402, F401  (registers the environments)
-from vlm_agent.parsing import InvalidActionPolicy  # noqa: E402
-from vlm_agent.policy import GenerationSettings, VLMPolicy  # noqa: E402
-from vlm_agent.prompts import prompt_for  # noqa: E402
-from vlm_agent.rollout import RolloutCollector  # noqa: E402
+from vlm_agent.models.policy import VLMPolicy  # noqa: E402
+from vlm_agent.models.settings import GenerationSettings  # noqa: E402
+from vlm_agent.prompting.env_prompts import prompt_for  # noqa: E402
+from vlm_agent.prompting.invalid_actions import InvalidActionPolicy  # noqa: E402
+from vlm_agent.rollout.collector import RolloutCollector  # noqa: E402
+from vlm_agent.rollout.engine import HFEngine  # noqa: E402
 
 ENV_ID = "gym_cards/NumberLine-v0"
 
@@ -25,9 +28,10 @@ def test_next_values_are_the_values_of_the_observations_that_followed(tiny_model
     num_envs, num_steps = 3, 6
     # max_position=1: start and target are 0 and 1, so every episode ends by step 2, by termination
     # (the right move) or by the time limit of 2 * max_position steps.
+    rng = np.random.default_rng(0)  # the engine's sampling seeds and the collector's rescues, as in training
     collector = RolloutCollector(
-        ENV_ID, num_envs=num_envs, seed=0, policy=policy, prompt_template=template,
-        invalid_policy=InvalidActionPolicy("random"), rng=np.random.default_rng(0), env_kwargs={"max_position": 1},
+        ENV_ID, num_envs=num_envs, seed=0, engine=HFEngine(policy, rng), prompt_template=template,
+        invalid_policy=InvalidActionPolicy("random"), rng=rng, env_kwargs={"max_position": 1},
     )
     rollout, stats = collector.collect(num_steps, log_samples=num_envs * num_steps)
     assert rollout.truncated.any() and rollout.terminated.any()

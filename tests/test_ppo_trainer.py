@@ -13,9 +13,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from vlm_agent.checkpoint import CheckpointError  # noqa: E402
-from vlm_agent.ppo_config import VLMPPOConfig  # noqa: E402
-from vlm_agent.ppo_trainer import VLMPPOTrainer  # noqa: E402
+from vlm_agent.training.checkpoint import CheckpointError  # noqa: E402
+from vlm_agent.training.ppo_config import VLMPPOConfig  # noqa: E402
+from vlm_agent.training.ppo_trainer import VLMPPOTrainer  # noqa: E402
 
 from model_helpers import assert_language_layers_alone, changed_weights  # noqa: E402
 
@@ -227,13 +227,13 @@ def test_constant_schedule_keeps_the_learning_rate(tiny_model_dir, tmp_path) -> 
 
 
 def test_aligned_warm_start_reads_with_legible_vision_and_trains_language_layers(tmp_path) -> None:
-    from vlm_agent.ppo_trainer import train
+    from vlm_agent.demo.warm_start import check_demo, train_demo
 
     config = small_config(None, tmp_path / "run", use_lora=False, language_only=True, show_state=False,
                           align_projector_steps=2, align_language_steps=2, align_num_examples=32,
                           sft_num_demos=4, sft_epochs=1.0)
-    run_dir = train(config)
+    run_dir = train_demo(config)
     assert (run_dir / "aligned_model" / "align_summary.json").is_file()
     assert_language_layers_alone(changed_weights(run_dir / "aligned_model", run_dir / "base_model"))  # what SFT moved
     with pytest.raises(ValueError, match="ALFWorld-v0. has no built-in read-out"):
-        small_config(None, tmp_path / "x", align_projector_steps=2, env_id="gym_cards/ALFWorld-v0")
+        check_demo(small_config(None, tmp_path / "x", align_projector_steps=2, env_id="gym_cards/ALFWorld-v0"))

@@ -1,4 +1,4 @@
-"""Tests of vlm_agent.prompts: built-in and user templates, answers, expert demonstrations."""
+"""Tests of vlm_agent.prompting: built-in and user templates, answers, expert demonstrations."""
 
 from __future__ import annotations
 
@@ -11,20 +11,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gym_cards  # noqa: F401  (registers the ids)
-from vlm_agent.parsing import parse_action
-from vlm_agent.prompts import (
+from vlm_agent.prompting.parsing import parse_action
+from vlm_agent.prompting.templates import (
     ACTION_KEY,
     THOUGHTS_KEY,
     PromptTemplate,
     ReadoutField,
-    answer_from_info,
     chat_messages,
-    expert_answer,
-    known_env_ids,
     load_prompt_template,
-    prompt_for,
     template_from_mapping,
 )
+from vlm_agent.prompting.env_prompts import answer_from_info, expert_answer, known_env_ids, prompt_for
 
 CARD_ENV_IDS = ["gym_cards/NumberLine-v0", "gym_cards/EZPoints-v0", "gym_cards/Points24-v0", "gym_cards/Blackjack-v0"]
 ALFWORLD_COMMANDS = [

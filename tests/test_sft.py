@@ -7,8 +7,8 @@ import warnings
 
 import pytest
 
-from vlm_agent.parsing import parse_action
-from vlm_agent.sft import VLMSFTConfig, build_demonstrations, summarize_demonstrations
+from vlm_agent.prompting.parsing import parse_action
+from vlm_agent.training.sft import VLMSFTConfig, build_demonstrations, summarize_demonstrations
 
 from model_helpers import assert_language_layers_alone, changed_weights
 
@@ -59,8 +59,8 @@ def answer_nll(model_dir, demos) -> float:
     from PIL import Image
     from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.models import load_processor
-    from vlm_agent.prompts import chat_messages
+    from vlm_agent.models.loading import load_processor
+    from vlm_agent.prompting.templates import chat_messages
 
     processor = load_processor(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -83,7 +83,7 @@ def answer_nll(model_dir, demos) -> float:
 
 
 def test_sft_on_a_handful_of_demos_lowers_the_loss(tiny_model_dir, tmp_path) -> None:
-    from vlm_agent.sft import run_sft
+    from vlm_agent.training.sft import run_sft
 
     base = tiny_model_dir("qwen2_vl")
     config = VLMSFTConfig(
@@ -111,7 +111,7 @@ def test_sft_on_a_handful_of_demos_lowers_the_loss(tiny_model_dir, tmp_path) -> 
 
 
 def test_language_only_sft_trains_the_layers_and_keeps_embeddings_and_vision(tiny_model_dir, tmp_path) -> None:
-    from vlm_agent.sft import run_sft
+    from vlm_agent.training.sft import run_sft
 
     base = tiny_model_dir("qwen2_vl")
     config = VLMSFTConfig(model_name_or_path=str(base), num_demos=8, epochs=1, learning_rate=1e-2, batch_size=4,

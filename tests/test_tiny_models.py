@@ -11,9 +11,11 @@ import pytest
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from vlm_agent.models import ModelSettings, load_model, load_processor
-from vlm_agent.prompts import chat_messages, prompt_for
-from vlm_agent.tiny_models import TINY_ARCHITECTURES, make_tiny_model
+from vlm_agent.models.loading import ModelSettings, load_model, load_processor
+from vlm_agent.prompting.templates import chat_messages
+from vlm_agent.prompting.env_prompts import prompt_for
+from vlm_agent.training.ppo_config import TINY_ARCHITECTURES
+from vlm_agent.demo.tiny_models import make_tiny_model
 
 # The placeholder the chat template writes, and the token the processor expands it into.
 IMAGE_PLACEHOLDERS = {
@@ -67,7 +69,7 @@ def test_same_seed_gives_identical_files_and_other_seed_other_weights(tmp_path: 
 
 
 def test_cli_entry_builds_a_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from vlm_agent.cli import main
+    from vlm_agent.cli.main import main
 
     assert main(["make-tiny-model", "--arch", "llava_next", "--num_layers", "1", str(tmp_path / "m")]) == 0
     assert "random parameters" in capsys.readouterr().out

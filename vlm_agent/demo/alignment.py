@@ -1,0 +1,357 @@
+"""Vision-language alignment: teach a (tiny) VLM to read the game state from the image.
+
+A randomly initialised model does not read its image: PPO and SFT on CPU could only learn with
+the state written into the prompt as text (``show_state``). This stage gives it working eyes
+before any task training, with the state's read-out as the caption:
+
+    image of a NumberLine state  ->  {"current number": "1", "target number": "3"}
+    image of a Blackjack hand    ->  {"dealer card": "4 of clubs", "player cards": [...], "player total": "14"}
+
+The read-out keys and values are exactly those the task's CoT answer starts with (the built-in
+template's ``readout`` fields, values from the env's ``info``), so what the model learns here is
+what the warm start and PPO need. The images are states of many random episodes (the reset seed
+and a few random moves); held-out states use :func:`vlm_agent.rollout.loop.held_out_seed`.
+
+Three stages, like LLaVA's (projector first, then the language model):
+
+1. **Projector** (``projector_steps``): for each read-out field, the image token that best tells
+   its value apart is found from the random model's own features (nearest class mean on half of
+   the training images, scored on the other half: no layout is hand-coded). The projector alone
+   is trained to write, into that token, the field's name plus its value in the language model's
+   word space: ``emb(' "current number') + emb('1')`` (each normalised). The vision tower and the
+   language model stay frozen. ``projector_fit`` first sets the projector's output layer by least
+   squares to those targets (:func:`fit_projector`), which the gradient steps find slowly where a
+   value shows in a few pixels (a card's rank).
+2. **Language model** (``language_steps``): the language model's layers learn the read-out with
+   the word embeddings and the vision side frozen, so the tokens written in stage 1 keep their
+   meaning while the language model learns to look them up (``output_norm_lr_factor``: the
+   final norm, which alone sets how sharp the logits can get then, may learn faster).
+3. **Whole model** (``full_steps``, default 0): everything trained together.
+
+Why: ``benchmarks/readout_bottleneck.py`` measured that the random image tokens already carry
+the state (a linear probe reads it perfectly) and that the tiny language model learns the same
+read-out from the state as text in ~150 steps, but from the raw image tokens it stays at chance
+after 500 (and after 1,700 in earlier runs). Replacing the value tokens by word embeddings was
+not enough (0% after 500 steps; 78% when the other half of the target digit held it); tokens
+that also carry the field's name were read within 300 steps. Stage 1 makes
+the projector produce such tokens; stage 2 must not train the embeddings, or the word space
+stage 1 aimed at moves away within a few steps at these learning rates (measured: chance).
+Stage 2 stalls at loss ~3.3 (the capped logits) and its reading depends on the seed
+(``benchmarks/results/tiny_vlm_readout.md`` aligns seeds 0, 1 and 2); the SFT warm start after it
+trains the same layers further.
+
+:func:`readout_accuracy` measures the read-out from the image alone (greedy decoding, each field
+compared exactly); ``blank=True`` replaces every image by a frame of its background colour, the
+control that must fall to chance if the model really reads the image.
+
+    vlm-agent align --output_dir aligned_tiny      # builds a legible tiny qwen2_vl first
+
+Same ``seed`` -> same examples, same batches, same weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vlm_agent.demo.readout import (
+    DEFAULT_ALIGN_ENVS,
+    ReadoutAccuracy,
+    ReadoutExample,
+    held_out_examples,
+    readout_accuracy,
+    readout_examples,
+    readout_loss,
+    warmup_cosine,
+)
+from vlm_agent.demo.readout_slots import (
+    PROJECTOR_ARCHITECTURES,
+    SLOT_DISTANCE_WEIGHT,
+    SLOT_SIMILARITY_SCALE,
+    ReadoutSlot,
+    find_readout_slots,
+    fit_projector,
+    image_tokens,
+    slot_readings,
+    slot_target,
+)
+from vlm_agent.models.freezing import (
+    language_parameters,
+    projector_parameters,
+    train_only,
+)
+
+
+def train_projector(
+    model: Any,
+    processor: Any,
+    examples: Sequence[ReadoutExample],
+    slots: Sequence[ReadoutSlot],
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    log: Any = None,
+) -> list[float]:
+    """Stage 1: train the projector alone to write each slot's target into its token; returns the losses."""
+    import torch
+
+    if steps <= 0:
+        return []
+    if not slots:
+        raise ValueError("the projector stage found no image token that tells any read-out field apart; "
+                         "use projector_steps=0")
+    readings = slot_readings(examples, slots)
+    usable = [example for example, _ in readings]
+    # Each slot's values in order of first appearance (their index is the class label), and each
+    # example's (slot, label) pairs, found once before training.
+    labels: dict[ReadoutSlot, dict[str, int]] = {}
+    wanted: list[list[tuple[ReadoutSlot, int]]] = []
+    for _, pairs in readings:
+        row = []
+        for slot, value in pairs:
+            known = labels.setdefault(slot, {})
+            row.append((slot, known.setdefault(json.dumps(value), len(known))))
+        wanted.append(row)
+    targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v)) for v in known])
+               for slot, known in labels.items()}
+    parameters = projector_parameters(model)
+    train_only(model, parameters)
+    optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    model.train()
+    losses: list[float] = []
+    for step in range(steps):
+        chosen = rng.choice(len(usable), min(batch_size, len(usable)), replace=False)
+        features = image_tokens(model, processor, [usable[i].image for i in chosen])
+        terms = []
+        for feature, i in zip(features, chosen):
+            for slot, label in wanted[i]:
+                table = targets[slot]
+                token = feature[slot.token]
+                similarity = torch.nn.functional.normalize(token, dim=-1) @ torch.nn.functional.normalize(table, dim=-1).T
+                terms.append(torch.nn.functional.cross_entropy(SLOT_SIMILARITY_SCALE * similarity[None],
+                                                               torch.tensor([label]))
+                             + SLOT_DISTANCE_WEIGHT * (token - table[label]).pow(2).sum())
+        loss = torch.stack(terms).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        if log is not None:
+            log(step, losses[-1])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return losses
+
+
+def train_readout(
+    model: Any,
+    processor: Any,
+    examples: Sequence[ReadoutExample],
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int,
+    parameters: str = "all",
+    output_norm_lr_factor: float = 1.0,
+    log: Any = None,
+) -> list[float]:
+    """AdamW on :func:`readout_loss` over random batches of ``examples``; returns the step losses.
+
+    ``parameters``: ``"language"`` trains the language model's layers alone (stage 2: word
+    embeddings and vision side frozen), ``"all"`` every parameter (stage 3). The learning rate
+    warms up over the first 10% of the steps and decays by a cosine; with ``"language"`` the
+    language model's final norm learns at ``output_norm_lr_factor`` times it (see
+    :class:`VLMAlignConfig`).
+    """
+    import torch
+
+    if steps <= 0:
+        return []
+    if parameters not in ("language", "all"):
+        raise ValueError(f"train_readout parameters must be 'language' or 'all', got {parameters!r}")
+    trained = language_parameters(model) if parameters == "language" else list(model.parameters())
+    train_only(model, trained)
+    groups: list[dict[str, Any]] = [{"params": trained}]
+    norm = getattr(model.get_decoder(), "norm", None) if parameters == "language" else None
+    if output_norm_lr_factor != 1.0 and norm is not None and getattr(norm, "weight", None) is not None:
+        groups = [{"params": [p for p in trained if p is not norm.weight]},
+                  {"params": [norm.weight], "lr": learning_rate * output_norm_lr_factor}]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, weight_decay=0.0)
+    scheduler = warmup_cosine(optimizer, steps)
+    rng = np.random.default_rng(seed)
+    model.train()
+    losses: list[float] = []
+    order = rng.permutation(len(examples))
+    cursor = 0
+    for step in range(steps):
+        if cursor + batch_size > len(order):
+            order, cursor = rng.permutation(len(examples)), 0
+        batch = [examples[i] for i in order[cursor : cursor + batch_size]]
+        cursor += batch_size
+        loss = readout_loss(model, processor, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained, 1.0)
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+        if log is not None:
+            log(step, float(loss.detach()))
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()
+    return losses
+
+
+@dataclass
+class VLMAlignConfig:
+    """Options of `vlm-agent align` (read-out alignment before SFT and PPO)."""
+
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Model to align (local directory); empty: build a legible tiny `tiny_arch` model first."},
+    )
+    tiny_arch: str = field(default="qwen2_vl", metadata={"help": "Tiny architecture built when no model is given."})
+    env_ids: list[str] = field(default_factory=lambda: list(DEFAULT_ALIGN_ENVS),
+                               metadata={"help": "Environments whose state images are read out."})
+    num_examples: int = field(default=1024, metadata={"help": "Training images per environment."})
+    projector_steps: int = field(default=200, metadata={
+        "help": "Stage 1: steps training the projector alone to write each read-out field into one image token."})
+    projector_fit: bool = field(default=False, metadata={
+        "help": "Stage 1 starts by refitting the projector's output layer by least squares to those targets "
+                "(projector_steps then go on from it). Blackjack: the share of held-out cards decoded from their "
+                "tokens was 0.45-0.91 per slot after 1,000 steps, 0.66-1 after the fit (player cards read: 88.5 -> 90.3 "
+                "in 100)."})
+    language_steps: int = field(default=300, metadata={
+        "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
+    full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
+    output_norm_lr_factor: float = field(default=1.0, metadata={
+        "help": "Stage 2: the language model's final norm learns at this many times the learning rate. With the "
+                "tied word embeddings frozen, that norm's weight alone caps the logits (a tiny model's at ~2.5: "
+                "stage 2 stalls at loss ~3.3 and reads by the seed's luck). 10 made the NumberLine read-out hold on "
+                "more seeds but its SFT warm start then already won every held-out episode, leaving PPO nothing "
+                "to learn (benchmarks/results/tiny_vlm_readout_norm10.md)."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "AdamW peak learning rate of every stage."})
+    batch_size: int = field(default=16, metadata={"help": "Images per optimizer step."})
+    eval_examples: int = field(default=0, metadata={"help": "Held-out images per env to measure the read-out on (0: none)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the tiny model, the images and the batches."})
+    output_dir: str = field(default="aligned_model", metadata={"help": "Where the aligned model and processor go."})
+    progress_bar: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self) -> None:
+        if self.model_name_or_path == "":
+            self.model_name_or_path = None
+        from vlm_agent.prompting.env_prompts import known_env_ids, prompt_for
+
+        for env_id in self.env_ids:
+            if env_id not in known_env_ids() or not prompt_for(env_id, cot=True).readout:
+                readable = [e for e in known_env_ids() if prompt_for(e, cot=True).readout]
+                raise ValueError(f"VLMAlignConfig.env_ids: {env_id!r} has no built-in read-out; choose from {readable}")
+        steps = (self.projector_steps, self.language_steps, self.full_steps)
+        if self.num_examples < 1 or self.batch_size < 1 or min(steps) < 0:
+            raise ValueError(
+                "VLMAlignConfig needs num_examples >= 1, batch_size >= 1 and projector_steps, language_steps, "
+                f"full_steps >= 0; got {self.num_examples}, {self.batch_size}, {steps}"
+            )
+        if self.projector_stage and self.model_name_or_path is None and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
+            raise ValueError(f"VLMAlignConfig: the projector stage supports tiny_arch {' or '.join(PROJECTOR_ARCHITECTURES)}, "
+                             f"not {self.tiny_arch!r}; use --projector_steps 0 (and no --projector_fit) for it")
+        if not isinstance(self.projector_fit, bool):
+            raise ValueError(f"VLMAlignConfig.projector_fit must be true or false, got {self.projector_fit!r}")
+        if not self.output_norm_lr_factor > 0:
+            raise ValueError(f"VLMAlignConfig needs output_norm_lr_factor > 0, got {self.output_norm_lr_factor}")
+        if self.learning_rate <= 0 or self.eval_examples < 0:
+            raise ValueError(f"VLMAlignConfig needs learning_rate > 0 and eval_examples >= 0, got "
+                             f"{self.learning_rate}, {self.eval_examples}")
+
+    @property
+    def projector_stage(self) -> bool:
+        """Whether stage 1 runs (gradient steps or the least-squares fit)."""
+        return self.projector_steps > 0 or self.projector_fit
+
+
+@dataclass
+class AlignResult:
+    """What :func:`run_alignment` returns: the saved model, each stage's losses, the slots, held-out read-outs."""
+
+    model_dir: Path
+    projector_losses: list[float]
+    language_losses: list[float]
+    full_losses: list[float]
+    slots: list[ReadoutSlot]
+    accuracy: list[ReadoutAccuracy]
+
+    @property
+    def losses(self) -> list[float]:
+        return self.projector_losses + self.language_losses + self.full_losses
+
+
+def run_alignment(config: VLMAlignConfig) -> AlignResult:
+    """Align ``config.model_name_or_path`` (or a new legible tiny model) and save it to ``output_dir``."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_agent.models.loading import load_processor
+
+    output_dir = Path(config.output_dir)
+    model_path = config.model_name_or_path
+    if model_path is None:
+        from vlm_agent.demo.tiny_models import LEGIBLE_VISION, make_tiny_model
+
+        model_path = str(make_tiny_model(config.tiny_arch, output_dir / "tiny_random_model", seed=config.seed,
+                                         vision=LEGIBLE_VISION))
+    processor = load_processor(model_path)
+    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    per_env = {env_id: readout_examples(env_id, config.num_examples, seed=config.seed) for env_id in config.env_ids}
+    examples = [e for env_examples in per_env.values() for e in env_examples]
+    slots: list[ReadoutSlot] = []
+    fit_error = None
+    if config.projector_stage:
+        model.eval()
+        with torch.no_grad():
+            for env_examples in per_env.values():
+                slots += find_readout_slots(torch.stack(image_tokens(model, processor, [e.image for e in env_examples])),
+                                            env_examples)
+    if config.projector_fit:
+        fit_error = fit_projector(model, processor, examples, slots)
+    bar = tqdm(total=config.projector_steps + config.language_steps + config.full_steps, desc="alignment",
+               unit="step", disable=not config.progress_bar)
+
+    def log(step: int, loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        common = {"learning_rate": config.learning_rate, "batch_size": config.batch_size, "log": log}
+        projector_losses = train_projector(model, processor, examples, slots, steps=config.projector_steps,
+                                           seed=config.seed, **{**common, "batch_size": max(32, config.batch_size)})
+        language_losses = train_readout(model, processor, examples, steps=config.language_steps, seed=config.seed + 1,
+                                        parameters="language", output_norm_lr_factor=config.output_norm_lr_factor,
+                                        **common)
+        full_losses = train_readout(model, processor, examples, steps=config.full_steps, seed=config.seed + 2,
+                                    parameters="all", **common)
+    bar.close()
+    accuracy = []
+    for env_id in config.env_ids if config.eval_examples else ():
+        held_out = held_out_examples(env_id, config.eval_examples, seed=config.seed)
+        accuracy += [readout_accuracy(model, processor, held_out, blank=blank) for blank in (False, True)]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    processor.save_pretrained(output_dir)
+    summary = {"config": asdict(config), "slots": [asdict(slot) for slot in slots], "projector_fit_error": fit_error,
+               "projector_losses": projector_losses, "language_losses": language_losses, "full_losses": full_losses,
+               "accuracy": [asdict(a) for a in accuracy]}
+    (output_dir / "align_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    return AlignResult(output_dir, projector_losses, language_losses, full_losses, slots, accuracy)
