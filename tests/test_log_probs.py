@@ -120,7 +120,7 @@ FORMATS = [
     ("bare_fenced_answer", "```\nstand\n```", ["stand", "hit"], None),
     ("bare_bold_answer", "**stand**", ["stand", "hit"], None),
 ]
-# Answers without a usable action: every token but the first is CoT, the action mask is empty.
+# Answers without a usable action: every token is action (the first included), the CoT mask is empty.
 NO_ACTION = [
     ("no_key", '{"thoughts": "the action is +, I think"', ["-", "+"]),
     ("cut_in_value", '{"thoughts": "x", "action": "1', ["1", "10", "+"]),
@@ -135,7 +135,7 @@ def expected_masks(tokenizer: PreTrainedTokenizerFast, ids: list[int], split: in
     prefix (special tokens skipped) reaches past ``split``, and every token after it; CoT is every
     earlier token but the first."""
     if split is None:
-        return [i > 0 for i in range(len(ids))], [False] * len(ids)
+        return [False] * len(ids), [True] * len(ids)
     ends = [len(tokenizer.decode(ids[: i + 1], skip_special_tokens=True)) for i in range(len(ids))]
     first = min(i for i, end in enumerate(ends) if end > split)
     return [0 < i < first for i in range(len(ids))], [i >= first for i in range(len(ids))]
@@ -164,14 +164,33 @@ def test_masks_split_where_the_parser_reads_the_action(
 
 @pytest.mark.parametrize("tokenizer_name", TOKENIZERS)
 @pytest.mark.parametrize(("answer", "legal"), [case[1:] for case in NO_ACTION], ids=[c[0] for c in NO_ACTION])
-def test_without_a_usable_action_everything_but_the_first_token_is_cot(
+def test_without_a_usable_action_every_token_is_action(
     answer: str, legal: list[str], tokenizer_name: str, request: pytest.FixtureRequest
 ) -> None:
     tokenizer = request.getfixturevalue(tokenizer_name)
     ids = encode_answer(tokenizer, answer)
     thought, action = thought_action_masks(tokenizer, ids, legal)
-    assert not action.any()
-    assert not thought[0] and thought[1:].all()
+    assert action.all(), "an unusable answer is judged whole by the invalid-answer rule"
+    assert not thought.any()
+
+
+@pytest.mark.parametrize("cot_scale", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize(("answer", "legal"), [case[1:] for case in NO_ACTION], ids=[c[0] for c in NO_ACTION])
+def test_an_unusable_answer_carries_gradient_at_every_lambda(
+    answer: str, legal: list[str], cot_scale: float, bpe_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    """The invalid-answer penalty must be able to push an unusable answer down, lambda = 0 included
+    (before, its action mask was empty and its log-prob exactly 0 at lambda = 0: no gradient)."""
+    ids = encode_answer(bpe_tokenizer, answer)
+    thought, action = thought_action_masks(bpe_tokenizer, ids, legal)
+    logits = torch.randn(len(ids), 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    targets = torch.randint(0, 7, (len(ids),), generator=torch.Generator().manual_seed(1))
+    token_log_probs = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
+    log_prob = cot_scaled_log_prob(token_log_probs[None], thought[None], action[None], cot_scale=cot_scale)
+    (gradient,) = torch.autograd.grad(log_prob.sum(), logits)
+    # Every generated token's logits get gradient, the first included.
+    assert (gradient.abs().sum(-1) > 0).all()
+    assert log_prob.item() == pytest.approx(token_log_probs.sum().item(), abs=1e-12)
 
 
 @pytest.mark.parametrize("tokenizer_name", TOKENIZERS)
@@ -259,10 +278,10 @@ def hand_tokenizer() -> PreTrainedTokenizerFast:
         # -0.3 - 0.2 - 0.1 - 0.05 - 1.0 - 0.05 - 0.3.
         (['{"', "action", '":', '\u0120"', "+", '"}', "</s>"], ["-", "+"],
          [-0.3, -0.2, -0.1, -0.05, -1.0, -0.05, -0.3], -2.0),
-        # '{"action": "hit"}' with hit not legal: no usable action, all CoT but token 0:
-        # 0.5 * (-0.2 - 0.1 - 0.05 - 1.0 - 0.05 - 0.3) = 0.5 * (-1.7).
+        # '{"action": "hit"}' with hit not legal: no usable action, all of it action, token 0 included,
+        # unscaled by lambda: -0.3 - 0.2 - 0.1 - 0.05 - 1.0 - 0.05 - 0.3.
         (['{"', "action", '":', '\u0120"', "hit", '"}', "</s>"], ["-", "+"],
-         [-0.3, -0.2, -0.1, -0.05, -1.0, -0.05, -0.3], -0.85),
+         [-0.3, -0.2, -0.1, -0.05, -1.0, -0.05, -0.3], -2.0),
     ],
     ids=["single_quoted_key_inside_a_token", "bare_answer", "json_key_in_the_first_token", "illegal_action"],
 )  # fmt: skip
@@ -303,7 +322,8 @@ def test_masks_partition_any_answer(thoughts: str, action: str, with_key: bool) 
     assert not (thought & action_mask).any()
     assert (thought | action_mask)[1:].all()
     parsed = parse_action(tokenizer.decode(ids, skip_special_tokens=True), LEGAL_FOR_PROPERTIES)
-    assert action_mask.any() == parsed.valid
+    assert action_mask.all() or parsed.valid, "an unusable answer is all action"
+    assert thought.any() <= parsed.valid, "only an answer with a usable action has thoughts"
     if parsed.valid:
         # Action tokens form one contiguous block that runs to the end.
         first = int(action_mask.nonzero()[0])

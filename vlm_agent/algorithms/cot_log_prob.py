@@ -34,9 +34,12 @@ Definitions used throughout this project (tested in ``tests/test_log_probs.py``)
   token (its gather starts at the logits that predict the second one) and its CoT slice also drops
   the second ("its logprob is very very small").
 * Without a usable action (the parser found none, or an illegal, ambiguous or cut-off one) the
-  whole completion is CoT (first token excepted) and the action mask is empty: the log-prob is
-  ``lambda * sum(...)``. The executed action is then a fallback the text did not choose, so the
-  text is weighted as reasoning, not as an action choice.
+  whole completion is *action*, its first token included, and the CoT mask is empty: the log-prob
+  is ``sum(log p(every token))`` whatever lambda is. The text chose no action, so nothing in it is
+  a thought that led to one; it is the answer the invalid-answer rule judged, and all of it must
+  carry the gradient of that judgement. (Scoring it as CoT, as before, gave it log-prob exactly 0
+  at lambda = 0: the invalid-answer penalty could never push it down, and in the PPO table the
+  lambda = 0 rows let unusable answers grow. The original code scored the last five tokens.)
 """
 
 from __future__ import annotations
@@ -142,8 +145,8 @@ def thought_action_masks_at(
     :attr:`vlm_agent.prompting.parsing.ParsedAction.action_part_start` gives it, or ``None`` for an answer
     without a usable action. Returns two ``[len(completion_ids)]`` bool tensors that never overlap:
     the action mask is the first token whose characters reach past ``action_part_start`` and every
-    token after it; the CoT mask is every earlier token but the first. Without a split the action
-    mask is empty.
+    token after it; the CoT mask is every earlier token but the first. Without a split (no usable
+    action) every token is action and the CoT mask is empty.
 
     Cost: one decode of the whole answer, plus one decode per token up to the first action token
     (the ends never decrease, so every later token is action too); none without a split.
@@ -153,16 +156,17 @@ def thought_action_masks_at(
     action = torch.zeros(length, dtype=torch.bool)
     if length == 0:
         return thought, action
-    first_action = length
-    if action_part_start is not None:
-        ids = [int(i) for i in completion_ids]
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if not 0 <= action_part_start < len(text):
-            raise ValueError(
-                f"action_part_start {action_part_start} lies outside the decoded answer of {len(text)} characters: "
-                "take it from parse_action on tokenizer.decode(completion_ids, skip_special_tokens=True)"
-            )
-        first_action = next(i for i, end in enumerate(_prefix_ends(tokenizer, ids, text)) if end > action_part_start)
+    if action_part_start is None:
+        action[:] = True
+        return thought, action
+    ids = [int(i) for i in completion_ids]
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if not 0 <= action_part_start < len(text):
+        raise ValueError(
+            f"action_part_start {action_part_start} lies outside the decoded answer of {len(text)} characters: "
+            "take it from parse_action on tokenizer.decode(completion_ids, skip_special_tokens=True)"
+        )
+    first_action = next(i for i, end in enumerate(_prefix_ends(tokenizer, ids, text)) if end > action_part_start)
     thought[1:first_action] = True
     action[first_action:] = True
     return thought, action

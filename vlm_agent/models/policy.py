@@ -16,7 +16,8 @@ sampling temperature (logits / T) with the same special tokens suppressed as dur
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,7 @@ from vlm_agent.models.sampler import (
     suppressed_special_ids,
 )
 from vlm_agent.models.settings import GenerationSettings
-from vlm_agent.models.value_head import ValueHead
+from vlm_agent.models.value_head import VALUE_HEAD_WEIGHTS, ValueHead
 from vlm_agent.prompting.templates import chat_messages
 
 #: Settings file written next to the adapter by :meth:`VLMPolicy.save_pretrained`.
@@ -97,7 +98,8 @@ class VLMPolicy:
     Args:
         model: an ``AutoModelForImageTextToText`` model, or a ``PeftModel`` around one.
         processor: its processor (tokenizer with a chat template + image processor).
-        value_head: the critic; a fresh :class:`ValueHead` sized to the model when None.
+        value_head: the critic; a fresh :class:`ValueHead` sized to the model when None (and ``critic``).
+        critic: False builds no value head (the critic-free algorithms): values are 0.
         settings: sampling and scoring settings.
         model_settings: how the model was loaded (saved with the policy for reloading).
     """
@@ -109,15 +111,20 @@ class VLMPolicy:
         value_head: ValueHead | None = None,
         settings: GenerationSettings | None = None,
         model_settings: ModelSettings | None = None,
+        *,
+        critic: bool = True,
     ) -> None:
         self.model = model
         self.processor = processor
         self.settings = settings or GenerationSettings()
         self.model_settings = model_settings
         hidden_size = model.config.get_text_config().hidden_size
-        self.value_head = value_head if value_head is not None else ValueHead(hidden_size)
+        if value_head is None and critic:
+            value_head = ValueHead(hidden_size)
+        self.value_head = value_head
         self.device = next(model.parameters()).device
-        self.value_head.to(self.device)
+        if self.value_head is not None:
+            self.value_head.to(self.device)
         self.processor.tokenizer.padding_side = "left"
         self.eos_token_ids = _eos_token_ids(self._base_model, processor)
         self.suppressed_token_ids = suppressed_special_ids(processor, self.eos_token_ids)
@@ -133,6 +140,7 @@ class VLMPolicy:
         settings: GenerationSettings | None = None,
         *,
         seed: int = 0,
+        critic: bool = True,
     ) -> VLMPolicy:
         """Load a model (path, hub id or :class:`ModelSettings`) and wrap it with a fresh value head.
 
@@ -146,8 +154,8 @@ class VLMPolicy:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model, processor = load_model_and_processor(model_settings)
-            value_head = ValueHead(model.config.get_text_config().hidden_size)
-        return cls(model, processor, value_head, settings, model_settings)
+            value_head = ValueHead(model.config.get_text_config().hidden_size) if critic else None
+        return cls(model, processor, value_head, settings, model_settings, critic=critic)
 
     @classmethod
     def from_pretrained(
@@ -195,8 +203,9 @@ class VLMPolicy:
             model_settings.use_lora = False
         model, _ = load_model_and_processor(model_settings)
         processor = load_processor(directory)
-        value_head = ValueHead.from_pretrained(directory)
-        return cls(model, processor, value_head, generation, model_settings)
+        critic = (directory / VALUE_HEAD_WEIGHTS).is_file()  # a critic-free run saved none
+        value_head = ValueHead.from_pretrained(directory) if critic else None
+        return cls(model, processor, value_head, generation, model_settings, critic=critic)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write the adapter (or the full model), the value head, the processor and the settings."""
@@ -204,7 +213,8 @@ class VLMPolicy:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
-        self.value_head.save_pretrained(directory)
+        if self.value_head is not None:
+            self.value_head.save_pretrained(directory)
         model_settings = self.model_settings or ModelSettings(
             model_name_or_path=str(self._base_model.config.name_or_path), use_lora=self.has_adapter
         )
@@ -225,12 +235,13 @@ class VLMPolicy:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters PPO updates: trainable model weights (LoRA or all) and the value head."""
         model_params = [p for p in self.model.parameters() if p.requires_grad]
-        return model_params + list(self.value_head.parameters())
+        return model_params + (list(self.value_head.parameters()) if self.value_head is not None else [])
 
     def train(self, mode: bool = True) -> VLMPolicy:
         """Set training mode (dropout) of model and value head."""
         self.model.train(mode)
-        self.value_head.train(mode)
+        if self.value_head is not None:
+            self.value_head.train(mode)
         return self
 
     def eval(self) -> VLMPolicy:
@@ -284,20 +295,15 @@ class VLMPolicy:
             )
             return tokens, entropy, cot_scaled_log_prob(tokens, thought_mask, action_mask, self.settings.cot_scale), prompt_hidden
 
-        token_log_probs, entropy, log_probs, prompt_hidden = score()
-        values = self.value_head(prompt_hidden)
-        counts = completion_mask.sum(-1).clamp(min=1)
-        mean_entropy = entropy.sum(-1) / counts
-
         ref_log_probs = None
         if with_reference:
-            if not self.has_adapter:
-                raise ValueError(
-                    "reference log-probs come from disabling the LoRA adapter, but this model has none; "
-                    "load it with use_lora=True or set the KL coefficient to 0"
-                )
-            with torch.no_grad(), self.model.disable_adapter():
+            # First: a reference that swaps weights in place must do so before the graph below records them.
+            with torch.no_grad(), self.reference():
                 ref_log_probs = score()[2]
+        token_log_probs, entropy, log_probs, prompt_hidden = score()
+        values = self.values_of(prompt_hidden)
+        counts = completion_mask.sum(-1).clamp(min=1)
+        mean_entropy = entropy.sum(-1) / counts
         return EvaluateOutput(
             log_probs=log_probs,
             values=values,
@@ -319,10 +325,52 @@ class VLMPolicy:
         try:
             with torch.no_grad():
                 outputs = self._model_outputs(inputs, logits_to_keep=1)
-                values = self.value_head(outputs.hidden_states[-1][:, -1])
+                values = self.values_of(outputs.hidden_states[-1][:, -1])
         finally:
             self.train(was_training)
         return values.detach().cpu()
+
+    def keep_reference(self) -> None:
+        """Remember the trainable weights as they are now: the reference policy of a KL term for a
+        model without LoRA (with LoRA the reference is the model with its adapter disabled, free).
+
+        Costs one copy of the trainable weights in memory, and two copies of them per reference
+        forward (swapped in, then back).
+        """
+        self._reference_state = {name: parameter.detach().clone() for name, parameter in self.model.named_parameters()
+                                 if parameter.requires_grad}
+
+    @contextmanager
+    def reference(self) -> Iterator[None]:
+        """While active, the model is the reference policy: its adapter disabled (LoRA), or its trainable
+        weights swapped for those :meth:`keep_reference` remembered."""
+        if self.has_adapter:
+            with self.model.disable_adapter():
+                yield
+            return
+        saved = getattr(self, "_reference_state", None)
+        if saved is None:
+            raise ValueError(
+                "reference log-probs need LoRA (the adapter disabled is the reference) or keep_reference() "
+                "called before training; or set the KL coefficient to 0"
+            )
+        parameters = dict(self.model.named_parameters())
+        current = {name: parameters[name].detach().clone() for name in saved}
+        try:
+            with torch.no_grad():
+                for name, value in saved.items():
+                    parameters[name].copy_(value)
+            yield
+        finally:
+            with torch.no_grad():
+                for name, value in current.items():
+                    parameters[name].copy_(value)
+
+    def values_of(self, prompt_hidden: torch.Tensor) -> torch.Tensor:
+        """The value head on the last prompt token's hidden state ``[N, H]`` -> ``[N]`` (zeros without a critic)."""
+        if self.value_head is None:
+            return torch.zeros(prompt_hidden.shape[0], device=prompt_hidden.device)
+        return self.value_head(prompt_hidden.to(self.device))
 
     def _model_outputs(self, inputs: dict[str, torch.Tensor], *, logits_to_keep: int) -> Any:
         """One forward with hidden states, positions as in generation (see :func:`uses_multimodal_rope`)."""

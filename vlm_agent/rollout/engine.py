@@ -230,7 +230,7 @@ class HFEngine:
         log_probs = cot_scaled_log_prob(
             token_log_probs, thought.to(device), action.to(device), self.policy.settings.cot_scale
         ).cpu()
-        values = self.policy.value_head(scores.prompt_hidden.to(self.policy.device)).cpu()
+        values = self.policy.values_of(scores.prompt_hidden).cpu()
         for sample, log_prob, value in zip(samples, log_probs.tolist(), values.tolist(), strict=True):
             sample.log_prob, sample.value = log_prob, value
         return log_probs, values

@@ -193,14 +193,15 @@ class EpisodeSchedule(Protocol):
 
 class HeldOutEpisodes:
     """``episodes`` numbered episodes, episode ``i`` reset with ``seed_of(seed, i)`` (default
-    :func:`held_out_seed`) and resolved by :func:`rescue_generator` of that seed; environments
-    take the next unplayed episode in the order they become free."""
+    :func:`held_out_seed`) and resolved by :func:`rescue_generator` of that seed (or by one shared
+    ``rescue_rng``); environments take the next unplayed episode in the order they become free."""
 
     def __init__(self, episodes: int, seed: int,
-                 seed_of: Callable[[int, int], int] = held_out_seed) -> None:
+                 seed_of: Callable[[int, int], int] = held_out_seed, rescue_rng: np.random.Generator | None = None) -> None:
         self.episodes = episodes
         self.seed = seed
         self.seed_of = seed_of
+        self.rescue_rng = rescue_rng
         self.started = 0
 
     def start(self, slot: int, env: Any) -> EpisodeStart | None:
@@ -208,7 +209,8 @@ class HeldOutEpisodes:
             return None
         episode_seed = self.seed_of(self.seed, self.started)
         observation, info = env.reset(seed=episode_seed)
-        start = EpisodeStart(observation, info, self.started, episode_seed, rescue_generator(episode_seed))
+        rescue = self.rescue_rng if self.rescue_rng is not None else rescue_generator(episode_seed)
+        start = EpisodeStart(observation, info, self.started, episode_seed, rescue)
         self.started += 1
         return start
 

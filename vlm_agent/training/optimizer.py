@@ -33,11 +33,11 @@ def build_optimizer(config: Any, policy: Any) -> torch.optim.AdamW:
     if not model_parameters:
         raise ValueError("the model has no trainable parameters; use LoRA (use_lora=True) or unfreeze weights")
     value_lr = config.value_head_learning_rate or config.learning_rate
+    groups = [{"params": model_parameters, "lr": config.learning_rate, "base_lr": config.learning_rate}]
+    if policy.value_head is not None:  # critic-free algorithms build none
+        groups.append({"params": list(policy.value_head.parameters()), "lr": value_lr, "base_lr": value_lr})
     return torch.optim.AdamW(
-        [
-            {"params": model_parameters, "lr": config.learning_rate, "base_lr": config.learning_rate},
-            {"params": list(policy.value_head.parameters()), "lr": value_lr, "base_lr": value_lr},
-        ],
+        groups,
         eps=config.adam_epsilon,
         weight_decay=config.weight_decay,
     )
@@ -59,7 +59,9 @@ def prepare_deepspeed(config: Any, policy: Any, optimizer: Any, accelerator: Any
         )
     # No dataloader tells DeepSpeed the micro-batch size; it is the PPO mini-batch.
     accelerator.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = config.mini_batch_size
-    modules = torch.nn.ModuleDict({"model": policy.model, "value_head": policy.value_head})
+    modules = torch.nn.ModuleDict({"model": policy.model})
+    if policy.value_head is not None:
+        modules["value_head"] = policy.value_head
     engine, optimizer = accelerator.prepare(modules, optimizer)
     if accelerator.gradient_accumulation_steps != config.gradient_accumulation_steps:
         raise ValueError(

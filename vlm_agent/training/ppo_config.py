@@ -24,6 +24,8 @@ from vlm_agent.rollout.environments import EnvKwargs
 REPORT_TARGETS = ("tensorboard", "wandb")
 #: What to do when the model's answer names no legal action (see `vlm_agent.prompting.parsing`).
 INVALID_ACTION_CHOICES = ("random", "penalty")
+ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "gigpo")
+"""The RL algorithms `--algorithm` chooses from (vlm_agent.algorithms)."""
 TINY_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "llava_next", "idefics3", "gemma3")
 
 
@@ -130,10 +132,29 @@ class VLMPPOConfig:
         default=0, metadata={"help": "Index of the legal action taken for an unusable answer in 'penalty' mode."}
     )
 
+    # > Algorithm
+    algorithm: str = field(
+        default="ppo",
+        metadata={
+            "help": "ppo (a value head, GAE; the paper's), grpo, dr_grpo, rloo or gigpo (critic-free: groups of "
+            "group_size episodes from the same initial state; see vlm_agent.algorithms.group)."
+        },
+    )
+    group_size: int = field(
+        default=8,
+        metadata={"help": "Episodes per group (G) of the critic-free algorithms; num_envs = groups x G. Ignored by ppo."},
+    )
+    gigpo_gamma: float = field(default=0.95, metadata={"help": "gigpo: discount of the step-level returns, in [0, 1]."})
+    gigpo_omega: float = field(default=1.0, metadata={"help": "gigpo: weight of the step-level advantage (>= 0)."})
+
     # > PPO
     total_timesteps: int = field(default=15000, metadata={"help": "Environment steps of the whole run (all processes)."})
     num_steps: int = field(
-        default=512, metadata={"help": "Environment steps per environment per update (the rollout length)."}
+        default=512,
+        metadata={
+            "help": "ppo: environment steps per environment per update (the rollout length). Critic-free "
+            "algorithms: the most steps of one round of episodes (episodes still running are cut there)."
+        },
     )
     gamma: float = field(default=0.9, metadata={"help": "Discount factor, in [0, 1]."})
     gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda, in [0, 1] (0: one-step TD, 1: Monte Carlo)."})
@@ -149,8 +170,9 @@ class VLMPPOConfig:
     kl_coef: float = field(
         default=0.0,
         metadata={
-            "help": "Weight of a KL penalty to the reference policy (the model with LoRA adapters disabled), "
-            "added to the loss; 0 turns it off and skips the reference forward."
+            "help": "Weight of a KL penalty to the reference policy (the model with LoRA adapters disabled; "
+            "without LoRA, a copy of the starting trainable weights), added to the loss; 0 turns it off and "
+            "skips the reference forward."
         },
     )
     ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout."})
@@ -326,6 +348,17 @@ class VLMPPOConfig:
             fail("dtype", "is not supported", "choose auto, float32, bfloat16 or float16")
         if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
             fail("device", "is not a device", "choose auto, cpu or cuda")
+        if self.algorithm not in ALGORITHMS:
+            fail("algorithm", "is not an algorithm", f"choose one of {ALGORITHMS}")
+        if self.group_size < 1:
+            fail("group_size", "must be a positive integer", "set --group_size to 1 or more (8 in GiGPO's runs)")
+        if self.algorithm != "ppo" and self.num_envs % self.group_size:
+            fail("num_envs", f"is not a multiple of group_size={self.group_size}",
+                 "set --num_envs to groups x group_size (each process runs whole groups)")
+        if not 0.0 <= self.gigpo_gamma <= 1.0:
+            fail("gigpo_gamma", "must lie in [0, 1]", "set --gigpo_gamma between 0 and 1 (paper: 0.95)")
+        if self.gigpo_omega < 0:
+            fail("gigpo_omega", "must not be negative", "set --gigpo_omega to 0 or more (paper: 1)")
         if self.invalid_action not in INVALID_ACTION_CHOICES:
             fail("invalid_action", "is not a policy", f"choose one of {INVALID_ACTION_CHOICES}")
         if self.lr_scheduler not in ("cosine", "constant"):
@@ -340,7 +373,8 @@ class VLMPPOConfig:
                 fail("report_to", f"names unknown logger {target!r}", f"use none or {', '.join(REPORT_TARGETS)}")
         if self.resume and self.output_dir is None:
             fail("resume", "needs the run directory", "also pass --output_dir of the run to continue")
-        if (self.num_steps * self.num_envs) % self.mini_batch_size != 0:
+        # Critic-free rounds end with their episodes, so their size varies: the last mini-batch may be smaller.
+        if not self.critic_free and (self.num_steps * self.num_envs) % self.mini_batch_size != 0:
             fail(
                 "mini_batch_size",
                 f"does not divide the rollout of num_steps*num_envs={self.num_steps * self.num_envs} samples",
@@ -361,6 +395,11 @@ class VLMPPOConfig:
             invalid_action_penalty=self.invalid_action_penalty,
             invalid_action_fallback=self.invalid_action_fallback,
         )
+
+    @property
+    def critic_free(self) -> bool:
+        """True for the group-relative algorithms, which train no value head."""
+        return self.algorithm != "ppo"
 
     @property
     def report_targets(self) -> list[str]:

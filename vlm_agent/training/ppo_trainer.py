@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from vlm_agent.algorithms.base import MiniBatchScores
+from vlm_agent.algorithms.group import GRPO, RLOO, GiGPO
 from vlm_agent.algorithms.ppo import (
     PPO,
     explained_variance,
@@ -50,6 +51,7 @@ from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
 from vlm_agent.rollout.collector import Rollout, RolloutCollector, RolloutStats
 from vlm_agent.rollout.engine import HFEngine
 from vlm_agent.rollout.environments import check_env
+from vlm_agent.rollout.groups import GroupCollector
 from vlm_agent.training.checkpoint import (
     CheckpointError,
     RunExistsError,
@@ -163,43 +165,48 @@ class VLMPPOTrainer(RunCheckpoints):
                 cot_scale=config.cot_scale,
                 kv_cache=config.kv_cache,
             )
-            policy = VLMPolicy.from_model(model_settings, settings, seed=config.seed)
+            policy = VLMPolicy.from_model(model_settings, settings, seed=config.seed, critic=not config.critic_free)
         self.policy = policy
         disable_dropout(policy.model)
-        disable_dropout(policy.value_head)
+        if policy.value_head is not None:
+            disable_dropout(policy.value_head)
         if config.language_only:
             from vlm_agent.models.freezing import language_parameters, train_only
 
             train_only(policy.model, language_parameters(policy.model))
         if config.kl_coef > 0 and not policy.has_adapter:
-            raise ValueError(
-                "kl_coef > 0 needs LoRA adapters (the reference policy is the model with adapters disabled); "
-                "set use_lora=True or kl_coef=0"
-            )
+            # Without LoRA the reference is a copy of the starting trainable weights (see VLMPolicy.keep_reference).
+            policy.keep_reference()
 
         self.optimizer = build_optimizer(config, policy)
         if self.uses_deepspeed:
             self._deepspeed_engine, self.optimizer = prepare_deepspeed(config, policy, self.optimizer, self.accelerator)
 
-        self.algorithm = PPO(
-            gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip_range,
-            clip_range_value=config.clip_range_value, vf_coef=config.vf_coef, ent_coef=config.ent_coef,
-            kl_coef=config.kl_coef, normalize=config.normalize_advantages,
-        )
+        self.algorithm = make_algorithm(config)
         self.rng = np.random.default_rng([config.seed, self.rank])
         invalid_policy = InvalidActionPolicy(
             mode=config.invalid_action, fallback=config.invalid_action_fallback, penalty=config.invalid_action_penalty
         )
-        self.collector = RolloutCollector(
-            config.env_id,
-            config.num_envs,
-            seed=config.seed + self.rank * config.num_envs,
-            engine=HFEngine(policy, self.rng),
-            prompt_template=prompt_for(config.env_id, cot=config.use_cot, show_state=config.show_state),
-            invalid_policy=invalid_policy,
-            rng=self.rng,
-            env_kwargs=config.env_kwargs,
-        )
+        prompt_template = prompt_for(config.env_id, cot=config.use_cot, show_state=config.show_state)
+        if config.critic_free:
+            # Whole groups per process, every (round, process, group) its own reset seed.
+            num_groups = config.num_envs // config.group_size
+            self.collector = GroupCollector(
+                config.env_id, num_groups, config.group_size, seed=config.seed + self.rank * num_groups,
+                engine=HFEngine(policy, self.rng), prompt_template=prompt_template, invalid_policy=invalid_policy,
+                max_steps=config.num_steps, env_kwargs=config.env_kwargs, stride=num_groups * self.world_size,
+            )
+        else:
+            self.collector = RolloutCollector(
+                config.env_id,
+                config.num_envs,
+                seed=config.seed + self.rank * config.num_envs,
+                engine=HFEngine(policy, self.rng),
+                prompt_template=prompt_template,
+                invalid_policy=invalid_policy,
+                rng=self.rng,
+                env_kwargs=config.env_kwargs,
+            )
         self.num_updates = config.num_updates(self.world_size)
         self.update = 0
         self.global_step = 0
@@ -236,17 +243,17 @@ class VLMPPOTrainer(RunCheckpoints):
         self.run_log.open()
         steps_per_update = config.rollout_size(self.world_size)
         bar = tqdm(
-            total=self.num_updates * steps_per_update,
+            total=config.total_timesteps if config.critic_free else self.num_updates * steps_per_update,
             initial=self.global_step,
             unit="step",
-            desc=f"PPO {config.env_id}",
+            desc=f"{config.algorithm.upper()} {config.env_id}",
             disable=not (config.progress_bar and self.is_main),
         )
-        stop_at = self.num_updates if max_updates is None else min(self.num_updates, self.update + max_updates)
+        stop_at = None if max_updates is None else self.update + max_updates
         try:
-            while self.update < stop_at:
+            while not self.finished and (stop_at is None or self.update < stop_at):
                 started = time.perf_counter()
-                learning_rate = self._set_learning_rate(self.update)
+                learning_rate = self._set_learning_rate()
                 self.policy.eval()
                 rollout, stats = self.collector.collect(
                     config.num_steps,
@@ -255,27 +262,44 @@ class VLMPPOTrainer(RunCheckpoints):
                 )
                 losses = self.ppo_update(rollout)
                 self.update += 1
-                self.global_step += steps_per_update
+                self.global_step += self._steps_taken(rollout, steps_per_update)
                 metrics = self._metrics(rollout, stats, losses, learning_rate, time.perf_counter() - started)
                 self.history.append(metrics)
                 self.run_log.write(self.update, self.global_step, metrics, stats.sample_logs)
                 bar.set_postfix(
                     success=f"{metrics['charts/success_rate']:.2f}", invalid=f"{metrics['charts/invalid_action_rate']:.2f}"
                 )
-                if self.update % config.save_every == 0 or self.update in (self.num_updates, stop_at):
+                if self.update % config.save_every == 0 or self.finished or self.update == stop_at:
                     self.save_checkpoint()
         finally:
             bar.close()
             self.run_log.close()
-        if self.is_main and self.update == self.num_updates:
+        if self.is_main and self.finished:
             self.save_policy(self.run_dir / "policy")
             plot_learning_curve(self.run_dir / METRICS_JSONL, self.run_dir / LEARNING_CURVE_PNG, title=config.env_id)
         self.accelerator.wait_for_everyone()
         self.collector.close()
         return self.run_dir
 
-    def _set_learning_rate(self, update: int) -> float:
-        return set_learning_rate(self.optimizer, self.config, update, self.num_updates)
+    @property
+    def finished(self) -> bool:
+        """PPO: all `num_updates` updates done. Critic-free algorithms, whose rounds take as many steps
+        as their episodes do: `total_timesteps` environment steps taken."""
+        if self.config.critic_free:
+            return self.global_step >= self.config.total_timesteps
+        return self.update >= self.num_updates
+
+    def _steps_taken(self, rollout: Any, steps_per_update: int) -> int:
+        """Environment steps of this update over all processes."""
+        if not self.config.critic_free:
+            return steps_per_update
+        return int(self._sum_across_processes(torch.tensor([float(rollout.num_steps)], dtype=torch.float64))[0])
+
+    def _set_learning_rate(self) -> float:
+        """The schedule's rate: over updates (PPO), over environment steps (critic-free algorithms)."""
+        if self.config.critic_free:
+            return set_learning_rate(self.optimizer, self.config, self.global_step, self.config.total_timesteps)
+        return set_learning_rate(self.optimizer, self.config, self.update, self.num_updates)
 
     def ppo_update(self, rollout: Rollout) -> dict[str, float]:
         """The algorithm's advantages over the rollout, then `ppo_epochs` epochs of its loss on shuffled mini-batches.
@@ -311,7 +335,7 @@ class VLMPPOTrainer(RunCheckpoints):
                         old_log_probs[index],
                         old_values[index],
                         advantages[index],
-                        returns[index],
+                        returns[index] if returns is not None else None,
                         scale=1.0 / len(group),
                     )
                     for name, value in stats.items():
@@ -327,7 +351,8 @@ class VLMPPOTrainer(RunCheckpoints):
                 if mean_kl > config.target_kl:
                     break
         means = {name: value / max(count, 1) for name, value in totals.items()}
-        means["losses/explained_variance"] = explained_variance(old_values, returns)
+        if returns is not None:
+            means["losses/explained_variance"] = explained_variance(old_values, returns)
         means["losses/ppo_epochs_run"] = float(epochs_run)
         means["losses/advantage_std"] = float(advantages.std()) if size > 1 else 0.0
         self.policy.eval()
@@ -339,7 +364,7 @@ class VLMPPOTrainer(RunCheckpoints):
         old_log_probs: torch.Tensor,
         old_values: torch.Tensor,
         advantages: torch.Tensor,
-        returns: torch.Tensor,
+        returns: torch.Tensor | None,
         *,
         scale: float,
     ) -> dict[str, float]:
@@ -375,6 +400,23 @@ class VLMPPOTrainer(RunCheckpoints):
 
     def _sum_across_processes(self, tensor: torch.Tensor) -> torch.Tensor:
         return sum_across_processes(tensor, self.world_size, self.accelerator.device)
+
+
+def make_algorithm(config: VLMPPOConfig) -> Any:
+    """The `vlm_agent.algorithms` object `config.algorithm` names, with the run's coefficients."""
+    if config.algorithm == "ppo":
+        return PPO(
+            gamma=config.gamma, gae_lambda=config.gae_lambda, clip_range=config.clip_range,
+            clip_range_value=config.clip_range_value, vf_coef=config.vf_coef, ent_coef=config.ent_coef,
+            kl_coef=config.kl_coef, normalize=config.normalize_advantages,
+        )
+    shared = {"clip_range": config.clip_range, "ent_coef": config.ent_coef, "kl_coef": config.kl_coef}
+    return {
+        "grpo": lambda: GRPO(**shared),
+        "dr_grpo": lambda: GRPO(**shared, scale_by_std=False),
+        "rloo": lambda: RLOO(**shared),
+        "gigpo": lambda: GiGPO(**shared, gamma=config.gigpo_gamma, omega=config.gigpo_omega),
+    }[config.algorithm]()
 
 
 def _target_modules(text: str) -> str | list[str]:

@@ -28,7 +28,7 @@ from vlm_agent.training.run_logs import truncate_metrics
 #: Config fields that must match between a checkpoint and the run resuming it.
 RESUME_KEYS = [
     "model_name_or_path", "tiny_arch", "env_id", "num_envs", "num_steps", "use_lora", "lora_r", "lora_alpha",
-    "lora_target_modules", "use_cot", "show_state", "seed", "env_kwargs",
+    "lora_target_modules", "use_cot", "show_state", "seed", "env_kwargs", "algorithm", "group_size",
 ]
 
 
@@ -83,7 +83,7 @@ class RunCheckpoints:
                 },
                 tensors={
                     "trainable": self._trainable_state(),
-                    "value_head": self.policy.value_head.state_dict(),
+                    "value_head": self.policy.value_head.state_dict() if self.policy.value_head is not None else {},
                     "optimizer": self.optimizer.state_dict(),
                     "torch_rng": [item["torch_rng"] for item in gathered],
                 },
@@ -95,7 +95,8 @@ class RunCheckpoints:
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimizer, RNGs, environments and counters from a checkpoint or run dir."""
         checkpoint = load_checkpoint(path)
-        saved_config = checkpoint.state.get("config", {})
+        # Checkpoints from before --algorithm were PPO runs.
+        saved_config = {"algorithm": "ppo", "group_size": 8, **checkpoint.state.get("config", {})}
         check_compatible(saved_config, self.config.to_dict(), RESUME_KEYS)
         check_same_model(checkpoint.state.get("base_model"), self.base_model_fingerprint, self.config.model_name_or_path)
         if checkpoint.state.get("world_size") != self.world_size:
@@ -116,7 +117,8 @@ class RunCheckpoints:
             for name, parameter in self.policy.model.named_parameters():
                 if name in trainable:
                     parameter.copy_(trainable[name].to(parameter.device, parameter.dtype))
-        self.policy.value_head.load_state_dict(checkpoint.tensors["value_head"])
+        if self.policy.value_head is not None:
+            self.policy.value_head.load_state_dict(checkpoint.tensors["value_head"])
         self.optimizer.load_state_dict(checkpoint.tensors["optimizer"])
         if "environments" not in checkpoint.state:
             raise CheckpointError(
