@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from vlm_agent.algorithms.base import MiniBatchScores
-from vlm_agent.algorithms.group import GRPO, RLOO, GiGPO
+from vlm_agent.algorithms.group import GRPO, RLOO, GiGPO, anchor_share
 from vlm_agent.algorithms.ppo import (
     PPO,
     explained_variance,
@@ -51,7 +51,7 @@ from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
 from vlm_agent.rollout.collector import Rollout, RolloutCollector, RolloutStats
 from vlm_agent.rollout.engine import HFEngine
 from vlm_agent.rollout.environments import check_env
-from vlm_agent.rollout.groups import GroupCollector
+from vlm_agent.rollout.groups import GroupCollector, GroupRollout
 from vlm_agent.training.checkpoint import (
     CheckpointError,
     RunExistsError,
@@ -392,8 +392,12 @@ class VLMPPOTrainer(RunCheckpoints):
     def _metrics(
         self, rollout: Rollout, stats: RolloutStats, losses: dict[str, float], learning_rate: float, seconds: float
     ) -> dict[str, Any]:
-        return update_metrics(self.update, self.global_step, rollout, stats, losses, learning_rate, seconds,
-                              lambda tensor: self._sum_across_processes(tensor))
+        metrics = update_metrics(self.update, self.global_step, rollout, stats, losses, learning_rate, seconds,
+                                 lambda tensor: self._sum_across_processes(tensor))
+        if isinstance(rollout, GroupRollout):
+            # GiGPO's step-level signal reaches the steps whose state recurs in their group (this process's share).
+            metrics["charts/anchor_share"] = anchor_share(rollout.group, rollout.state_keys)
+        return metrics
 
     def _mean_across_processes(self, value: float) -> float:
         return mean_across_processes(value, self.world_size, self.accelerator.device)

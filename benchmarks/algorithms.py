@@ -1,0 +1,353 @@
+"""PPO, GRPO, RLOO and GiGPO side by side on the card games, at equal environment-step budgets.
+
+On CPU with the tiny offline model (random weights, warm-started as in benchmarks/ppo_learning.py):
+every algorithm starts from the same SFT warm start of its setting and trains for the same number
+of environment steps, at 3 seeds. Settings:
+
+- ``numberline_image``: NumberLine from the image alone (the aligned tiny model, its language layers
+  trained: ``language_only``), CoT, lambda 0.5.
+- ``ezpoints_text``: EZPoints with the state also given as text (the tiny model is not taught to
+  read EZPoints' cards from the image; see benchmarks/README.md, "Reading the image"), CoT, lambda 0.5.
+
+PPO collects 16 envs x 16 steps per update; the critic-free algorithms play rounds of 2 groups x 8
+episodes that start from the same state (GiGPO's group size), each round until its episodes end,
+and stop when they have taken as many environment steps as PPO. Every run is a subprocess, so that
+its peak memory (max RSS, from ``os.wait4``) is its own. Held-out success (seeds 10^9 + ...) of
+the warm start and of each trained policy, with Wilson 95% intervals; the learning curve is the
+success of training episodes against environment steps, averaged over seeds (band: min-max).
+
+Writes ``benchmarks/results/algorithms.{md,csv,png}`` and ``algorithms_curves.csv``; rows are
+written as runs finish (a rerun of a setting replaces its rows).
+
+    python -m benchmarks.algorithms                       # both settings, 4 algorithms x 3 seeds
+    python -m benchmarks.algorithms --settings numberline_image --seeds 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
+ALGORITHMS = ("ppo", "grpo", "rloo", "gigpo")
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    env_id: str
+    show_state: bool
+    label: str
+
+
+SETTINGS = {
+    "numberline_image": Setting("numberline_image", "gym_cards/NumberLine-v0", False, "NumberLine, image only"),
+    "ezpoints_text": Setting("ezpoints_text", "gym_cards/EZPoints-v0", True, "EZPoints, state as text + image"),
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--settings", nargs="*", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--algorithms", nargs="*", default=list(ALGORITHMS), choices=list(ALGORITHMS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    parser.add_argument("--warm-start-seed", type=int, default=1, help="Seed of the shared warm starts (ppo_learning's).")
+    parser.add_argument("--env-steps", type=int, default=2048, help="Environment steps of every run.")
+    parser.add_argument("--num-envs", type=int, default=16)
+    parser.add_argument("--num-steps", type=int, default=16, help="PPO: steps per env per update; others: round cap.")
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--eval-episodes", type=int, default=150)
+    parser.add_argument("--sft-demos", type=int, default=512)
+    parser.add_argument("--sft-epochs", type=float, default=12.0)
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes: every stage in a few minutes.")
+    parser.add_argument("--work-dir", type=Path, default=Path("runs/algorithms"))
+    parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument("--report-only", action="store_true", help="Rebuild the Markdown and PNG from the CSVs.")
+    parser.add_argument("--run-one", nargs=3, metavar=("SETTING", "ALGORITHM", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sft_demos, args.sft_epochs, args.env_steps = 32, 1.0, 32
+        args.num_envs, args.num_steps, args.group_size, args.eval_episodes = 4, 4, 2, 8
+    return args
+
+
+def warm_start_args(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments benchmarks/ppo_learning.py's warm starts take (its cache is shared)."""
+    from benchmarks import ppo_learning
+
+    shared = ppo_learning.parse_args(["--quick"] if args.quick else [])
+    shared.seed = args.warm_start_seed
+    shared.sft_demos, shared.sft_epochs = args.sft_demos, args.sft_epochs
+    shared.eval_episodes = args.eval_episodes
+    shared.work_dir = Path("runs/ppo_learning")
+    return shared
+
+
+def config_for(args: argparse.Namespace, setting: Setting, algorithm: str, seed: int, model_dir: Path, run_dir: Path):
+    from vlm_agent.training.ppo_config import VLMPPOConfig
+
+    return VLMPPOConfig(
+        model_name_or_path=str(model_dir), device="cpu", env_id=setting.env_id, seed=seed, algorithm=algorithm,
+        group_size=args.group_size, use_cot=True, show_state=setting.show_state, cot_scale=0.5, temperature=0.2,
+        max_new_tokens=64, num_envs=args.num_envs, num_steps=args.num_steps, total_timesteps=args.env_steps,
+        gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_range_value=0.2, ppo_epochs=2,
+        mini_batch_size=16 if args.num_envs * args.num_steps % 16 == 0 else 4, gradient_accumulation_steps=1,
+        learning_rate=5e-5, min_learning_rate=5e-6, max_grad_norm=1.0, value_head_learning_rate=1e-3,
+        use_lora=False, language_only=not setting.show_state, save_every=1000, output_dir=str(run_dir),
+        progress_bar=False, log_samples=0,
+    )
+
+
+def evaluate(policy: Any, args: argparse.Namespace, setting: Setting, label: str) -> Any:
+    from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.evaluation.evaluate import evaluate_agent
+
+    agent = LocalHFAgent(policy.eval(), name=label, seed=0)
+    return evaluate_agent(agent, setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
+                          num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """The child process: train one (setting, algorithm, seed) and print its row as JSON."""
+    import shutil
+
+    import torch
+
+    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
+
+    torch.set_num_threads(1)
+    setting, algorithm, seed = SETTINGS[args.run_one[0]], args.run_one[1], int(args.run_one[2])
+    from benchmarks import ppo_learning
+
+    model_dir = ppo_learning.warm_start(warm_start_args(args), setting.env_id, True, setting.show_state)
+    run_dir = args.work_dir / f"{setting.name}__{algorithm}__{seed}"
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    config = config_for(args, setting, algorithm, seed, model_dir, run_dir)
+    started = time.perf_counter()
+    trainer = VLMPPOTrainer(config)
+    trainer.train()
+    seconds = time.perf_counter() - started
+    after = evaluate(trainer.policy, args, setting, algorithm)
+    history = trainer.history
+    row = {
+        "setting": setting.name, "env_id": setting.env_id, "algorithm": algorithm, "seed": seed,
+        "env_steps": trainer.global_step, "updates": trainer.update,
+        "after_success": after.success_rate, "after_ci_low": after.ci95[0], "after_ci_high": after.ci95[1],
+        "after_invalid": after.invalid_rate, "after_return": after.mean_return, "eval_episodes": after.episodes,
+        "train_seconds": round(seconds, 1),
+        "seconds_per_update": round(sum(m["perf/update_seconds"] for m in history) / max(1, len(history)), 2),
+        "anchor_share": (sum(m.get("charts/anchor_share", 0.0) for m in history) / len(history)
+                         if history and "charts/anchor_share" in history[0] else ""),
+        "value_head_parameters": sum(p.numel() for p in trainer.policy.value_head.parameters())
+        if trainer.policy.value_head is not None else 0,
+        "curve": [{"global_step": m["global_step"], "success_rate": m["charts/success_rate"],
+                   "episodes": m["charts/episodes"]} for m in history],
+    }
+    print("ROW " + json.dumps(row), flush=True)
+    return 0
+
+
+def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
+    """The shared warm start of a setting, evaluated on the same held-out episodes."""
+    import torch
+
+    from benchmarks import ppo_learning
+    from vlm_agent.models.loading import ModelSettings
+    from vlm_agent.models.policy import VLMPolicy
+    from vlm_agent.models.settings import GenerationSettings
+
+    torch.set_num_threads(1)
+    model_dir = ppo_learning.warm_start(warm_start_args(args), setting.env_id, True, setting.show_state)
+    policy = VLMPolicy.from_model(ModelSettings(str(model_dir), use_lora=False, device="cpu"),
+                                  GenerationSettings(temperature=0.2, max_new_tokens=64, cot_scale=0.5), seed=0)
+    result = evaluate(policy, args, setting, "warm start")
+    return {"setting": setting.name, "env_id": setting.env_id, "algorithm": "warm start", "seed": "",
+            "env_steps": 0, "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
+            "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
+            "eval_episodes": result.episodes, "train_seconds": "", "seconds_per_update": "", "anchor_share": "",
+            "value_head_parameters": "", "max_rss_mb": "", "warm_start": str(model_dir)}
+
+
+FIELDS = ["setting", "env_id", "algorithm", "seed", "env_steps", "updates", "after_success", "after_ci_low",
+          "after_ci_high", "after_invalid", "after_return", "eval_episodes", "train_seconds", "seconds_per_update",
+          "anchor_share", "value_head_parameters", "max_rss_mb", "warm_start"]
+
+
+def stem(args: argparse.Namespace) -> str:
+    return "algorithms_quick" if args.quick else "algorithms"
+
+
+def read_csv(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], fields: list[str]) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.run_one:
+        return run_one(args)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    rows_path = args.out_dir / f"{stem(args)}.csv"
+    curves_path = args.out_dir / f"{stem(args)}_curves.csv"
+    rows, curves = read_csv(rows_path), read_csv(curves_path)
+    if not args.report_only:
+        for name in args.settings:
+            setting = SETTINGS[name]
+            rows = [row for row in rows if row["setting"] != name]
+            curves = [point for point in curves if point["setting"] != name]
+            print(f"[algorithms] {setting.label}: warm start", flush=True)
+            rows.append(warm_start_row(args, setting))
+            for algorithm in args.algorithms:
+                for seed in args.seeds:
+                    print(f"[algorithms] {setting.label}: {algorithm} seed {seed}", flush=True)
+                    row = run_child(args, name, algorithm, seed)
+                    for point in row.pop("curve"):
+                        curves.append({"setting": name, "algorithm": algorithm, "seed": seed, **point})
+                    rows.append(row)
+                    write_csv(rows_path, rows, FIELDS)
+                    write_csv(curves_path, curves, ["setting", "algorithm", "seed", "global_step", "success_rate",
+                                                    "episodes"])
+                    write_report(rows, curves, args)
+    write_report(rows, curves, args)
+    return 0
+
+
+def run_child(args: argparse.Namespace, setting: str, algorithm: str, seed: int) -> dict[str, Any]:
+    """Run one training in a subprocess; its row, with the child's own peak RSS."""
+    command = [sys.executable, "-m", "benchmarks.algorithms", "--run-one", setting, algorithm, str(seed),
+               "--env-steps", str(args.env_steps), "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
+               "--group-size", str(args.group_size), "--eval-episodes", str(args.eval_episodes),
+               "--sft-demos", str(args.sft_demos), "--sft-epochs", str(args.sft_epochs),
+               "--warm-start-seed", str(args.warm_start_seed), "--work-dir", str(args.work_dir)]
+    if args.quick:
+        command.append("--quick")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    output = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if status != 0:
+        raise SystemExit(f"benchmarks.algorithms: {setting} {algorithm} seed {seed} failed (status {status})")
+    row = json.loads(next(line[4:] for line in output.splitlines() if line.startswith("ROW ")))
+    row["max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
+    return row
+
+
+def _number(value: Any) -> float:
+    return float(value) if value not in ("", None) else float("nan")
+
+
+def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    """The Markdown summary (per setting: warm start, then each algorithm's seeds and mean) and the plot."""
+    lines = [
+        "# PPO, GRPO, RLOO and GiGPO on the card games (tiny model, CPU)",
+        "",
+        "Generated by `python -m benchmarks.algorithms`. Each run starts from the same SFT warm start of its "
+        f"setting and trains for the same environment-step budget; held-out success in % with Wilson 95% "
+        f"intervals on {args.eval_episodes} episodes (seeds 10^9 + i), sampling at T=0.2. PPO: 16 envs x 16 steps "
+        "per update with a value head; GRPO / RLOO / GiGPO: rounds of 2 groups x 8 episodes from the same "
+        "initial state, no value head. Time per update and peak memory (max RSS of the run's process) are the "
+        "run's own; the critic-free runs have more, smaller updates.",
+        "",
+    ]
+    for name, setting in SETTINGS.items():
+        subset = [row for row in rows if row["setting"] == name]
+        if not subset:
+            continue
+        lines += [f"## {setting.label}", "",
+                  "| algorithm | seed | held-out success | invalid | env steps | updates | s / update | peak RSS (MB) "
+                  "| anchor share |", "|---|---|---|---|---|---|---|---|---|"]
+        for row in subset:
+            share = "" if row["anchor_share"] in ("", None) else f"{100 * _number(row['anchor_share']):.0f}%"
+            lines.append(
+                f"| {row['algorithm']} | {row['seed']} | {100 * _number(row['after_success']):.1f} "
+                f"[{100 * _number(row['after_ci_low']):.1f}, {100 * _number(row['after_ci_high']):.1f}] | "
+                f"{100 * _number(row['after_invalid']):.1f}% | {row['env_steps']} | {row['updates']} | "
+                f"{row['seconds_per_update'] or '-'} | {row['max_rss_mb'] or '-'} | {share} |"
+            )
+        warm = next((row for row in subset if row["algorithm"] == "warm start"), None)
+        lines += ["", "| algorithm | mean held-out success over seeds | gain over the warm start (points) | seeds |",
+                  "|---|---|---|---|"]
+        for algorithm in ALGORITHMS:
+            runs = [row for row in subset if row["algorithm"] == algorithm]
+            if not runs:
+                continue
+            mean = sum(_number(row["after_success"]) for row in runs) / len(runs)
+            gain = "" if warm is None else f"{100 * (mean - _number(warm['after_success'])):+.1f}"
+            lines.append(f"| {algorithm} | {100 * mean:.1f} | {gain} | {len(runs)} |")
+        lines.append("")
+    (args.out_dir / f"{stem(args)}.md").write_text("\n".join(lines) + "\n")
+    plot(rows, curves, args.out_dir / f"{stem(args)}.png")
+
+
+def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -> None:
+    """Success of training episodes against environment steps, one line per algorithm (mean over seeds,
+    band min-max), each setting a panel, the warm start's held-out level dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = [name for name in SETTINGS if any(point["setting"] == name for point in curves)]
+    if not names:
+        return
+    figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.2), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        top = max(_number(p["global_step"]) for p in curves if p["setting"] == name)
+        grid = np.linspace(top / 8, top, 8)
+        for index, algorithm in enumerate(ALGORITHMS):
+            per_seed = []
+            for seed in sorted({p["seed"] for p in curves if p["setting"] == name and p["algorithm"] == algorithm}):
+                points = [p for p in curves if p["setting"] == name and p["algorithm"] == algorithm and p["seed"] == seed]
+                steps = np.array([_number(p["global_step"]) for p in points])
+                wins = np.array([_number(p["success_rate"]) * _number(p["episodes"]) for p in points])
+                counts = np.array([_number(p["episodes"]) for p in points])
+                wins, counts = np.nan_to_num(wins), np.nan_to_num(counts)
+                # Success of the episodes that ended in each eighth of the budget.
+                edges = np.concatenate([[0], grid])
+                rates = []
+                for low, high in zip(edges[:-1], edges[1:]):
+                    inside = (steps > low) & (steps <= high)
+                    rates.append(wins[inside].sum() / counts[inside].sum() if counts[inside].sum() else np.nan)
+                per_seed.append(rates)
+            if not per_seed:
+                continue
+            values = 100 * np.array(per_seed, dtype=float)
+            axis.plot(grid, np.nanmean(values, axis=0), marker="o", markersize=3, color=f"C{index}", label=algorithm)
+            axis.fill_between(grid, np.nanmin(values, axis=0), np.nanmax(values, axis=0), color=f"C{index}", alpha=0.15,
+                              linewidth=0)
+        warm = next((row for row in rows if row["setting"] == name and row["algorithm"] == "warm start"), None)
+        if warm is not None:
+            axis.axhline(100 * _number(warm["after_success"]), linestyle="--", color="grey", linewidth=1,
+                         label="warm start (held out)")
+        axis.set_title(SETTINGS[name].label)
+        axis.set_xlabel("environment steps")
+        axis.set_ylabel("success of training episodes (%)")
+        axis.set_ylim(0, 105)
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=5, frameon=False)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
