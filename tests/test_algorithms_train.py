@@ -99,3 +99,28 @@ def test_config_refuses_groups_that_do_not_divide_the_environments(tmp_path) -> 
         VLMPPOConfig(algorithm="grpo", num_envs=6, group_size=4)
     with pytest.raises(ValueError, match="algorithm='a2c' is not an algorithm"):
         VLMPPOConfig(algorithm="a2c")
+
+
+def test_a_resumed_gigpo_run_equals_an_uninterrupted_one(tiny_model_dir, tmp_path) -> None:
+    model_dir = tiny_model_dir("qwen2_vl")
+    straight = VLMPPOTrainer(group_config(model_dir, tmp_path / "straight", "gigpo"))
+    straight.train()
+    first = VLMPPOTrainer(group_config(model_dir, tmp_path / "resumed", "gigpo"))
+    first.train(max_updates=1)
+    resumed = VLMPPOTrainer(group_config(model_dir, tmp_path / "resumed", "gigpo", resume=True))
+    resumed.train()
+    assert resumed.update == straight.update and resumed.global_step == straight.global_step
+    for name, parameter in straight.policy.model.named_parameters():
+        if parameter.requires_grad:
+            assert torch.equal(parameter, dict(resumed.policy.model.named_parameters())[name]), name
+
+
+def test_the_cli_takes_an_algorithm_and_refuses_an_unknown_one(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "vlm_agent.cli", "train", "--algorithm", "a2c",
+                             "--output_dir", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "algorithm='a2c' is not an algorithm" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

@@ -104,6 +104,12 @@ def test_shipped_configs_pass_the_checks() -> None:
         options = check_options(read_config_file(path), VLMPPOConfig, source=str(path),
                                 comma_separated=VLMPPOConfig.COMMA_SEPARATED)
         assert options["env_id"] == "gym_cards/NumberLine-v0"
+    path = embedded_config_path("paper_card_games_gigpo.yaml")
+    options = check_options(read_config_file(path), VLMPPOConfig, source=str(path),
+                            comma_separated=VLMPPOConfig.COMMA_SEPARATED)
+    config = VLMPPOConfig(**{**options, "model_name_or_path": "some/model"})
+    assert (config.algorithm, config.group_size, config.critic_free) == ("gigpo", 8, True)
+    assert config.num_envs % config.group_size == 0 and config.kl_coef > 0 and config.use_lora
 
 
 def test_config_files_cannot_set_environment_variables(tmp_path, capsys, monkeypatch) -> None:

@@ -87,6 +87,27 @@ def test_two_data_parallel_cpu_processes(tiny_model_dir, tmp_path) -> None:
     assert state["world_size"] == 2 and len(state["rng"]) == 2
 
 
+def test_two_processes_run_whole_groups_of_their_own(tiny_model_dir, tmp_path) -> None:
+    """GiGPO on two CPU processes: each runs whole groups from its own reset seeds; the budget is shared."""
+    model_dir = tiny_model_dir("qwen2_vl")
+    run_dir = tmp_path / "ddp_gigpo"
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "vlm_agent.cli",
+         "train", *train_command(model_dir, run_dir, "--total_timesteps", "16", "--algorithm", "gigpo",
+                                 "--group_size", "2", "--invalid_action", "random")],
+        env=environment(), capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # Each round: 2 processes x 1 group x 2 episodes, each cut at num_steps=2: at most 8 steps, summed over processes.
+    steps = [row["global_step"] for row in rows]
+    assert steps == sorted(steps) and steps[-1] >= 16 and all(b - a <= 8 for a, b in zip([0, *steps], steps))
+    assert all("charts/anchor_share" in row and "losses/value_loss" not in row for row in rows)
+    state = json.loads(next((run_dir / "checkpoints").glob("update_*")).joinpath("state.json").read_text())
+    rounds = [environment_state["round"] for environment_state in state["environments"]]
+    assert state["world_size"] == 2 and len(rounds) == 2 and len(set(rounds)) == 1
+
+
 def run_worker(mode: str, model_dir: Path, out_dir: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     """`tests/distributed_worker.py MODE` on 2 processes; on a timeout (a collective that never
     completes) the whole process group is killed, workers included."""
