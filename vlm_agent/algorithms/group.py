@@ -25,7 +25,7 @@ from typing import Protocol
 import torch
 
 from vlm_agent.algorithms.base import Advantages, MiniBatchScores
-from vlm_agent.algorithms.ppo import clipped_policy_loss, kl_to_reference
+from vlm_agent.algorithms.ppo import surrogate_terms
 
 GROUP_STD_EPS = 1e-6
 """Added to a group's standard deviation before dividing (all-equal returns give advantage 0)."""
@@ -156,23 +156,12 @@ class GroupRelative:
     needs_critic: bool = False
 
     def loss(self, scores: MiniBatchScores) -> tuple[torch.Tensor, dict[str, float]]:
-        policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
-            scores.log_probs, scores.old_log_probs, scores.advantages, self.clip_range
-        )
+        policy_loss, kl, stats = surrogate_terms(scores, self.clip_range, self.kl_coef)
         entropy = scores.entropy.mean()
         loss = policy_loss - self.ent_coef * entropy
-        kl = torch.zeros((), device=scores.log_probs.device)
         if self.kl_coef > 0:
-            kl = kl_to_reference(scores.log_probs, scores.ref_log_probs.to(scores.log_probs.dtype)).mean()
             loss = loss + self.kl_coef * kl
-        return loss, {
-            "losses/policy_loss": float(policy_loss.detach()),
-            "losses/entropy": float(entropy.detach()),
-            "losses/kl_to_reference": float(kl.detach()),
-            "losses/approx_kl": float(approx_kl),
-            "losses/clip_fraction": float(clip_fraction),
-            "losses/ratio": float(torch.exp(scores.log_probs.detach() - scores.old_log_probs).mean()),
-        }
+        return loss, {**stats, "losses/entropy": float(entropy.detach())}
 
 
 @dataclass

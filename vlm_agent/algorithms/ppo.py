@@ -208,9 +208,7 @@ class PPO:
 
     def loss(self, scores: MiniBatchScores) -> tuple[torch.Tensor, dict[str, float]]:
         """The PPO loss of a mini-batch (see the class docstring) and its statistics."""
-        policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
-            scores.log_probs, scores.old_log_probs, scores.advantages, self.clip_range
-        )
+        policy_loss, kl, stats = surrogate_terms(scores, self.clip_range, self.kl_coef)
         values = scores.values.float()
         value_loss = clipped_value_loss(
             values, scores.old_values.to(values.device, values.dtype), scores.returns.to(values.device, values.dtype),
@@ -218,16 +216,30 @@ class PPO:
         )
         entropy = scores.entropy.mean()
         loss = policy_loss + self.vf_coef * value_loss - self.ent_coef * entropy
-        kl = torch.zeros((), device=scores.log_probs.device)
         if self.kl_coef > 0:
-            kl = kl_to_reference(scores.log_probs, scores.ref_log_probs.to(scores.log_probs.dtype)).mean()
             loss = loss + self.kl_coef * kl
-        return loss, {
-            "losses/policy_loss": float(policy_loss.detach()),
+        return loss, {  # the metric order of earlier versions (a resumed run appends to its metrics.csv)
+            "losses/policy_loss": stats["losses/policy_loss"],
             "losses/value_loss": float(value_loss.detach()),
             "losses/entropy": float(entropy.detach()),
-            "losses/kl_to_reference": float(kl.detach()),
-            "losses/approx_kl": float(approx_kl),
-            "losses/clip_fraction": float(clip_fraction),
-            "losses/ratio": float(torch.exp(scores.log_probs.detach() - scores.old_log_probs).mean()),
+            **stats,
         }
+
+
+def surrogate_terms(scores: MiniBatchScores, clip_range: float,
+                    kl_coef: float) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """What every algorithm's loss shares: the clipped surrogate (:func:`clipped_policy_loss`) and, when
+    ``kl_coef > 0``, the KL to the reference policy (:func:`kl_to_reference`, else 0), with their statistics."""
+    policy_loss, clip_fraction, approx_kl = clipped_policy_loss(
+        scores.log_probs, scores.old_log_probs, scores.advantages, clip_range
+    )
+    kl = torch.zeros((), device=scores.log_probs.device)
+    if kl_coef > 0:
+        kl = kl_to_reference(scores.log_probs, scores.ref_log_probs.to(scores.log_probs.dtype)).mean()
+    return policy_loss, kl, {
+        "losses/policy_loss": float(policy_loss.detach()),
+        "losses/kl_to_reference": float(kl.detach()),
+        "losses/approx_kl": float(approx_kl),
+        "losses/clip_fraction": float(clip_fraction),
+        "losses/ratio": float(torch.exp(scores.log_probs.detach() - scores.old_log_probs).mean()),
+    }
