@@ -16,6 +16,7 @@ sampling temperature (logits / T) with the same special tokens suppressed as dur
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,8 @@ from vlm_agent.prompting.templates import chat_messages
 
 #: Settings file written next to the adapter by :meth:`VLMPolicy.save_pretrained`.
 POLICY_SETTINGS_FILE = "policy_settings.json"
+#: Key of `POLICY_SETTINGS_FILE` holding an adapter's base model as a path relative to the policy folder.
+BASE_MODEL_RELATIVE = "base_model_relative_to_policy"
 
 ImageLike = np.ndarray | Image.Image
 
@@ -186,8 +189,11 @@ class VLMPolicy:
             model_settings.dtype = dtype
         is_adapter = (directory / "adapter_config.json").is_file()
         if is_adapter:
+            relative = saved.get(BASE_MODEL_RELATIVE)
             if base_model is not None:
                 model_settings.model_name_or_path = str(base_model)
+            elif relative is not None and (directory / relative).is_dir():
+                model_settings.model_name_or_path = str(directory / relative)
             model_settings.adapter_path = str(directory)
             model_settings.adapter_trainable = is_trainable
         else:
@@ -209,6 +215,12 @@ class VLMPolicy:
             model_name_or_path=str(self._base_model.config.name_or_path), use_lora=self.has_adapter
         )
         record = {"generation": asdict(self.settings), "model": model_settings.to_dict()}
+        base = Path(model_settings.model_name_or_path)
+        if base.is_dir():
+            # Both forms: the relative one still finds a base model that moved with the policy (the
+            # demo's run folder holds its base_model), the absolute one a policy copied on its own.
+            record["model"]["model_name_or_path"] = str(base.resolve())
+            record[BASE_MODEL_RELATIVE] = os.path.relpath(base.resolve(), directory.resolve())
         (directory / POLICY_SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return directory
 
