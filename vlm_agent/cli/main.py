@@ -135,6 +135,13 @@ def _align(argv: list[str]) -> int:
     from vlm_agent.demo.alignment import VLMAlignConfig, run_alignment
 
     config = _parse(VLMAlignConfig, "align", argv)
+    if config.model_name_or_path is not None:
+        from vlm_agent.models.loading import check_model_reference
+
+        try:
+            check_model_reference(config.model_name_or_path)  # before anything is built or written
+        except ValueError as error:
+            return _fail("align", str(error))
     _set_torch_threads()
     if not config.progress_bar:
         _no_library_progress_bars()

@@ -29,7 +29,9 @@ def parser_for(dataclass_type: type, command: str, description: str):
         def error(self, message: str) -> typing.NoReturn:
             self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
 
-    parser = OneLineErrorParser(dataclass_type, prog=f"vlm-agent {command}", description=description)
+    # No abbreviations: `--episode 4` is an unknown option with a suggestion, not a guess at `--episodes`.
+    parser = OneLineErrorParser(dataclass_type, prog=f"vlm-agent {command}", description=description,
+                                allow_abbrev=False)
     # `parse` reads --config itself; declaring it here documents it in --help.
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file setting any of the options below by name.")
     for action in parser._actions:

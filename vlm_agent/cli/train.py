@@ -211,9 +211,13 @@ def _interrupted(stop: KeyboardInterrupt, clock, run_dir: Path | None) -> int:
     name = stop.signal_name if isinstance(stop, Interrupted) else "SIGINT"
     status = stop.exit_status if isinstance(stop, Interrupted) else 130
     if isinstance(stop, TrainingInterrupted):
-        done = (f"update {stop.completed_updates} of {stop.num_updates} is saved" if stop.completed_updates
-                else "no update was complete; the run's start is saved")
-        message = (f"stopped by {name} in update {stop.completed_updates + 1}: {done} in {stop.checkpoint}; "
+        if stop.finished:
+            during = f"during update {stop.completed_updates}, which was finished first"
+        else:
+            during = f"during update {stop.completed_updates + 1}, which was abandoned"
+        saved = (f"update {stop.completed_updates} of {stop.num_updates} is saved" if stop.completed_updates
+                 else "the run's start is saved")
+        message = (f"stopped by {name} {during}: {saved} in {stop.checkpoint}; "
                    f"resume with: {resume_command(stop.run_dir)}")
     elif clock.current in ("alignment", "SFT"):
         message = (f"stopped by {name} during the demo's {clock.current} stage, before PPO: nothing to resume; "

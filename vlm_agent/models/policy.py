@@ -52,8 +52,6 @@ from vlm_agent.prompting.templates import chat_messages
 
 #: Settings file written next to the adapter by :meth:`VLMPolicy.save_pretrained`.
 POLICY_SETTINGS_FILE = "policy_settings.json"
-#: Key of `POLICY_SETTINGS_FILE` holding an adapter's base model as a path relative to the policy folder.
-BASE_MODEL_RELATIVE = "base_model_relative_to_policy"
 
 ImageLike = np.ndarray | Image.Image
 
@@ -189,11 +187,11 @@ class VLMPolicy:
             model_settings.dtype = dtype
         is_adapter = (directory / "adapter_config.json").is_file()
         if is_adapter:
-            relative = saved.get(BASE_MODEL_RELATIVE)
+            recorded = Path(model_settings.model_name_or_path)
             if base_model is not None:
                 model_settings.model_name_or_path = str(base_model)
-            elif relative is not None and (directory / relative).is_dir():
-                model_settings.model_name_or_path = str(directory / relative)
+            elif not recorded.is_absolute() and (directory / recorded).is_dir():  # relative to this folder
+                model_settings.model_name_or_path = str(directory / recorded)
             model_settings.adapter_path = str(directory)
             model_settings.adapter_trainable = is_trainable
         else:
@@ -204,8 +202,11 @@ class VLMPolicy:
         value_head = ValueHead.from_pretrained(directory)
         return cls(model, processor, value_head, generation, model_settings)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the adapter (or the full model), the value head, the processor and the settings."""
+    def save_pretrained(self, directory: str | Path, *, base_within: str | Path | None = None) -> Path:
+        """Write the adapter (or the full model), the value head, the processor and the settings.
+
+        `base_within`: a folder (a training run's) whose base model is recorded relative to `directory`.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
@@ -217,10 +218,13 @@ class VLMPolicy:
         record = {"generation": asdict(self.settings), "model": model_settings.to_dict()}
         base = Path(model_settings.model_name_or_path)
         if base.is_dir():
-            # Both forms: the relative one still finds a base model that moved with the policy (the
-            # demo's run folder holds its base_model), the absolute one a policy copied on its own.
-            record["model"]["model_name_or_path"] = str(base.resolve())
-            record[BASE_MODEL_RELATIVE] = os.path.relpath(base.resolve(), directory.resolve())
+            # A base model inside `base_within` (the run folder, which holds the demo's base_model) is
+            # recorded relative to this folder, so it is found when the run moves; any other local
+            # one absolute, so it is found from any working directory.
+            resolved = base.resolve()
+            inside = base_within is not None and Path(base_within).resolve() in resolved.parents
+            record["model"]["model_name_or_path"] = (
+                os.path.relpath(resolved, directory.resolve()) if inside else str(resolved))
         (directory / POLICY_SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return directory
 

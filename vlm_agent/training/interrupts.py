@@ -48,15 +48,18 @@ class TrainingInterrupted(Interrupted):
         checkpoint: The checkpoint of the last complete update, which ``--resume`` continues from.
         completed_updates: Updates the checkpoint holds; the run continues with the next one.
         num_updates: Updates of the whole run.
+        finished: The signal came during the update's learning step or a save, which was finished
+            (and is in the checkpoint); False: it came during a rollout, which was abandoned.
     """
 
     def __init__(self, signum: int, *, run_dir: Path, checkpoint: Path | None, completed_updates: int,
-                 num_updates: int) -> None:
+                 num_updates: int, finished: bool) -> None:
         super().__init__(signum)
         self.run_dir = Path(run_dir)
         self.checkpoint = checkpoint
         self.completed_updates = completed_updates
         self.num_updates = num_updates
+        self.finished = finished
 
 
 def _in_main_thread() -> bool:

@@ -66,7 +66,23 @@ def plot_learning_curve(
     metrics_path: str | Path, png_path: str | Path, title: str = "", levels: dict[str, Level] | None = None,
     window: int = WINDOW_UPDATES,
 ) -> Path:
-    """Learning curve (PNG): success rate, episode return, invalid-answer rate, value loss.
+    """Write the learning curve of a run's `metrics.jsonl` (:func:`learning_curve_figure`) as a PNG,
+    cropped to what is drawn (nothing of the legend is cut off)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
+    figure = learning_curve_figure(rows, title=title, levels=levels, window=window)
+    figure.savefig(png_path, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return Path(png_path)
+
+
+def learning_curve_figure(rows: list[dict[str, Any]], title: str = "", levels: dict[str, Level] | None = None,
+                          window: int = WINDOW_UPDATES) -> Any:
+    """The learning curve (a matplotlib figure): success rate, episode return, invalid-answer rate, value loss.
 
     The success panel shows, after each update, the success rate of the training episodes that
     ended in the last `window` updates (:func:`trailing_success`) with its Wilson 95% band; a small
@@ -81,7 +97,6 @@ def plot_learning_curve(
 
     from vlm_agent.evaluation.statistics import wilson_interval
 
-    rows = [json.loads(line) for line in Path(metrics_path).read_text().splitlines() if line.strip()]
     steps = [row["global_step"] for row in rows]
     figure = plt.figure(figsize=(17, 5.2), layout="constrained")
     grid = figure.add_gridspec(2, 4, height_ratios=[4, 1])
@@ -131,6 +146,4 @@ def plot_learning_curve(
         figure.legend(handles, labels, loc="outside lower center", ncol=min(3, len(handles)), fontsize=9,
                       frameon=False)
     figure.suptitle(title)
-    figure.savefig(png_path, dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return Path(png_path)
+    return figure

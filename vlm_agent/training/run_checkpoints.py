@@ -65,7 +65,7 @@ class RunCheckpoints:
         (`agent_settings.json`), so that `vlm-agent eval` plays the policy as it was trained."""
         from vlm_agent.agents.settings import write_agent_settings
 
-        directory = self.policy.save_pretrained(directory)
+        directory = self.policy.save_pretrained(directory, base_within=self.run_dir)
         write_agent_settings(directory, self.config.agent_settings())
         return Path(directory)
 
@@ -119,12 +119,14 @@ class RunCheckpoints:
 
     def stopped(self, signum: int, resume_point: ResumePoint | None) -> TrainingInterrupted:
         """After a stop signal: the last complete update saved (unless it already is), as the
-        exception that tells the command where it is (`vlm_agent.training.interrupts`)."""
+        exception that tells the command where it is (`vlm_agent.training.interrupts`).
+        `resume_point`: the state before the rollout that the signal abandoned; None when the
+        update in progress was finished."""
         saved_update, path = self.saved_checkpoint
         if saved_update != self.update:
             path = self.save_checkpoint(resume_point)
         return TrainingInterrupted(signum, run_dir=self.run_dir, checkpoint=path, completed_updates=self.update,
-                                   num_updates=self.num_updates)
+                                   num_updates=self.num_updates, finished=resume_point is None)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimizer, RNGs, environments and counters from a checkpoint or run dir."""
