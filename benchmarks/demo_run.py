@@ -31,6 +31,8 @@ from typing import Any
 from benchmarks.make_readme import RESULTS_DIR, machine_description
 
 RESULT_NAME = "demo_run"
+#: Seconds between two samples of the machine's load average while the demo runs.
+LOAD_SAMPLE_SECONDS = 10.0
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -42,13 +44,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run_demo(run_dir: Path, extra: Sequence[str]) -> tuple[int, list[str]]:
-    """`vlm-agent train` into `run_dir`; its exit status and the command."""
+def run_demo(run_dir: Path, extra: Sequence[str]) -> tuple[int, list[float]]:
+    """`vlm-agent train` into `run_dir`; its exit status and the 1-minute load average every
+    `LOAD_SAMPLE_SECONDS` while it ran (how much else the machine was doing: the seconds depend on it)."""
     command = [sys.executable, "-m", "vlm_agent.cli", "train", "--output_dir", str(run_dir), "--no_progress_bar",
                *extra]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
     print("$ " + " ".join(command[2:]), flush=True)
-    return subprocess.run(command, env=env, cwd=REPO).returncode, command
+    process = subprocess.Popen(command, env=env, cwd=REPO)
+    loads: list[float] = []
+    while True:
+        try:
+            status = process.wait(timeout=LOAD_SAMPLE_SECONDS)
+            return status, loads
+        except subprocess.TimeoutExpired:
+            if hasattr(os, "getloadavg"):
+                loads.append(os.getloadavg()[0])
 
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -73,7 +84,7 @@ def result_rows(timings: dict[str, Any], comparison: list[dict[str, str]]) -> li
 
 
 def write_results(rows: list[dict[str, Any]], timings: dict[str, Any], comparison: list[dict[str, str]],
-                  run_dir: Path, out_dir: Path, env_id: str) -> dict[str, Path]:
+                  run_dir: Path, out_dir: Path, env_id: str, loads: Sequence[float] = ()) -> dict[str, Path]:
     """Write ``demo_run.{md,csv,png}`` into ``out_dir``."""
     from vlm_agent.training.stages import machine_line
 
@@ -101,7 +112,11 @@ def write_results(rows: list[dict[str, Any]], timings: dict[str, Any], compariso
         "The learning curve below is the run's own `learning_curve.png`: training episodes of the last 2 updates "
         "with their 95% band, and the held-out levels above.",
         "",
-        f"The run: {machine_line(timings['machine'])}.",
+        f"The run: {machine_line(timings['machine'])}."
+        + (f" The machine's 1-minute load average while it ran (sampled every {LOAD_SAMPLE_SECONDS:.0f} s): "
+           f"{sum(loads) / len(loads):.1f} on average, {min(loads):.1f} to {max(loads):.1f}; a load above the "
+           f"{timings['machine']['cpu_cores']} cores means other programs shared them, and the seconds above "
+           "grow with it." if loads else ""),
         "",
         machine_description(),
         "",
@@ -119,14 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run_dir.exists():
             print(f"{run_dir} exists; the benchmark runs the demo into a fresh folder", file=sys.stderr)
             return 2
-        status, _ = run_demo(run_dir, args.extra)
+        status, loads = run_demo(run_dir, args.extra)
         if status != 0:
             print(f"the demo exited with status {status}; no results written", file=sys.stderr)
             return 1
         config = json.loads((run_dir / "config.json").read_text())
         timings, comparison = read_run(run_dir)
         paths = write_results(result_rows(timings, comparison), timings, comparison, run_dir, args.out_dir,
-                              config["env_id"])
+                              config["env_id"], loads)
     print(paths["md"].read_text(encoding="utf-8"))
     print("Written: " + ", ".join(str(path) for path in paths.values()))
     return 0

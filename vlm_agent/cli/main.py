@@ -4,11 +4,15 @@ Every subcommand reads its options from a dataclass (each field's `help` is its 
 through `trl.TrlParser`, so `--config file.yaml` (or `--config=file.yaml`) sets the same options by
 name and command-line flags override the file. The file is read and type-checked by
 `vlm_agent.config_files` before anything runs. User errors (a bad option, an unusable config file,
-a damaged or mismatched checkpoint) end in one `vlm-agent <command>: error: ...` line and exit
-status 2 (options) or 1 (checkpoints), without a traceback.
+a damaged or mismatched checkpoint, a missing or damaged model) end in one
+`vlm-agent <command>: error: ...` line and exit status 2 (options) or 1 (checkpoints, models),
+without a traceback; an unknown option names the closest known one. Ctrl-C and SIGTERM end every
+command with one line and exit status 130 / 143 (`train` first saves its last complete update and
+prints the command that resumes it).
 
     vlm-agent train                                   # the embedded CPU demo (tiny model, NumberLine)
     vlm-agent train --config my_run.yaml --seed 3
+    vlm-agent train --output_dir runs/<run> --resume     # continue a run with its config.json
     vlm-agent eval --methods local:runs/<run> --env_ids gym_cards/NumberLine-v0
     vlm-agent sft --env_id gym_cards/Blackjack-v0 --output_dir sft_blackjack
     vlm-agent align --output_dir aligned_tiny          # a tiny model that reads the card images
@@ -36,6 +40,7 @@ from vlm_agent.cli.train import (
     TRAIN_DESCRIPTION,
     comparison_table,
     embedded_config_path,
+    quiet_library_progress_bars,
     train_command,
 )
 from vlm_agent.cli.train import SUMMARY as TRAIN_SUMMARY
@@ -73,15 +78,6 @@ def _set_torch_threads() -> None:
         torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))  # see ppo_trainer.prepare_run
 
 
-def _no_library_progress_bars() -> None:
-    """No "Loading weights" (transformers) or "Map" (datasets) bars, for a command run without its own."""
-    import datasets
-    import transformers
-
-    transformers.utils.logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-
-
 def _train(argv: list[str]) -> int:
     return train_command(argv)
 
@@ -90,6 +86,8 @@ def _eval(argv: list[str]) -> int:
     from vlm_agent.evaluation.eval_config import EvalConfig
 
     config = _parse(EvalConfig, "eval", argv)
+    if not config.progress and any("local:" in method for method in config.methods):
+        quiet_library_progress_bars()  # a local model's "Loading weights" bar
     from vlm_agent.agents.remote import ModelRequestError
     from vlm_agent.evaluation.evaluate import run_eval
     from vlm_agent.evaluation.tables import results_markdown
@@ -120,7 +118,7 @@ def _sft(argv: list[str]) -> int:
         return _fail("sft", str(error))
     _set_torch_threads()
     if not config.progress_bar:
-        _no_library_progress_bars()
+        quiet_library_progress_bars()
     if config.model_name_or_path is None:
         from vlm_agent.demo.tiny_models import make_tiny_model
 
@@ -144,7 +142,7 @@ def _align(argv: list[str]) -> int:
             return _fail("align", str(error))
     _set_torch_threads()
     if not config.progress_bar:
-        _no_library_progress_bars()
+        quiet_library_progress_bars()
     try:
         result = run_alignment(config)
     except ValueError as error:  # e.g. a model whose architecture has no projector stage
@@ -205,7 +203,7 @@ def _make_tiny_model(argv: list[str]) -> int:
     from vlm_agent.demo.tiny_models import VisionSettings, make_tiny_model
     from vlm_agent.models.loading import load_pretrained_model
 
-    _no_library_progress_bars()  # a one-off: the parameter count below loads the model once
+    quiet_library_progress_bars()  # a one-off: the parameter count below loads the model once
     try:
         vision = VisionSettings(arguments.image_size, arguments.vision_width, arguments.vision_depth)
         out_dir = Path(arguments.out_dir)

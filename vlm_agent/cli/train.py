@@ -32,8 +32,8 @@ SUMMARY = "PPO fine-tuning of a vision-language model on a gym_cards task (defau
 TRAIN_DESCRIPTION = (
     SUMMARY
     + f" A bare `vlm-agent train` (no --config, no --model_name_or_path) runs the embedded CPU demo, "
-    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine from the image alone, about 10 minutes on "
-    "2 cores: benchmarks/results/demo_run.md); the defaults shown below are the paper's and apply as soon as "
+    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine from the image alone; its time on 2 CPU "
+    "cores: benchmarks/results/demo_run.md); the defaults shown below are the paper's and apply as soon as "
     "--config or --model_name_or_path is given. `--output_dir RUN --resume` continues RUN with its config.json "
     "(Ctrl-C saves the last complete update and prints that command)."
 )
@@ -66,8 +66,6 @@ def _mentions(argv: list[str], flag: str) -> bool:
 
 def train_command(argv: list[str]) -> int:
     """`vlm-agent train ARGV`; returns the exit status."""
-    from vlm_agent.training.checkpoint import CheckpointError
-    from vlm_agent.training.ppo_config import VLMPPOConfig
     from vlm_agent.training.stages import StageClock
 
     clock = StageClock()  # the total counts from here: imports and checks included
@@ -76,8 +74,11 @@ def train_command(argv: list[str]) -> int:
     if demo:
         # The demo builds its model locally and needs nothing from the model hub: make sure that
         # nothing (a hub lookup, TRL's usage ping) tries the network. Read by huggingface_hub at
-        # import, so before TrlParser is imported.
+        # import, so before anything imports it (TrlParser, transformers).
         os.environ["HF_HUB_OFFLINE"] = "1"
+    from vlm_agent.training.checkpoint import CheckpointError
+    from vlm_agent.training.ppo_config import VLMPPOConfig
+
     comma = VLMPPOConfig.COMMA_SEPARATED
     given = {} if asks_help else given_options(VLMPPOConfig, "train", argv, comma, TRAIN_DESCRIPTION)
     from vlm_agent.rollout.environments import check_env, validate_env_id
@@ -109,7 +110,8 @@ def train_command(argv: list[str]) -> int:
         return fail("train", str(error), status=1)
     except ValueError as error:
         return fail("train", str(error))
-    _quiet_libraries(config.progress_bar)
+    if not config.progress_bar:
+        quiet_library_progress_bars()
     where: dict[str, Path] = {}
     try:
         return _run(config, clock, where)
@@ -117,10 +119,9 @@ def train_command(argv: list[str]) -> int:
         return _interrupted(stop, clock, where.get("run_dir"))
 
 
-def _quiet_libraries(progress_bar: bool) -> None:
-    """Without progress bars, also none from transformers ("Loading weights") and datasets ("Map")."""
-    if progress_bar:
-        return
+def quiet_library_progress_bars() -> None:
+    """No progress bars from transformers ("Loading weights") and datasets ("Map") either, for a
+    command run without its own (`--no_progress_bar`)."""
     import datasets
     import transformers
 

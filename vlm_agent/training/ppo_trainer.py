@@ -24,6 +24,10 @@ gradients are averaged across processes in one flattened all-reduce before the o
 the same collectives in the same order.
 
 DeepSpeed ZeRO-2: see `vlm_agent.training.optimizer`.
+
+Stopping (one process): on SIGINT or SIGTERM the rollout in progress is abandoned (an update or a
+save in progress finishes), the last complete update is saved and `TrainingInterrupted` is raised
+(`vlm_agent.training.interrupts`); `--resume` continues with the interrupted update.
 """
 
 from __future__ import annotations
@@ -260,6 +264,8 @@ class VLMPPOTrainer(RunCheckpoints):
                                 on_step=lambda n: bar.update(n * self.world_size),
                             )
                     except Interrupted as interrupt:
+                        if not guard.enabled:  # several processes: saving now would wait on the others
+                            raise
                         raise self.stopped(interrupt.signum, resume_point) from None
                     losses = self.ppo_update(rollout)
                     self.update += 1
