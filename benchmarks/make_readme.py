@@ -51,6 +51,19 @@ class BenchmarkSection:
 
 SECTIONS: tuple[BenchmarkSection, ...] = (
     BenchmarkSection(
+        name="demo_run",
+        title="The demo, end to end (`vlm-agent train`)",
+        measures=(
+            "The README's one command, `vlm-agent train` with no model and no config, in a fresh folder: the "
+            "seconds of each stage as the run measured them (aligning a tiny random model to read NumberLine's "
+            "image, the SFT warm start, PPO from the image alone, the closing held-out comparison), the closing "
+            "comparison with its 95% intervals, the run's learning curve, and the machine. The README quotes "
+            "these numbers. On a shared machine the seconds move with the other programs' load (the load average "
+            "is given below)."
+        ),
+        command="python -m benchmarks.demo_run",
+    ),
+    BenchmarkSection(
         name="env_throughput",
         title="Environment throughput",
         measures=(

@@ -38,15 +38,36 @@ def _resolve(text: str, action_names: Sequence[str]) -> int | None:
     return key_bindings(action_names).get(text.lower())
 
 
+def shortcuts(action_names: Sequence[str]) -> str:
+    """The typed shortcuts of the actions that have one besides their own name, e.g. ``s: stand, h: hit``."""
+    bindings = key_bindings(action_names)
+    shown = [f"{key}: {action_names[index]}" for key, index in bindings.items()
+             if key != action_names[index] and key.isprintable()]
+    if "\r" in bindings:
+        shown.append("Enter: " + action_names[bindings["\r"]])
+    return ", ".join(shown)
+
+
+PROMPT = "action> "
+
+
 def play_text(env_id: str, seed: int | None, stdin: TextIO, stdout: TextIO) -> float:
-    """Play in the terminal: the state is printed as text, actions are typed. Returns the total reward."""
+    """Play in the terminal: the state is printed as text, actions are typed after the ``action>``
+    prompt. Returns the total reward of the episode in progress when play ends."""
     env = gym.make(env_id)
     names = env.unwrapped.action_names
     _, _ = env.reset(seed=seed)
     total = 0.0
-    print(f"{env_id}: actions {', '.join(names)}; 'quit' ends.", file=stdout)
+    keys = shortcuts(names)
+    print(f"{env_id}: actions {', '.join(names)}" + (f" (shortcuts {keys})" if keys else "")
+          + "; 'quit' or Ctrl-D ends.", file=stdout)
     print(env.unwrapped.describe(), file=stdout)
-    for line in stdin:
+    while True:
+        print(PROMPT, end="", file=stdout, flush=True)
+        line = stdin.readline()
+        if not line:  # end of input
+            print(file=stdout)
+            break
         if line.strip().lower() in QUIT_WORDS:
             break
         action = _resolve(line, names)
@@ -57,6 +78,7 @@ def play_text(env_id: str, seed: int | None, stdin: TextIO, stdout: TextIO) -> f
         total += reward
         print(f"{names[action]} -> reward {reward:+g} (total {total:+g})", file=stdout)
         if terminated or truncated:
+            print(env.unwrapped.describe(), file=stdout)  # the final state (Blackjack: the dealer's whole hand)
             outcome = "won" if info.get("success") else "over"
             print(f"episode {outcome}; total reward {total:+g}. New episode.", file=stdout)
             env.reset()
@@ -165,6 +187,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.env_id not in gym_cards.CARD_ENV_IDS:
         print(f"gym-cards: unknown env id {args.env_id!r}; choose one of {', '.join(gym_cards.CARD_ENV_IDS)}", file=sys.stderr)
         return 2
+    try:
+        return _play(args)
+    except KeyboardInterrupt:
+        print("\ngym-cards: stopped (Ctrl-C)", file=sys.stderr)
+        return 130
+
+
+def _play(args: argparse.Namespace) -> int:
     if args.text:
         play_text(args.env_id, args.seed, sys.stdin, sys.stdout)
         return 0

@@ -110,6 +110,18 @@ def test_check_env_through_gym_make():
     env.close()
 
 
+def test_render_without_a_render_mode_warns_like_the_card_games():
+    env = ALFWorldEnv()
+    env.reset(seed=0)
+    with pytest.warns(UserWarning, match="render\\(\\) was called without a render_mode; pass render_mode='rgb_array'"):
+        assert env.render() is None
+    card_game = gym.make("gym_cards/NumberLine-v0").unwrapped
+    card_game.reset(seed=0)
+    with pytest.warns(UserWarning, match="render\\(\\) was called without a render_mode"):
+        assert card_game.render() is None
+    env.close()
+
+
 def test_same_seed_same_game_and_observations():
     first, second = ALFWorldEnv(render_mode="rgb_array"), ALFWorldEnv(render_mode="rgb_array")
     for env in (first, second):

@@ -161,7 +161,7 @@ def test_train_help_says_a_bare_train_runs_the_demo(capsys) -> None:
     ("argv", "message"),
     [
         (["train", "--env_id", "gym_cards/NumberLin-v0"], "did you mean 'gym_cards/NumberLine-v0'"),
-        (["train", "--env_id", "NumberLine-v0"], "use 'gym_cards/NumberLine-v0'"),
+        (["train", "--env_id", "NumberLine-v0"], "did you mean 'gym_cards/NumberLine-v0'"),
         (["sft", "--env_id", "gym_cards/Chess-v0"], "unknown environment id 'gym_cards/Chess-v0'"),
         (["eval", "--env_ids", "NumberLine-v0"], "did you mean 'gym_cards/NumberLine-v0'"),
         (["eval", "--methods", "claude"], "unknown method 'claude'"),

@@ -104,3 +104,47 @@ def test_window_mode_with_an_unreachable_display_does_not_hang():
 )
 def test_key_bindings(names, key, action):
     assert key_bindings(names)[key] == action
+
+
+# ---- the terminal game: a prompt, the shortcuts, the final state, Ctrl-C -------------------------
+def test_text_play_prompts_announces_shortcuts_and_shows_the_dealers_final_hand():
+    result = _gym_cards("play", "gym_cards/Blackjack-v0", "--seed", "3", "--text", stdin="s\nquit\n")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "gym_cards/Blackjack-v0: actions stand, hit (shortcuts s: stand, h: hit); 'quit' or Ctrl-D ends."
+    assert lines[2].startswith("action> stand -> reward")
+    # The hand is over: the dealer's hidden card and whole hand are shown before the next deal.
+    assert lines[3].startswith("Dealer's cards: 4 of clubs, ") and "(total " in lines[3]
+    assert lines[4].startswith("episode won; total reward +1")
+    assert lines[5].startswith("Dealer shows: ")
+
+
+def test_text_play_ends_at_end_of_input():
+    result = _gym_cards("play", "gym_cards/Points24-v0", "--seed", "0", "--text", stdin="")
+    assert result.returncode == 0 and result.stderr == ""
+    assert "(shortcuts 0: 10, Enter: =)" in result.stdout.splitlines()[0]
+
+
+def test_ctrl_c_in_text_play_is_one_line():
+    import signal
+    import time
+
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    process = subprocess.Popen([sys.executable, "-m", "gym_cards.cli", "play", "gym_cards/NumberLine-v0", "--text"],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env=env)
+    deadline = time.time() + 60
+    seen = ""
+    while "action> " not in seen and time.time() < deadline:
+        seen += process.stdout.read(1)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr and stderr.strip() == "gym-cards: stopped (Ctrl-C)"
+
+
+def test_the_command_imports_no_torch():
+    probe = ("import sys, gym_cards.cli\n"
+             "print(','.join(m for m in ('torch', 'transformers', 'trl') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""

@@ -503,3 +503,22 @@ def test_the_agents_and_the_loop_do_not_import_evaluation() -> None:
         imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
         imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
         assert not any(name and name.startswith("vlm_agent.evaluation") for name in imported), path
+
+
+def test_the_prompting_line_says_each_setting_once() -> None:
+    """The before/after comparison mixes rows played with the paper's rule (random, expert) and with the
+    run's (penalty): one line says what all rows share, then which rows used which rule."""
+    records = [EpisodeRecord(0, held_out_seed(0, 0), True, 1.0, 2, 0)]
+
+    def result(method: str, invalid_action: str) -> EvalResult:
+        return EvalResult.from_records(method, NUMBER_LINE, True, records, TokenUsage(), show_state=False,
+                                       invalid_action=invalid_action)
+
+    mixed = [result("random", "random"), result("warm start", "penalty"), result("trained", "penalty"),
+             result("expert", "random")]
+    markdown = results_markdown(mixed, title="Held-out success before and after PPO")
+    [line] = [line for line in markdown.splitlines() if line.startswith("Prompting")]
+    assert line == ("Prompting: cot=True, show_state=False. "
+                    "Invalid answers: random (random, expert); penalty (warm start, trained).")
+    same = results_markdown([result("trained", "penalty")])
+    assert "Prompting: cot=True, show_state=False, invalid answers: penalty." in same

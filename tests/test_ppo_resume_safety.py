@@ -34,10 +34,12 @@ def start_run(model_dir: Path, run_dir: Path) -> None:
 
     from vlm_agent.training.ppo_config import VLMPPOConfig
     from vlm_agent.training.ppo_trainer import VLMPPOTrainer
+    from vlm_agent.training.run_config import write_run_config
 
     (config,) = TrlParser(VLMPPOConfig).parse_args_and_config(train_flags(model_dir, run_dir)[1:])
     trainer = VLMPPOTrainer(config)
     run_dir.mkdir(parents=True)
+    write_run_config(config, run_dir)
     trainer.save_checkpoint()
     (run_dir / "metrics.jsonl").write_text('{"update": 0}\n')
     trainer.collector.close()

@@ -282,7 +282,13 @@ class ALFWorldEnv(gym.Env):
         return self._observation(), reward, terminated, False, self._info(command=command, admissible=admissible)
 
     def render(self) -> np.ndarray | None:
+        """``rgb_array``: the observation's image (a copy). Without a render_mode: a warning and None,
+        as the card games do (the image is in every observation's ``"image"`` anyway)."""
         if self.render_mode != "rgb_array":
+            gym.logger.warn(
+                "render() was called without a render_mode; pass render_mode='rgb_array' to gymnasium.make "
+                "(every observation holds the image too, under 'image')"
+            )
             return None
         self._require_reset()
         return self._current_image().copy()

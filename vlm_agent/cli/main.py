@@ -4,11 +4,15 @@ Every subcommand reads its options from a dataclass (each field's `help` is its 
 through `trl.TrlParser`, so `--config file.yaml` (or `--config=file.yaml`) sets the same options by
 name and command-line flags override the file. The file is read and type-checked by
 `vlm_agent.config_files` before anything runs. User errors (a bad option, an unusable config file,
-a damaged or mismatched checkpoint) end in one `vlm-agent <command>: error: ...` line and exit
-status 2 (options) or 1 (checkpoints), without a traceback.
+a damaged or mismatched checkpoint, a missing or damaged model) end in one
+`vlm-agent <command>: error: ...` line and exit status 2 (options) or 1 (checkpoints, models),
+without a traceback; an unknown option names the closest known one. Ctrl-C and SIGTERM end every
+command with one line and exit status 130 / 143 (`train` first saves its last complete update and
+prints the command that resumes it).
 
     vlm-agent train                                   # the embedded CPU demo (tiny model, NumberLine)
     vlm-agent train --config my_run.yaml --seed 3
+    vlm-agent train --output_dir runs/<run> --resume     # continue a run with its config.json
     vlm-agent eval --methods local:runs/<run> --env_ids gym_cards/NumberLine-v0
     vlm-agent sft --env_id gym_cards/Blackjack-v0 --output_dir sft_blackjack
     vlm-agent align --output_dir aligned_tiny          # a tiny model that reads the card images
@@ -20,26 +24,34 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import io
 import os
 import platform
 import sys
-import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
-#: The embedded configuration `vlm-agent train` uses when neither a model nor --config is given.
-DEFAULT_TRAIN_CONFIG = "tiny_numberline_cpu.yaml"
+from vlm_agent.cli.options import fail, parse
+from vlm_agent.cli.train import (
+    DEFAULT_TRAIN_CONFIG,
+    DEFAULT_TRAIN_ENV,
+    TEXT_STATE_TRAIN_CONFIG,
+    TRAIN_DESCRIPTION,
+    comparison_table,
+    embedded_config_path,
+    quiet_library_progress_bars,
+    train_command,
+)
+from vlm_agent.cli.train import SUMMARY as TRAIN_SUMMARY
 
-#: The embedded configuration for a bare `vlm-agent train --env_id <another env>`: the same demo with
-#: the state also given as text (the tiny model's image alignment reads only NumberLine well).
-TEXT_STATE_TRAIN_CONFIG = "tiny_numberline_text_cpu.yaml"
-DEFAULT_TRAIN_ENV = "gym_cards/NumberLine-v0"
+__all__ = [
+    "COMMANDS", "DEFAULT_TRAIN_CONFIG", "DEFAULT_TRAIN_ENV", "TEXT_STATE_TRAIN_CONFIG", "comparison_table",
+    "embedded_config_path", "environment_report", "main",
+]
 
 COMMANDS = {
-    "train": "PPO fine-tuning of a vision-language model on a gym_cards task (default: a CPU demo).",
+    "train": TRAIN_SUMMARY,
     "eval": "Success rate (95% interval), mean return and invalid-answer rate on held-out seeds.",
     "sft": "Supervised warm start on expert demonstrations (optionally with deliberate mistakes).",
     "align": "Teach a (tiny) VLM to read the game state from the image (images -> read-outs), before SFT.",
@@ -48,181 +60,34 @@ COMMANDS = {
 }
 
 
-def embedded_config_path(name: str) -> Path:
-    """Path of a YAML file shipped in `vlm_agent/configs/`."""
-    return Path(str(resources.files("vlm_agent") / "configs" / name))
-
-
-def _parser(dataclass_type: type, command: str):
-    from trl import TrlParser
-
-    class OneLineErrorParser(TrlParser):
-        """argparse prints the whole usage (dozens of lines for train) before an error; one line is enough."""
-
-        def error(self, message: str) -> typing.NoReturn:
-            self.exit(2, f"{self.prog}: error: {' '.join(message.split())}\n")
-
-    description = TRAIN_DESCRIPTION if command == "train" else COMMANDS[command]
-    parser = OneLineErrorParser(dataclass_type, prog=f"vlm-agent {command}", description=description)
-    # `_parse` reads --config itself; declaring it here documents it in --help.
-    parser.add_argument("--config", metavar="FILE.yaml", help="YAML file setting any of the options below by name.")
-    return parser
-
-
-def _split_config(argv: list[str]) -> tuple[list[str], str | None]:
-    """`argv` without its `--config FILE` / `--config=FILE`, and FILE (None when not given)."""
-    rest: list[str] = []
-    paths: list[str] = []
-    tokens = iter(argv)
-    for token in tokens:
-        if token == "--config":
-            value = next(tokens, None)
-            if value is None or value.startswith("--"):
-                raise ValueError("--config needs a file: --config FILE.yaml")
-            paths.append(value)
-        elif token.startswith("--config="):
-            paths.append(token.split("=", 1)[1])
-        else:
-            rest.append(token)
-    if len(paths) > 1:
-        raise ValueError(f"--config is given {len(paths)} times ({', '.join(paths)}); give one file")
-    return rest, (paths[0] if paths else None)
-
-
-def _has_config(argv: list[str]) -> bool:
-    return any(token == "--config" or token.startswith("--config=") for token in argv)
-
-
 def _parse(dataclass_type: type, command: str, argv: list[str], comma_separated: tuple[str, ...] = ()):
-    """The options dataclass from `argv`: config file (type-checked) first, flags over it.
-
-    `comma_separated`: text options a config file may write as a YAML list.
-    """
-    from vlm_agent.config_files import check_options, read_config_file
-
-    parser = _parser(dataclass_type, command)
-    try:
-        argv, config_path = _split_config(argv)
-        if config_path is not None:
-            options = check_options(
-                read_config_file(config_path), dataclass_type, source=config_path,
-                comma_separated=comma_separated,
-            )
-            # Checked values become the defaults, so command-line flags still override the file.
-            parser.set_defaults_with_config(**options)
-        # The first output is the dataclass; a second one holds the documented-only --config.
-        parsed = parser.parse_args_into_dataclasses(args=argv)[0]
-    except ValueError as error:  # config files, __post_init__ validation
-        parser.error(str(error))
-    return parsed
-
-
-TRAIN_DESCRIPTION = (
-    COMMANDS["train"]
-    + f" A bare `vlm-agent train` (no --config, no --model_name_or_path) runs the embedded CPU demo, "
-    f"vlm_agent/configs/{DEFAULT_TRAIN_CONFIG} (tiny model, NumberLine from the image alone, about 9 minutes on 2 cores); the defaults "
-    "shown below are the paper's and apply as soon as --config or --model_name_or_path is given."
-)
+    """The options dataclass of `command` from `argv` (`vlm_agent.cli.options.parse`)."""
+    description = TRAIN_DESCRIPTION if command == "train" else COMMANDS[command]
+    return parse(dataclass_type, command, argv, comma_separated, description)
 
 
 def _fail(command: str, message: str) -> int:
     """A user error: one line on stderr, exit status 2 (as argparse does), no traceback."""
-    print(f"vlm-agent {command}: error: {message}", file=sys.stderr)
-    return 2
+    return fail(command, message)
 
 
-def _flag_value(argv: list[str], flag: str) -> str | None:
-    """The value given to ``flag`` (``--flag V`` or ``--flag=V``; the last one wins), or None."""
-    value = None
-    for index, item in enumerate(argv):
-        if item == flag and index + 1 < len(argv):
-            value = argv[index + 1]
-        elif item.startswith(flag + "="):
-            value = item.split("=", 1)[1]
-    return value
+def _set_torch_threads() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))  # see ppo_trainer.prepare_run
 
 
 def _train(argv: list[str]) -> int:
-    from vlm_agent.training.ppo_config import VLMPPOConfig
-
-    if not _has_config(argv) and not any(a.startswith("--model_name_or_path") for a in argv) and not {
-        "-h",
-        "--help",
-    } & set(argv):
-        env_id = _flag_value(argv, "--env_id")
-        embedded = DEFAULT_TRAIN_CONFIG if env_id in (None, DEFAULT_TRAIN_ENV) else TEXT_STATE_TRAIN_CONFIG
-        if embedded != DEFAULT_TRAIN_CONFIG:
-            print(f"vlm-agent train: the embedded demo on {env_id} gives the tiny model the state as text too "
-                  f"(vlm_agent/configs/{embedded}): its image alignment reads only {DEFAULT_TRAIN_ENV} well")
-        argv = ["--config", str(embedded_config_path(embedded)), *argv]
-        # The demo builds its model locally and needs nothing from the model hub: make sure that
-        # nothing (a hub lookup, TRL's usage ping) tries the network. Read by huggingface_hub at
-        # import, so before TrlParser is imported.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    config = _parse(VLMPPOConfig, "train", argv, comma_separated=VLMPPOConfig.COMMA_SEPARATED)
-    from vlm_agent.rollout.environments import check_env
-
-    try:
-        check_env(config.env_id, config.env_kwargs)  # before a model is built or a run folder is made
-    except ValueError as error:
-        return _fail("train", str(error))
-    if config.model_name_or_path is None:
-        from vlm_agent.demo.warm_start import check_demo, train_demo
-
-        try:
-            check_demo(config)
-        except ValueError as error:
-            return _fail("train", str(error))
-        run_dir = train_demo(config)
-    else:
-        from vlm_agent.training.ppo_trainer import train
-
-        run_dir = train(config)
-    env_kwargs = f" --env_kwargs '{json.dumps(config.env_kwargs)}'" if config.env_kwargs else ""
-    evaluate = f"vlm-agent eval --methods local:{run_dir} --env_ids {config.env_id}{env_kwargs}"
-    print(f"Run written to {run_dir}")
-    print(f"  metrics:        {run_dir / 'metrics.csv'} (and metrics.jsonl)")
-    print(f"  learning curve: {run_dir / 'learning_curve.png'}")
-    print(f"  samples:        {run_dir / 'samples.jsonl'}")
-    print(f"  policy:         {run_dir / 'policy'} (with the prompt and sampling settings it was trained with)")
-    if config.final_eval_episodes > 0:
-        from vlm_agent.evaluation.comparison import compare_before_after
-
-        warm_start = Path(config.model_name_or_path or run_dir / "base_model")
-        warm_start = warm_start if warm_start.is_dir() else None  # a hub id: nothing local to evaluate
-        results, paths = compare_before_after(
-            run_dir, env_id=config.env_id, env_kwargs=config.env_kwargs, warm_start=warm_start,
-            episodes=config.final_eval_episodes, blank_control=not config.show_state,
-            seed=config.seed, progress=config.progress_bar,
-        )
-        from vlm_agent.training.learning_curve import plot_learning_curve
-        from vlm_agent.training.run_logs import LEARNING_CURVE_PNG, METRICS_JSONL
-
-        plot_learning_curve(run_dir / METRICS_JSONL, run_dir / LEARNING_CURVE_PNG, title=config.env_id,
-                            levels={result.method: result.success_rate for result in results})
-        print(f"  comparison:     {paths['md']} (and .csv)")
-    print(f"  evaluate it:    {evaluate}")
-    if config.final_eval_episodes > 0:
-        print()
-        print(f"Held-out success on {config.env_id} ({config.final_eval_episodes} episodes each):")
-        print(comparison_table(results))
-    return 0
-
-
-def comparison_table(results) -> str:
-    """Fixed-width text table of the before/after comparison, for the terminal."""
-    lines = [f"  {'method':<24} {'success':>8} {'95% interval':>16} {'invalid':>8}"]
-    for result in results:
-        low, high = result.ci95
-        lines.append(f"  {result.method:<24} {100 * result.success_rate:7.1f}% "
-                     f"[{100 * low:5.1f}, {100 * high:5.1f}]% {100 * result.invalid_rate:7.1f}%")
-    return "\n".join(lines)
+    return train_command(argv)
 
 
 def _eval(argv: list[str]) -> int:
     from vlm_agent.evaluation.eval_config import EvalConfig
 
     config = _parse(EvalConfig, "eval", argv)
+    if not config.progress and any("local:" in method for method in config.methods):
+        quiet_library_progress_bars()  # a local model's "Loading weights" bar
     from vlm_agent.agents.remote import ModelRequestError
     from vlm_agent.evaluation.evaluate import run_eval
     from vlm_agent.evaluation.tables import results_markdown
@@ -242,16 +107,18 @@ def _sft(argv: list[str]) -> int:
     from vlm_agent.training.sft import VLMSFTConfig, run_sft
 
     config = _parse(VLMSFTConfig, "sft", argv)
+    from vlm_agent.models.loading import check_model_reference
     from vlm_agent.rollout.environments import check_env
 
     try:
         check_env(config.env_id, config.env_kwargs)  # before a model is built or anything is written
+        if config.model_name_or_path is not None:
+            check_model_reference(config.model_name_or_path)
     except ValueError as error:
         return _fail("sft", str(error))
-    import torch
-
-    if not torch.cuda.is_available():
-        torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))  # see ppo_trainer.prepare_run
+    _set_torch_threads()
+    if not config.progress_bar:
+        quiet_library_progress_bars()
     if config.model_name_or_path is None:
         from vlm_agent.demo.tiny_models import make_tiny_model
 
@@ -266,15 +133,20 @@ def _align(argv: list[str]) -> int:
     from vlm_agent.demo.alignment import VLMAlignConfig, run_alignment
 
     config = _parse(VLMAlignConfig, "align", argv)
-    import torch
+    if config.model_name_or_path is not None:
+        from vlm_agent.models.loading import check_model_reference
 
-    if not torch.cuda.is_available():
-        torch.set_num_threads(int(os.environ.get("VLM_AGENT_NUM_THREADS", "1")))  # see ppo_trainer.train
+        try:
+            check_model_reference(config.model_name_or_path)  # before anything is built or written
+        except ValueError as error:
+            return _fail("align", str(error))
+    _set_torch_threads()
+    if not config.progress_bar:
+        quiet_library_progress_bars()
     try:
         result = run_alignment(config)
     except ValueError as error:  # e.g. a model whose architecture has no projector stage
-        print(f"vlm-agent align: error: {' '.join(str(error).split())}", file=sys.stderr)
-        return 1
+        return fail("align", str(error), status=1)
     losses = result.losses
     for slot in result.slots:
         item = "" if slot.index is None else f"[{slot.index} of {slot.length}]"
@@ -328,19 +200,22 @@ def _positional_out_dir(argv: list[str]) -> list[str]:
 
 def _make_tiny_model(argv: list[str]) -> int:
     arguments = _parse(TinyModelArguments, "make-tiny-model", _positional_out_dir(argv))
-    from transformers import AutoModelForImageTextToText
-
     from vlm_agent.demo.tiny_models import VisionSettings, make_tiny_model
+    from vlm_agent.models.loading import load_pretrained_model
 
+    quiet_library_progress_bars()  # a one-off: the parameter count below loads the model once
     try:
         vision = VisionSettings(arguments.image_size, arguments.vision_width, arguments.vision_depth)
+        out_dir = Path(arguments.out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise ValueError(f"--out_dir {out_dir} is a file; give a folder to write the model to")
+        path = make_tiny_model(
+            arguments.arch, out_dir, seed=arguments.seed,
+            hidden_size=arguments.hidden_size, num_layers=arguments.num_layers, vision=vision,
+        )
     except ValueError as error:
-        _parser(TinyModelArguments, "make-tiny-model").error(str(error))
-    path = make_tiny_model(
-        arguments.arch, arguments.out_dir, seed=arguments.seed,
-        hidden_size=arguments.hidden_size, num_layers=arguments.num_layers, vision=vision,
-    )
-    parameters = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(path).parameters())
+        return _fail("make-tiny-model", str(error))
+    parameters = sum(p.numel() for p in load_pretrained_model(path).parameters())
     print(f"wrote a tiny {arguments.arch} model ({parameters / 1e6:.2f}M random parameters) to {path}")
     return 0
 
@@ -400,16 +275,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         top.print_help()
         return 0 if argv else 2
-    arguments = top.parse_args(argv[:1])
+    if argv[0] not in COMMANDS:
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], list(COMMANDS), n=1)
+        hint = f"; did you mean {close[0]}?" if close else f"; choose one of {', '.join(COMMANDS)}"
+        print(f"vlm-agent: error: unknown command {argv[0]!r}{hint}", file=sys.stderr)
+        return 2
+    command = argv[0]
+    # Output reaches a log file line by line (stage lines, tables), not when a buffer fills.
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)
+    from vlm_agent.training.interrupts import Interrupted, signals_raise
+
     try:
-        return HANDLERS[arguments.command](argv[1:])
+        with signals_raise():  # Ctrl-C and SIGTERM end every command with one line
+            return HANDLERS[command](argv[1:])
+    except KeyboardInterrupt as stop:
+        name, status = (stop.signal_name, stop.exit_status) if isinstance(stop, Interrupted) else ("SIGINT", 130)
+        print(f"vlm-agent {command}: stopped by {name}", file=sys.stderr, flush=True)
+        return status
     except Exception as error:
         # Only a module that was imported can have raised its error: checking through sys.modules
         # keeps `vlm-agent env` and `--help` from importing torch.
-        checkpoint = sys.modules.get("vlm_agent.training.checkpoint")
-        if checkpoint is not None and isinstance(error, checkpoint.CheckpointError):
-            print(f"vlm-agent {arguments.command}: error: {' '.join(str(error).split())}", file=sys.stderr)
-            return 1
+        for module, error_class in (("vlm_agent.training.checkpoint", "CheckpointError"),
+                                    ("vlm_agent.models.loading", "ModelLoadError")):
+            loaded = sys.modules.get(module)
+            if loaded is not None and isinstance(error, getattr(loaded, error_class)):
+                return fail(command, str(error), status=1)
         raise
 
 

@@ -300,9 +300,8 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
     """Align ``config.model_name_or_path`` (or a new legible tiny model) and save it to ``output_dir``."""
     import torch
     from tqdm.auto import tqdm
-    from transformers import AutoModelForImageTextToText
 
-    from vlm_agent.models.loading import load_processor
+    from vlm_agent.models.loading import load_pretrained_model, load_processor
 
     output_dir = Path(config.output_dir)
     model_path = config.model_name_or_path
@@ -312,7 +311,7 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
         model_path = str(make_tiny_model(config.tiny_arch, output_dir / "tiny_random_model", seed=config.seed,
                                          vision=LEGIBLE_VISION))
     processor = load_processor(model_path)
-    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    model = load_pretrained_model(model_path, dtype=torch.float32)
     per_env = {env_id: readout_examples(env_id, config.num_examples, seed=config.seed) for env_id in config.env_ids}
     examples = [e for env_examples in per_env.values() for e in env_examples]
     slots: list[ReadoutSlot] = []

@@ -10,15 +10,17 @@ from pathlib import Path
 from vlm_agent.demo.alignment import VLMAlignConfig
 from vlm_agent.training.ppo_config import VLMPPOConfig
 from vlm_agent.training.ppo_trainer import prepare_run, train
+from vlm_agent.training.stages import StageClock
 
 
-def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
+def prepare_base_model(config: VLMPPOConfig, run_dir: Path, clock: StageClock | None = None) -> Path:
     """The model PPO starts from when none is given: the tiny model, warm-started by SFT.
 
     With `align_*_steps` the tiny model gets legible vision settings and is aligned to read the
     env's image first (`vlm_agent.demo.alignment`, in `run_dir/aligned_model`); its SFT then trains
     the language model's layers alone, which keeps the reading (a whole-model SFT erased it).
-    Built once per run directory (`run_dir/base_model`); a resumed run reuses it.
+    Built once per run directory (`run_dir/base_model`); a resumed run reuses it. `clock` times
+    and announces the stages (alignment, SFT).
     """
     from vlm_agent.demo.tiny_models import make_tiny_model
     from vlm_agent.training.sft import VLMSFTConfig, run_sft
@@ -27,10 +29,13 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
     done_marker = base_dir / "WARM_START_DONE"
     if done_marker.is_file():
         return base_dir
+    clock = clock or StageClock()
     if config.aligns_warm_start:
         from vlm_agent.demo.alignment import run_alignment
 
-        start = run_alignment(warm_start_alignment(config, str(run_dir / "aligned_model"))).model_dir
+        steps = f"{config.align_projector_steps} projector + {config.align_language_steps} language-model steps"
+        with clock.stage("alignment", f"teaching a tiny model to read {config.env_id}'s image ({steps})"):
+            start = run_alignment(warm_start_alignment(config, str(run_dir / "aligned_model"))).model_dir
     else:
         start = make_tiny_model(config.tiny_arch, run_dir / "tiny_random_model", seed=config.seed)
     sft_config = VLMSFTConfig(
@@ -48,7 +53,10 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path) -> Path:
         progress_bar=config.progress_bar,
         language_only=config.aligns_warm_start,
     )
-    run_sft(sft_config)
+    wrong = f", {100 * config.sft_wrong_action_rate:.0f}% deliberately wrong" if config.sft_wrong_action_rate else ""
+    with clock.stage("SFT", f"warm start on {config.sft_num_demos} expert demonstrations{wrong}, "
+                            f"{config.sft_epochs:g} epoch{'s' if config.sft_epochs != 1 else ''}"):
+        run_sft(sft_config)
     from vlm_agent.agents.settings import write_agent_settings
 
     # The warm start is evaluated as the PPO run acts (prompt, answer length, invalid-answer rule).
@@ -84,11 +92,24 @@ def check_demo(config: VLMPPOConfig) -> None:
         ) from None
 
 
-def train_demo(config: VLMPPOConfig) -> Path:
+def train_demo(config: VLMPPOConfig, clock: StageClock | None = None) -> Path:
     """The embedded CPU demo: warm-start a tiny model (`prepare_base_model`), then PPO on it
-    (`vlm_agent.training.ppo_trainer.train`); returns the run directory."""
+    (`vlm_agent.training.ppo_trainer.train`); returns the run directory. `clock` times and
+    announces the stages (alignment, SFT, PPO)."""
     check_demo(config)
+    clock = clock or StageClock()
     run_dir = prepare_run(config)  # a refused --resume builds nothing
     run_dir.mkdir(parents=True, exist_ok=True)
-    base = prepare_base_model(config, run_dir)
-    return train(dataclasses.replace(config, model_name_or_path=str(base)), run_dir=run_dir)
+    clock.say(f"run folder: {run_dir}")
+    base = prepare_base_model(config, run_dir, clock)
+    ppo_config = dataclasses.replace(config, model_name_or_path=str(base))
+    with clock.stage("PPO", ppo_stage_text(ppo_config)):
+        return train(ppo_config, run_dir=run_dir)
+
+
+def ppo_stage_text(config: VLMPPOConfig) -> str:
+    """What the PPO stage does, for its announcement: `8 updates of 16 envs x 16 steps, from the image alone`."""
+    updates = config.num_updates()
+    seen = "the state as text and the image" if config.show_state else "the image alone"
+    return (f"{updates} update{'s' if updates != 1 else ''} of {config.num_envs} envs x {config.num_steps} steps "
+            f"on {config.env_id}, from {seen}")

@@ -78,10 +78,30 @@ def results_markdown(results: Sequence[EvalResult], title: str = "Evaluation") -
                 f"{usage.cache_hits} | {usage.retries} | {usage.prompt_tokens} | "
                 f"{usage.completion_tokens} |"
             )
-    settings = _ordered([f"cot={result.cot}, show_state={result.show_state}, "
-                         f"invalid answers: {result.invalid_action}" for result in results])
-    lines += ["", f"Prompting: {'; '.join(settings)}.", ""]
+    lines += ["", prompting_line(results), ""]
     return "\n".join(lines)
+
+
+def prompting_line(results: Sequence[EvalResult]) -> str:
+    """The prompting settings under a results table: what all rows share in one sentence, then each
+    setting that differs between rows with the rows of each value, e.g. ``Prompting: cot=True,
+    show_state=False. Invalid answers: random (random, expert); penalty (warm start, trained).``"""
+    settings = {"cot": lambda r: r.cot, "show_state": lambda r: r.show_state,
+                "invalid answers": lambda r: r.invalid_action}
+    shared, differing = [], []
+    for name, value_of in settings.items():
+        rows_by_value: dict[str, list[str]] = {}
+        for result in results:
+            rows = rows_by_value.setdefault(str(value_of(result)), [])
+            if result.method not in rows:
+                rows.append(result.method)
+        if len(rows_by_value) == 1:
+            shared.append(f"{name}={next(iter(rows_by_value))}" if name != "invalid answers"
+                          else f"invalid answers: {next(iter(rows_by_value))}")
+        else:
+            values = "; ".join(f"{value} ({', '.join(rows)})" for value, rows in rows_by_value.items())
+            differing.append(f"{name[0].upper()}{name[1:]}: {values}.")
+    return " ".join([f"Prompting: {', '.join(shared)}." if shared else "Prompting:", *differing])
 
 
 def results_csv(results: Sequence[EvalResult]) -> str:

@@ -139,19 +139,68 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+class ModelLoadError(ValueError):
+    """A model folder or hub id cannot be loaded; the message is one line that says what to do."""
+
+
+class MissingModelError(ModelLoadError, FileNotFoundError):
+    """A model path that does not exist, or a folder that holds no saved model."""
+
+
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
 def _check_local_path(name_or_path: str) -> None:
     path = Path(name_or_path)
     looks_local = path.is_absolute() or name_or_path.startswith((".", "~")) or name_or_path.count("/") > 1
     if looks_local and not path.exists():
-        raise FileNotFoundError(
+        raise MissingModelError(
             f"model path {name_or_path} does not exist; pass a directory holding a saved model "
             "(build a tiny one with `vlm-agent make-tiny-model --arch qwen2_vl DIR`)"
         )
+    if path.exists() and not path.is_dir():
+        raise MissingModelError(f"model path {name_or_path} is a file; pass the directory that save_pretrained wrote")
     if path.is_dir() and not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        raise FileNotFoundError(
+        raise MissingModelError(
             f"{name_or_path} holds no config.json: it is not a saved Hugging Face model; "
             "pass the directory that save_pretrained wrote"
         )
+    if not path.exists() and _hub_offline():
+        raise MissingModelError(
+            f"{name_or_path} is not a local folder, and the model hub is offline (HF_HUB_OFFLINE=1); download it "
+            f"first (`hf download {name_or_path} --local-dir DIR`) and pass DIR, or unset HF_HUB_OFFLINE"
+        )
+
+
+def check_model_reference(name_or_path: str | Path) -> None:
+    """Refuse, before anything is built, a model path that does not exist or holds no saved model,
+    and a hub id while the hub is offline.
+
+    Raises:
+        MissingModelError: what is wrong and what to pass instead (one line).
+    """
+    _check_local_path(str(name_or_path))
+
+
+def load_pretrained_model(name_or_path: str | Path, **kwargs: Any) -> PreTrainedModel:
+    """``AutoModelForImageTextToText.from_pretrained`` with one clear error for a missing, offline or
+    damaged model (e.g. a truncated ``model.safetensors``).
+
+    Raises:
+        ModelLoadError: what is wrong and what to do (one line).
+    """
+    name_or_path = str(name_or_path)
+    _check_local_path(name_or_path)
+    try:
+        return AutoModelForImageTextToText.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError, SafetensorError) as error:
+        raise ModelLoadError(
+            f"cannot load an image-text-to-text model from {name_or_path} ({' '.join(str(error).split())[:300]}); "
+            "check that the directory holds a complete, uncorrupted save_pretrained output"
+        ) from error
 
 
 def _local_model_type(name_or_path: str) -> str | None:
@@ -175,14 +224,14 @@ def load_processor(name_or_path: str | Path) -> ProcessorMixin:
         else:
             processor = AutoProcessor.from_pretrained(name_or_path)
     except (OSError, ValueError, json.JSONDecodeError) as error:
-        raise ValueError(f"cannot load the processor from {name_or_path} ({error})") from error
+        raise ModelLoadError(f"cannot load the processor from {name_or_path} ({error})") from error
     if not isinstance(processor, ProcessorMixin) or getattr(processor, "image_processor", None) is None:
-        raise ValueError(
+        raise ModelLoadError(
             f"{name_or_path} has no image processor (AutoProcessor returned {type(processor).__name__}); "
             "a vision-language model needs a processor_config.json / preprocessor_config.json next to its weights"
         )
     if not (processor.chat_template or getattr(processor.tokenizer, "chat_template", None)):
-        raise ValueError(
+        raise ModelLoadError(
             f"the processor of {name_or_path} has no chat template; use an instruction-tuned checkpoint or "
             "save one with processor.chat_template = '...' and processor.save_pretrained(...)"
         )
@@ -194,18 +243,11 @@ def load_processor(name_or_path: str | Path) -> ProcessorMixin:
 
 def load_model(settings: ModelSettings) -> PreTrainedModel | PeftModel:
     """Load the model per ``settings``: dtype, device, LoRA (fresh or loaded), gradient checkpointing."""
-    _check_local_path(settings.model_name_or_path)
     device = resolve_device(settings.device)
     kwargs: dict[str, Any] = {"dtype": resolve_dtype(settings.dtype, device), **settings.extra_model_kwargs}
     if settings.attn_implementation is not None:
         kwargs["attn_implementation"] = settings.attn_implementation
-    try:
-        model = AutoModelForImageTextToText.from_pretrained(settings.model_name_or_path, **kwargs)
-    except (OSError, ValueError, RuntimeError, KeyError, json.JSONDecodeError, SafetensorError) as error:
-        raise ValueError(
-            f"cannot load an image-text-to-text model from {settings.model_name_or_path} ({error}); "
-            "check that the directory holds a complete, uncorrupted save_pretrained output"
-        ) from error
+    model = load_pretrained_model(settings.model_name_or_path, **kwargs)
     model.to(device)
     if settings.gradient_checkpointing:
         # Non-reentrant checkpointing needs no input embeddings with requires_grad (frozen base + LoRA).
@@ -217,7 +259,7 @@ def load_model(settings: ModelSettings) -> PreTrainedModel | PeftModel:
             try:
                 model = PeftModel.from_pretrained(model, settings.adapter_path, is_trainable=settings.adapter_trainable)
             except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as error:
-                raise ValueError(f"cannot load the LoRA adapter from {settings.adapter_path} ({error})") from error
+                raise ModelLoadError(f"cannot load the LoRA adapter from {settings.adapter_path} ({error})") from error
         elif settings.use_lora:
             lora = LoraConfig(
                 r=settings.lora_r,

@@ -16,6 +16,7 @@ sampling temperature (logits / T) with the same special tokens suppressed as dur
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -194,8 +195,11 @@ class VLMPolicy:
             model_settings.dtype = dtype
         is_adapter = (directory / "adapter_config.json").is_file()
         if is_adapter:
+            recorded = Path(model_settings.model_name_or_path)
             if base_model is not None:
                 model_settings.model_name_or_path = str(base_model)
+            elif not recorded.is_absolute() and (directory / recorded).is_dir():  # relative to this folder
+                model_settings.model_name_or_path = str(directory / recorded)
             model_settings.adapter_path = str(directory)
             model_settings.adapter_trainable = is_trainable
         else:
@@ -207,8 +211,11 @@ class VLMPolicy:
         value_head = ValueHead.from_pretrained(directory) if critic else None
         return cls(model, processor, value_head, generation, model_settings, critic=critic)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write the adapter (or the full model), the value head, the processor and the settings."""
+    def save_pretrained(self, directory: str | Path, *, base_within: str | Path | None = None) -> Path:
+        """Write the adapter (or the full model), the value head, the processor and the settings.
+
+        `base_within`: a folder (a training run's) whose base model is recorded relative to `directory`.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory)
@@ -219,6 +226,15 @@ class VLMPolicy:
             model_name_or_path=str(self._base_model.config.name_or_path), use_lora=self.has_adapter
         )
         record = {"generation": asdict(self.settings), "model": model_settings.to_dict()}
+        base = Path(model_settings.model_name_or_path)
+        if base.is_dir():
+            # A base model inside `base_within` (the run folder, which holds the demo's base_model) is
+            # recorded relative to this folder, so it is found when the run moves; any other local
+            # one absolute, so it is found from any working directory.
+            resolved = base.resolve()
+            inside = base_within is not None and Path(base_within).resolve() in resolved.parents
+            record["model"]["model_name_or_path"] = (
+                os.path.relpath(resolved, directory.resolve()) if inside else str(resolved))
         (directory / POLICY_SETTINGS_FILE).write_text(json.dumps(record, indent=2) + "\n")
         return directory
 

@@ -24,11 +24,14 @@ gradients are averaged across processes in one flattened all-reduce before the o
 the same collectives in the same order.
 
 DeepSpeed ZeRO-2: see `vlm_agent.training.optimizer`.
+
+Stopping (one process): on SIGINT or SIGTERM the rollout in progress is abandoned (an update or a
+save in progress finishes), the last complete update is saved and `TrainingInterrupted` is raised
+(`vlm_agent.training.interrupts`); `--resume` continues with the interrupted update.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -61,6 +64,7 @@ from vlm_agent.training.distributed import (
     mean_across_processes,
     sum_across_processes,
 )
+from vlm_agent.training.interrupts import Interrupted, SignalGuard
 from vlm_agent.training.learning_curve import plot_learning_curve
 from vlm_agent.training.optimizer import (
     build_optimizer,
@@ -70,15 +74,13 @@ from vlm_agent.training.optimizer import (
 )
 from vlm_agent.training.ppo_config import VLMPPOConfig
 from vlm_agent.training.run_checkpoints import RunCheckpoints
+from vlm_agent.training.run_config import write_run_config
 from vlm_agent.training.run_logs import (
     LEARNING_CURVE_PNG,
     METRICS_JSONL,
     RunLog,
     update_metrics,
 )
-
-#: Config fields that must match between a checkpoint and the run resuming it.
-
 
 def default_run_dir(config: VLMPPOConfig) -> Path:
     """`runs/<env>__<exp_name>__<seed>__<unix time>`, as CleanRL names runs."""
@@ -211,6 +213,7 @@ class VLMPPOTrainer(RunCheckpoints):
         self.update = 0
         self.global_step = 0
         self.history: list[dict[str, Any]] = []
+        self.saved_checkpoint: tuple[int | None, Path | None] = (None, None)  # (update, folder) saved last
         self.run_log = RunLog(self.run_dir, config, self.accelerator, is_main=self.is_main)
 
     # ------------------------------------------------------------------ the loop
@@ -235,11 +238,11 @@ class VLMPPOTrainer(RunCheckpoints):
                 "another --output_dir"
             )
         self.base_model_fingerprint  # noqa: B018 - hash the model we start from before it can change
+        if config.resume:
+            self.load_checkpoint(self.run_dir)  # every check before anything in the folder changes
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-        if config.resume:
-            self.load_checkpoint(self.run_dir)
+            write_run_config(config, self.run_dir)
         self.run_log.open()
         steps_per_update = config.rollout_size(self.world_size)
         bar = tqdm(
@@ -250,27 +253,41 @@ class VLMPPOTrainer(RunCheckpoints):
             disable=not (config.progress_bar and self.is_main),
         )
         stop_at = None if max_updates is None else self.update + max_updates
+        # Ctrl-C / SIGTERM (one process): a rollout in progress is abandoned, an update or a save in
+        # progress finishes; then the last complete update is saved (`vlm_agent.training.interrupts`).
+        guard = SignalGuard(enabled=self.world_size == 1)
         try:
-            while not self.finished and (stop_at is None or self.update < stop_at):
-                started = time.perf_counter()
-                learning_rate = self._set_learning_rate()
-                self.policy.eval()
-                rollout, stats = self.collector.collect(
-                    config.num_steps,
-                    log_samples=config.log_samples if self.is_main else 0,
-                    on_step=lambda n: bar.update(n * self.world_size),
-                )
-                losses = self.ppo_update(rollout)
-                self.update += 1
-                self.global_step += self._steps_taken(rollout, steps_per_update)
-                metrics = self._metrics(rollout, stats, losses, learning_rate, time.perf_counter() - started)
-                self.history.append(metrics)
-                self.run_log.write(self.update, self.global_step, metrics, stats.sample_logs)
-                bar.set_postfix(
-                    success=f"{metrics['charts/success_rate']:.2f}", invalid=f"{metrics['charts/invalid_action_rate']:.2f}"
-                )
-                if self.update % config.save_every == 0 or self.finished or self.update == stop_at:
-                    self.save_checkpoint()
+            with guard.installed():
+                while not self.finished and (stop_at is None or self.update < stop_at):
+                    started = time.perf_counter()
+                    resume_point = self.resume_point()  # the state a checkpoint of the last update holds
+                    try:
+                        with guard.abandonable():
+                            learning_rate = self._set_learning_rate()
+                            self.policy.eval()
+                            rollout, stats = self.collector.collect(
+                                config.num_steps,
+                                log_samples=config.log_samples if self.is_main else 0,
+                                on_step=lambda n: bar.update(n * self.world_size),
+                            )
+                    except Interrupted as interrupt:
+                        if not guard.enabled:  # several processes: saving now would wait on the others
+                            raise
+                        raise self.stopped(interrupt.signum, resume_point) from None
+                    losses = self.ppo_update(rollout)
+                    self.update += 1
+                    self.global_step += self._steps_taken(rollout, steps_per_update)
+                    metrics = self._metrics(rollout, stats, losses, learning_rate, time.perf_counter() - started)
+                    self.history.append(metrics)
+                    self.run_log.write(self.update, self.global_step, metrics, stats.sample_logs)
+                    bar.set_postfix(
+                        success=f"{metrics['charts/success_rate']:.2f}",
+                        invalid=f"{metrics['charts/invalid_action_rate']:.2f}",
+                    )
+                    if self.update % config.save_every == 0 or self.finished or self.update == stop_at:
+                        self.save_checkpoint()
+                    if guard.received is not None:
+                        raise self.stopped(guard.received, None)
         finally:
             bar.close()
             self.run_log.close()

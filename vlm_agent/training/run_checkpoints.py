@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,29 @@ from vlm_agent.training.checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from vlm_agent.training.interrupts import TrainingInterrupted
+from vlm_agent.training.run_config import run_record, same_model
 from vlm_agent.training.run_logs import truncate_metrics
 
-#: Config fields that must match between a checkpoint and the run resuming it.
+#: Config fields that must match between a checkpoint and the run resuming it (the model is
+#: compared as a path, see `same_model`). `vlm-agent train --resume` refuses more: see
+#: `vlm_agent.training.run_config.RESUME_OVERRIDABLE`.
 RESUME_KEYS = [
-    "model_name_or_path", "tiny_arch", "env_id", "num_envs", "num_steps", "use_lora", "lora_r", "lora_alpha",
+    "tiny_arch", "env_id", "num_envs", "num_steps", "use_lora", "lora_r", "lora_alpha",
     "lora_target_modules", "use_cot", "show_state", "seed", "env_kwargs", "algorithm", "group_size",
 ]
+
+
+@dataclass
+class ResumePoint:
+    """What a checkpoint of the last complete update holds besides weights and optimizer: the
+    environments' episodes and the RNG states, taken before the next rollout changes them."""
+
+    update: int
+    global_step: int
+    collector: dict[str, Any]
+    rng: dict[str, Any]
+    torch_rng: dict[str, Any]
 
 
 class RunCheckpoints:
@@ -48,35 +65,42 @@ class RunCheckpoints:
         (`agent_settings.json`), so that `vlm-agent eval` plays the policy as it was trained."""
         from vlm_agent.agents.settings import write_agent_settings
 
-        directory = self.policy.save_pretrained(directory)
+        directory = self.policy.save_pretrained(directory, base_within=self.run_dir)
         write_agent_settings(directory, self.config.agent_settings())
         return Path(directory)
 
-    def save_checkpoint(self) -> Path | None:
+    def resume_point(self) -> ResumePoint:
+        """The environments' and RNGs' state now, between two updates (cheap: JSON data and RNG states)."""
+        json_rng, tensor_rng = capture_rng_state(self.rng)
+        return ResumePoint(self.update, self.global_step, self.collector.state_dict(), json_rng, tensor_rng)
+
+    def save_checkpoint(self, resume_point: ResumePoint | None = None) -> Path | None:
         """Write checkpoint `update` atomically (main process); every process contributes its envs.
 
         The environments go into `state.json` as data (`RolloutCollector.state_dict`: how each
-        episode started and its actions, replayed on resume), never as a pickle.
+        episode started and its actions, replayed on resume), never as a pickle. `resume_point`:
+        the environments and RNGs as they were at the end of the last update (a rollout that was
+        abandoned since has moved them on; the weights and the optimizer have not moved).
         """
-        collector_state = self.collector.state_dict()
-        json_rng, tensor_rng = capture_rng_state(self.rng)
+        point = resume_point or self.resume_point()
+        local = {"collector": point.collector, "rng": point.rng, "torch_rng": point.torch_rng}
         if self.world_size > 1:
             import torch.distributed as dist
 
             gathered: list[Any] = [None] * self.world_size
-            dist.all_gather_object(gathered, {"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng})
+            dist.all_gather_object(gathered, local)
         else:
-            gathered = [{"collector": collector_state, "rng": json_rng, "torch_rng": tensor_rng}]
+            gathered = [local]
         path = None
         if self.is_main:
             path = save_checkpoint(
                 self.run_dir,
-                self.update,
+                point.update,
                 state={
-                    "update": self.update,
-                    "global_step": self.global_step,
+                    "update": point.update,
+                    "global_step": point.global_step,
                     "world_size": self.world_size,
-                    "config": self.config.to_dict(),
+                    "config": run_record(self.config, self.run_dir),
                     "base_model": self.base_model_fingerprint,
                     "rng": [item["rng"] for item in gathered],
                     "environments": [item["collector"] for item in gathered],
@@ -89,8 +113,20 @@ class RunCheckpoints:
                 },
                 export=self.save_policy,
             )
+            self.saved_checkpoint = (point.update, path)
         self.accelerator.wait_for_everyone()
         return path
+
+    def stopped(self, signum: int, resume_point: ResumePoint | None) -> TrainingInterrupted:
+        """After a stop signal: the last complete update saved (unless it already is), as the
+        exception that tells the command where it is (`vlm_agent.training.interrupts`).
+        `resume_point`: the state before the rollout that the signal abandoned; None when the
+        update in progress was finished."""
+        saved_update, path = self.saved_checkpoint
+        if saved_update != self.update:
+            path = self.save_checkpoint(resume_point)
+        return TrainingInterrupted(signum, run_dir=self.run_dir, checkpoint=path, completed_updates=self.update,
+                                   num_updates=self.num_updates, finished=resume_point is None)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore weights, optimizer, RNGs, environments and counters from a checkpoint or run dir."""
@@ -98,6 +134,8 @@ class RunCheckpoints:
         # Checkpoints from before --algorithm were PPO runs.
         saved_config = {"algorithm": "ppo", "group_size": 8, **checkpoint.state.get("config", {})}
         check_compatible(saved_config, self.config.to_dict(), RESUME_KEYS)
+        if not same_model(saved_config.get("model_name_or_path"), self.config.model_name_or_path, self.run_dir):
+            check_compatible(saved_config, run_record(self.config, self.run_dir), ["model_name_or_path"])
         check_same_model(checkpoint.state.get("base_model"), self.base_model_fingerprint, self.config.model_name_or_path)
         if checkpoint.state.get("world_size") != self.world_size:
             raise CheckpointError(
@@ -128,9 +166,17 @@ class RunCheckpoints:
             self.collector.load_state_dict(checkpoint.state["environments"][self.rank])
         except EnvStateError as error:
             raise CheckpointError(f"{checkpoint.path}: {error}") from error
+        update = int(checkpoint.state["update"])
+        if update > self.num_updates:
+            raise CheckpointError(
+                f"{checkpoint.path} holds {update} updates ({checkpoint.state['global_step']} steps), more than the "
+                f"{self.num_updates} of total_timesteps={self.config.total_timesteps}; resume with --total_timesteps "
+                f"{checkpoint.state['global_step']} or more"
+            )
         restore_rng_state(checkpoint.state["rng"][self.rank], checkpoint.tensors["torch_rng"][self.rank], self.rng)
-        self.update = int(checkpoint.state["update"])
+        self.update = update
         self.global_step = int(checkpoint.state["global_step"])
+        self.saved_checkpoint = (self.update, checkpoint.path)
         if self.is_main:
             # A run killed after logging an update it never checkpointed logs that update again.
             self.history = truncate_metrics(self.run_dir, self.update)

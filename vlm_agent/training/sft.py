@@ -229,14 +229,10 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
     """Build demonstrations and fine-tune with `trl.SFTTrainer`; save model + processor to `output_dir`."""
     import torch
     from peft import LoraConfig
-    from transformers import (
-        AutoModelForImageTextToText,
-        PrinterCallback,
-        ProgressCallback,
-    )
+    from transformers import PrinterCallback, ProgressCallback
     from trl import SFTConfig, SFTTrainer
 
-    from vlm_agent.models.loading import load_processor
+    from vlm_agent.models.loading import load_pretrained_model, load_processor
     from vlm_agent.rollout.environments import check_env
 
     check_env(config.env_id, config.env_kwargs)  # before any model is built
@@ -253,7 +249,7 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
     )
     dataset = demonstrations_dataset(demos)
     processor = load_processor(model_path)
-    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
+    model = load_pretrained_model(model_path, dtype=torch.float32)
     if config.language_only:
         from vlm_agent.models.freezing import language_parameters, train_only
 
