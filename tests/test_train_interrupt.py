@@ -116,10 +116,10 @@ def test_sigterm_stops_the_same_way_with_status_143(tiny_model_dir, tmp_path) ->
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["alignment", "SFT"])
-def test_ctrl_c_during_the_demos_warm_start_is_one_line(stage, tmp_path) -> None:
+@pytest.mark.parametrize(("stage", "projector_steps"), [("alignment", "400"), ("SFT", "1")])
+def test_ctrl_c_during_the_demos_warm_start_is_one_line(stage, projector_steps, tmp_path) -> None:
     command = [sys.executable, "-m", "vlm_agent.cli", "train", "--output_dir", str(tmp_path / "run"),
-               "--align_projector_steps", "400", "--align_language_steps", "1", "--align_num_examples", "64",
+               "--align_projector_steps", projector_steps, "--align_language_steps", "1", "--align_num_examples", "16",
                "--sft_num_demos", "64", "--sft_epochs", "50", "--no_progress_bar"]
     status, stdout, stderr = start_and_signal(command, tmp_path, lambda out: f"] {stage}: " in out, signal.SIGINT)
     assert status == 130

@@ -85,6 +85,7 @@ from vlm_agent.models.freezing import (
     projector_parameters,
     train_only,
 )
+from vlm_agent.training.interrupts import check_signals
 
 
 def train_projector(
@@ -328,6 +329,7 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
                unit="step", disable=not config.progress_bar)
 
     def log(step: int, loss: float) -> None:
+        check_signals()  # a Ctrl-C that native code swallowed stops the alignment here
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
 

@@ -13,6 +13,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from vlm_agent.training.interrupts import check_signals
 from vlm_agent.training.ppo_config import TINY_ARCHITECTURES
 
 
@@ -220,6 +221,7 @@ def train_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
+    check_signals()  # Ctrl-C during the Rust training loop is dropped there; raise it now
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         eos_token=spec.eos,

@@ -66,8 +66,22 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+#: Signals received under :func:`signals_raise`: an exception raised while native code was calling
+#: back into Python can be lost there (measured: Hugging Face tokenizers' `train_from_iterator`
+#: drops it and trains on), so :func:`check_signals` raises it again at the next safe point.
+_received: list[int] = []
+
+
 def _raise_interrupted(signum: int, frame: Any) -> None:
+    _received.append(signum)
     raise Interrupted(signum)
+
+
+def check_signals() -> None:
+    """Raise :class:`Interrupted` again for a signal whose exception was lost (see `_received`);
+    called between stages and steps, where stopping is safe. Nothing to do otherwise."""
+    if _received:
+        raise Interrupted(_received[-1])
 
 
 @contextmanager
@@ -76,12 +90,14 @@ def signals_raise() -> Iterator[None]:
     if not _in_main_thread():
         yield
         return
+    _received.clear()
     previous = {signum: signal.signal(signum, _raise_interrupted) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+        _received.clear()
 
 
 class SignalGuard:
@@ -109,6 +125,7 @@ class SignalGuard:
         if not self.enabled:
             yield self
             return
+        check_signals()  # one that came before, and was lost
         previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
         try:
             yield self

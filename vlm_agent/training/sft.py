@@ -322,11 +322,14 @@ def _loss_bar_callback(enabled: bool) -> Any:
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
+    from vlm_agent.training.interrupts import check_signals
+
     class LossBar(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             self.bar = tqdm(total=state.max_steps, desc="SFT warm start", unit="step", disable=not enabled)
 
         def on_step_end(self, args, state, control, **kwargs):
+            check_signals()  # a Ctrl-C that native code swallowed stops the warm start here
             self.bar.update(1)
 
         def on_log(self, args, state, control, logs=None, **kwargs):

@@ -85,10 +85,14 @@ class StageClock:
     @contextmanager
     def stage(self, name: str, what: str = "") -> Iterator[None]:
         """Time the block as stage `name`: a line before it (with `what` it does) and one after it."""
+        from vlm_agent.training.interrupts import check_signals
+
+        check_signals()
         self.say(f"{name}: {what}" if what else f"{name} ...")
         self.current = name
         started = time.perf_counter()
         yield
+        check_signals()  # a Ctrl-C that library code swallowed stops here at the latest
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
         self.current = None
         self.say(f"{name} done in {self.seconds[name]:.0f} s")
