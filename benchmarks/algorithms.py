@@ -12,7 +12,7 @@ of environment steps, at 3 seeds. Settings:
 PPO collects 16 envs x 16 steps per update; the critic-free algorithms play rounds of 2 groups x 8
 episodes that start from the same state (GiGPO's group size), each round until its episodes end,
 and stop when they have taken as many environment steps as PPO. Every run is a subprocess, so that
-its peak memory (max RSS, from ``os.wait4``) is its own. Held-out success (seeds 10^9 + ...) of
+its peak memory (``VmHWM``) is its own. Held-out success (seeds 10^9 + ...) of
 the warm start and of each trained policy, with Wilson 95% intervals; the learning curve is the
 success of training episodes against environment steps, averaged over seeds (band: min-max).
 
@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import time
@@ -71,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/algorithms"))
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--report-only", action="store_true", help="Rebuild the Markdown and PNG from the CSVs.")
+    parser.add_argument("--resume", action="store_true",
+                        help="Keep the rows already written and run only the missing (setting, algorithm, seed) runs.")
     parser.add_argument("--run-one", nargs=3, metavar=("SETTING", "ALGORITHM", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
@@ -149,11 +150,24 @@ def run_one(args: argparse.Namespace) -> int:
                          if history and "charts/anchor_share" in history[0] else ""),
         "value_head_parameters": sum(p.numel() for p in trainer.policy.value_head.parameters())
         if trainer.policy.value_head is not None else 0,
+        "peak_rss_mb": peak_rss_mb(),
         "curve": [{"global_step": m["global_step"], "success_rate": m["charts/success_rate"],
                    "episodes": m["charts/episodes"]} for m in history],
     }
     print("ROW " + json.dumps(row), flush=True)
     return 0
+
+
+def peak_rss_mb() -> float | str:
+    """This process's peak resident memory in MB (Linux ``VmHWM``: the high-water mark of its own
+    address space, which an exec starts afresh; ``ru_maxrss`` keeps the parent's from before the exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return ""
 
 
 def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
@@ -174,12 +188,12 @@ def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]
             "env_steps": 0, "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
             "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
             "eval_episodes": result.episodes, "train_seconds": "", "seconds_per_update": "", "anchor_share": "",
-            "value_head_parameters": "", "max_rss_mb": "", "warm_start": str(model_dir)}
+            "value_head_parameters": "", "peak_rss_mb": "", "warm_start": str(model_dir)}
 
 
 FIELDS = ["setting", "env_id", "algorithm", "seed", "env_steps", "updates", "after_success", "after_ci_low",
           "after_ci_high", "after_invalid", "after_return", "eval_episodes", "train_seconds", "seconds_per_update",
-          "anchor_share", "value_head_parameters", "max_rss_mb", "warm_start"]
+          "anchor_share", "value_head_parameters", "peak_rss_mb", "warm_start"]
 
 
 def stem(args: argparse.Namespace) -> str:
@@ -212,16 +226,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         for name in args.settings:
             setting = SETTINGS[name]
-            rows = [row for row in rows if row["setting"] != name]
-            curves = [point for point in curves if point["setting"] != name]
-            print(f"[algorithms] {setting.label}: warm start", flush=True)
-            rows.append(warm_start_row(args, setting))
-            for algorithm in args.algorithms:
-                for seed in args.seeds:
+            if not args.resume:
+                rows = [row for row in rows if row["setting"] != name]
+                curves = [point for point in curves if point["setting"] != name]
+            done = {(row["algorithm"], str(row["seed"])) for row in rows if row["setting"] == name}
+            if ("warm start", "") not in done:
+                print(f"[algorithms] {setting.label}: warm start", flush=True)
+                rows.append(warm_start_row(args, setting))
+            # Seed-major: an interrupted benchmark has every algorithm at the first seeds.
+            for seed in args.seeds:
+                for algorithm in args.algorithms:
+                    if (algorithm, str(seed)) in done:
+                        continue
                     print(f"[algorithms] {setting.label}: {algorithm} seed {seed}", flush=True)
                     row = run_child(args, name, algorithm, seed)
                     for point in row.pop("curve"):
-                        curves.append({"setting": name, "algorithm": algorithm, "seed": seed, **point})
+                        curves.append({"setting": name, "algorithm": algorithm, "seed": str(seed), **point})
                     rows.append(row)
                     write_csv(rows_path, rows, FIELDS)
                     write_csv(curves_path, curves, ["setting", "algorithm", "seed", "global_step", "success_rate",
@@ -232,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_child(args: argparse.Namespace, setting: str, algorithm: str, seed: int) -> dict[str, Any]:
-    """Run one training in a subprocess; its row, with the child's own peak RSS."""
+    """Run one training in a subprocess (its peak memory is its own); its row."""
     command = [sys.executable, "-m", "benchmarks.algorithms", "--run-one", setting, algorithm, str(seed),
                "--env-steps", str(args.env_steps), "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
                "--group-size", str(args.group_size), "--eval-episodes", str(args.eval_episodes),
@@ -240,14 +260,10 @@ def run_child(args: argparse.Namespace, setting: str, algorithm: str, seed: int)
                "--warm-start-seed", str(args.warm_start_seed), "--work-dir", str(args.work_dir)]
     if args.quick:
         command.append("--quick")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
-    output = process.stdout.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    if status != 0:
-        raise SystemExit(f"benchmarks.algorithms: {setting} {algorithm} seed {seed} failed (status {status})")
-    row = json.loads(next(line[4:] for line in output.splitlines() if line.startswith("ROW ")))
-    row["max_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux: kilobytes
-    return row
+    result = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    if result.returncode != 0:
+        raise SystemExit(f"benchmarks.algorithms: {setting} {algorithm} seed {seed} failed (status {result.returncode})")
+    return json.loads(next(line[4:] for line in result.stdout.splitlines() if line.startswith("ROW ")))
 
 
 def _number(value: Any) -> float:
@@ -263,7 +279,7 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         f"setting and trains for the same environment-step budget; held-out success in % with Wilson 95% "
         f"intervals on {args.eval_episodes} episodes (seeds 10^9 + i), sampling at T=0.2. PPO: 16 envs x 16 steps "
         "per update with a value head; GRPO / RLOO / GiGPO: rounds of 2 groups x 8 episodes from the same "
-        "initial state, no value head. Time per update and peak memory (max RSS of the run's process) are the "
+        "initial state, no value head. Time per update and peak memory (VmHWM of the run's process) are the "
         "run's own; the critic-free runs have more, smaller updates.",
         "",
     ]
@@ -280,7 +296,7 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
                 f"| {row['algorithm']} | {row['seed']} | {100 * _number(row['after_success']):.1f} "
                 f"[{100 * _number(row['after_ci_low']):.1f}, {100 * _number(row['after_ci_high']):.1f}] | "
                 f"{100 * _number(row['after_invalid']):.1f}% | {row['env_steps']} | {row['updates']} | "
-                f"{row['seconds_per_update'] or '-'} | {row['max_rss_mb'] or '-'} | {share} |"
+                f"{row['seconds_per_update'] or '-'} | {row.get('peak_rss_mb') or '-'} | {share} |"
             )
         warm = next((row for row in subset if row["algorithm"] == "warm start"), None)
         lines += ["", "| algorithm | mean held-out success over seeds | gain over the warm start (points) | seeds |",
