@@ -9,26 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from vlm_agent.cli.main import main
 
 torch = pytest.importorskip("torch")
 
+from model_helpers import run_cli, tiny_train_flags  # noqa: E402
+
 
 def run(argv: list[str]) -> int:
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
+    return run_cli(argv)
 
 
 def tiny_run_flags(model_dir: Path, run_dir: Path, total_timesteps: int = 8) -> list[str]:
-    """Updates of 2 envs x 2 steps, 6-token answers: a few seconds for two updates."""
-    return [
-        "train", "--model_name_or_path", str(model_dir), "--device", "cpu", "--num_envs", "2", "--num_steps", "2",
-        "--total_timesteps", str(total_timesteps), "--max_new_tokens", "6", "--ppo_epochs", "1",
-        "--mini_batch_size", "2", "--gradient_accumulation_steps", "1", "--lora_r", "4", "--lora_alpha", "8",
-        "--save_every", "1", "--output_dir", str(run_dir), "--no_progress_bar",
-    ]
+    return tiny_train_flags(model_dir, run_dir, total_timesteps)
 
 
 def tree(folder: Path) -> dict[str, bytes]:
