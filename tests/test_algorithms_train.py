@@ -99,6 +99,8 @@ def test_config_refuses_groups_that_do_not_divide_the_environments(tmp_path) -> 
         VLMPPOConfig(algorithm="grpo", num_envs=6, group_size=4)
     with pytest.raises(ValueError, match="algorithm='a2c' is not an algorithm"):
         VLMPPOConfig(algorithm="a2c")
+    with pytest.raises(ValueError, match="loss_aggregation='token' is not an aggregation"):
+        VLMPPOConfig(algorithm="grpo", num_envs=8, loss_aggregation="token")
 
 
 def test_a_resumed_gigpo_run_equals_an_uninterrupted_one(tiny_model_dir, tmp_path) -> None:

@@ -16,6 +16,7 @@ from vlm_agent.algorithms.group import (
     anchor_ids,
     anchor_share,
     discounted_returns,
+    episode_mean_weights,
     gigpo_advantages,
     grpo_advantages,
     rloo_advantages,
@@ -101,6 +102,28 @@ def test_algorithms_spread_the_episode_advantage_over_its_steps() -> None:
     s = 0.75 / (math.sqrt(((0.75**2) * 2) / 1) + 1e-6)
     assert gigpo.tolist() == pytest.approx([a + s, a, -a - s])
     assert GRPO().advantages(batch).returns is None
+
+
+def test_episode_weights_make_every_episode_count_alike() -> None:
+    # Episodes of 3, 1 and 2 steps (6 steps, mean length 2): weights 2/3, 2 and 1; each episode sums to 2.
+    weights = episode_mean_weights(t([5, 5, 7, 5, 9, 9], torch.long))
+    assert weights.tolist() == pytest.approx([2 / 3, 2 / 3, 2, 2 / 3, 1, 1])
+    assert weights.sum().item() == pytest.approx(6)
+
+
+def test_episode_aggregation_balances_a_long_failure_against_a_short_win() -> None:
+    # One group: a win in 1 step (return 1) and a failure in 3 steps (return -1). Per step, the failure
+    # outweighs the win 3 to 1; weighted per episode, both sum to the same magnitude.
+    batch = rollout([1, -1, 0, 0], [0, 0, 0, 0], [0, 1, 1, 1], [0, 0, 1, 2], ["s", "s", "x", "y"])
+    for algorithm in (GRPO, RLOO, GiGPO):
+        per_step = algorithm().advantages(batch).advantages
+        per_episode = algorithm(loss_aggregation="episode").advantages(batch).advantages
+        assert per_episode.tolist() == pytest.approx((per_step * t([2, 2 / 3, 2 / 3, 2 / 3])).tolist())
+    a = GRPO(loss_aggregation="episode").advantages(batch).advantages
+    assert a[0].item() == pytest.approx(-a[1:].sum().item())
+    assert GRPO().advantages(batch).advantages.sum().item() < 0
+    with pytest.raises(ValueError, match="loss_aggregation"):
+        GRPO(loss_aggregation="token").advantages(batch)
 
 
 def test_the_loss_has_ratio_one_and_the_surrogate_at_zero_change() -> None:

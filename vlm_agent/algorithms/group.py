@@ -24,6 +24,7 @@ from typing import Protocol
 
 import torch
 
+from vlm_agent.algorithms import LOSS_AGGREGATIONS
 from vlm_agent.algorithms.base import Advantages, MiniBatchScores
 from vlm_agent.algorithms.ppo import surrogate_terms
 
@@ -127,6 +128,32 @@ def episode_returns_per_step(rewards: torch.Tensor, trajectory: torch.Tensor) ->
     return totals[index]
 
 
+def episode_mean_weights(trajectory: torch.Tensor) -> torch.Tensor:
+    """Per step, ``mean_len / len(its episode)``: the weight that makes every episode count alike.
+
+    GRPO's objective averages each output's tokens before averaging over the group
+    (Shao et al. 2024, arXiv 2402.03300, Eq. 3: ``1/G sum_i 1/|o_i| sum_t``). In a multi-step episode
+    the output is the episode, so a step of episode ``i`` weighs ``1 / T_i``; scaled by the mean
+    length ``mean_len`` the weights sum to the number of steps (the loss keeps its scale). A step
+    mean instead lets long episodes, usually the failed ones, dominate the update; Liu et al. 2025
+    (Dr. GRPO, arXiv 2503.20783) argue the opposite bias for single answers. The loss is linear in
+    the advantage and its clipping reads only its sign, so weighting the advantage weighs the loss.
+    """
+    index, count = _group_index(trajectory)
+    lengths = torch.zeros(count, dtype=torch.float64).index_add_(0, index, torch.ones(len(index), dtype=torch.float64))
+    return (len(index) / count) / lengths[index]
+
+
+def aggregate(advantages: torch.Tensor, trajectory: torch.Tensor, loss_aggregation: str) -> torch.Tensor:
+    """``advantages`` weighted for ``loss_aggregation``: ``"step"`` unchanged, ``"episode"`` times
+    :func:`episode_mean_weights`."""
+    if loss_aggregation == "step":
+        return advantages
+    if loss_aggregation == "episode":
+        return advantages * episode_mean_weights(trajectory)
+    raise ValueError(f"loss_aggregation must be one of {LOSS_AGGREGATIONS}, got {loss_aggregation!r}")
+
+
 class GroupRolloutTensors(Protocol):
     """What a group-relative algorithm reads of a rollout: ``[M]`` per-step entries."""
 
@@ -153,6 +180,7 @@ class GroupRelative:
     clip_range: float = 0.2
     ent_coef: float = 0.0
     kl_coef: float = 0.0
+    loss_aggregation: str = "step"
     needs_critic: bool = False
 
     def loss(self, scores: MiniBatchScores) -> tuple[torch.Tensor, dict[str, float]]:
@@ -174,7 +202,8 @@ class GRPO(GroupRelative):
 
     def advantages(self, rollout: GroupRolloutTensors) -> Advantages:
         returns, groups, index = _per_episode(rollout)
-        return Advantages(grpo_advantages(returns, groups, scale_by_std=self.scale_by_std)[index], None)
+        advantages = grpo_advantages(returns, groups, scale_by_std=self.scale_by_std)[index]
+        return Advantages(aggregate(advantages, rollout.trajectory, self.loss_aggregation), None)
 
 
 @dataclass
@@ -183,7 +212,8 @@ class RLOO(GroupRelative):
 
     def advantages(self, rollout: GroupRolloutTensors) -> Advantages:
         returns, groups, index = _per_episode(rollout)
-        return Advantages(rloo_advantages(returns, groups)[index], None)
+        advantages = rloo_advantages(returns, groups)[index]
+        return Advantages(aggregate(advantages, rollout.trajectory, self.loss_aggregation), None)
 
 
 @dataclass
@@ -201,7 +231,8 @@ class GiGPO(GroupRelative):
         step_returns = discounted_returns(rollout.rewards, rollout.trajectory, rollout.step, self.gamma)
         anchors = anchor_ids(rollout.group, rollout.state_keys)
         step_level = step_advantages(step_returns, anchors, scale_by_std=self.scale_by_std)
-        return Advantages(gigpo_advantages(episode_level, step_level, self.omega), None)
+        advantages = gigpo_advantages(episode_level, step_level, self.omega)
+        return Advantages(aggregate(advantages, rollout.trajectory, self.loss_aggregation), None)
 
 
 def anchor_share(group: torch.Tensor, state_keys: Sequence[str]) -> float:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 from vlm_agent.agents.settings import AgentSettings
+from vlm_agent.algorithms import LOSS_AGGREGATIONS
 from vlm_agent.models.settings import KV_CACHES
 from vlm_agent.rollout.environments import EnvKwargs
 
@@ -146,6 +147,11 @@ class VLMPPOConfig:
     )
     gigpo_gamma: float = field(default=0.95, metadata={"help": "gigpo: discount of the step-level returns, in [0, 1]."})
     gigpo_omega: float = field(default=1.0, metadata={"help": "gigpo: weight of the step-level advantage (>= 0)."})
+    loss_aggregation: str = field(
+        default="step",
+        metadata={"help": "Critic-free algorithms: how the loss weighs a round's steps: 'step' (each step alike) or "
+                  "'episode' (each episode alike, GRPO's per-output mean; see vlm_agent.algorithms.group)."},
+    )
 
     # > PPO
     total_timesteps: int = field(default=15000, metadata={"help": "Environment steps of the whole run (all processes)."})
@@ -359,6 +365,8 @@ class VLMPPOConfig:
             fail("gigpo_gamma", "must lie in [0, 1]", "set --gigpo_gamma between 0 and 1 (paper: 0.95)")
         if self.gigpo_omega < 0:
             fail("gigpo_omega", "must not be negative", "set --gigpo_omega to 0 or more (paper: 1)")
+        if self.loss_aggregation not in LOSS_AGGREGATIONS:
+            fail("loss_aggregation", "is not an aggregation", f"choose one of {LOSS_AGGREGATIONS}")
         if self.invalid_action not in INVALID_ACTION_CHOICES:
             fail("invalid_action", "is not a policy", f"choose one of {INVALID_ACTION_CHOICES}")
         if self.lr_scheduler not in ("cosine", "constant"):

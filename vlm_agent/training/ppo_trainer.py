@@ -431,7 +431,8 @@ def make_algorithm(config: VLMPPOConfig) -> Any:
             clip_range_value=config.clip_range_value, vf_coef=config.vf_coef, ent_coef=config.ent_coef,
             kl_coef=config.kl_coef, normalize=config.normalize_advantages,
         )
-    shared = {"clip_range": config.clip_range, "ent_coef": config.ent_coef, "kl_coef": config.kl_coef}
+    shared = {"clip_range": config.clip_range, "ent_coef": config.ent_coef, "kl_coef": config.kl_coef,
+              "loss_aggregation": config.loss_aggregation}
     return {
         "grpo": lambda: GRPO(**shared),
         "dr_grpo": lambda: GRPO(**shared, scale_by_std=False),
