@@ -424,8 +424,8 @@ class VLMPPOConfig:
                 fail("old_log_probs", "needs an engine outside the trainer", "add --rollout_engine vllm")
             return
         if not self.use_lora:
-            fail("use_lora", "is False, but the vLLM engine syncs LoRA adapters only (full-parameter weight sync is "
-                 "out of scope)", "train with --use_lora True, or use --rollout_engine hf")
+            fail("use_lora", "cannot go with --rollout_engine vllm: the vLLM engine syncs LoRA adapters only "
+                 "(full-parameter weight sync is out of scope)", "train with --use_lora True, or use --rollout_engine hf")
         if self.lora_target_modules.strip() == "all-linear":
             fail("lora_target_modules", "also puts LoRA on the vision tower, which vLLM does not apply",
                  "name the language model's layers, e.g. --lora_target_modules q_proj,k_proj,v_proj,o_proj")
