@@ -100,8 +100,8 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, model_la
         writer.writeheader()
         for row in rows:
             writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
-    lines = ["| engine | env steps | seconds | env steps/s | generated tokens | tokens/s | mean abs delta log p "
-             "| KL(engine, trainer) |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| engine | env steps | seconds | env steps/s | generated tokens | tokens/s | mean abs delta log p "
+              "| KL(engine, trainer) |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         mismatch = (f"{r['mean_abs_delta_logp']:.2e} | {r['kl_engine_trainer']:.2e}" if r["mean_abs_delta_logp"] != ""
                     else "- | -")
@@ -110,13 +110,13 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, model_la
     command = "python -m benchmarks.rollout_engines" + ("" if not argv else " " + " ".join(argv))
     lines += [
         "",
-        f"One rollout of {args.num_envs} NumberLine environments x {args.steps} steps per engine through the one loop "
+        (f"One rollout of {args.num_envs} NumberLine environments x {args.steps} steps per engine through the one loop "
         f"(after a one-step warm-up), {model_label}, LoRA r{args.lora_r} on the language model, temperature "
         f"{args.temperature}, up to {args.new_tokens} new tokens, dtype {args.dtype}, device {args.device}. "
         "'hf': Hugging Face generate in-process; 'vllm': a vLLM server over HTTP, plus the trainer's forward over "
         "every answer (old log-probs and values). The mismatch columns compare the engine's per-token log-probs "
         "with the trainer's forward over the same sampled ids (all tokens of the rollout). On a CPU at tiny size "
-        "vLLM is slower than HF: its advantage needs a GPU and a real model size.",
+        "vLLM is slower than HF: its advantage needs a GPU and a real model size."),
         "",
         machine_description() + ".",
         "",

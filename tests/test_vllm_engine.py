@@ -17,10 +17,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from model_helpers import run_cli, tiny_train_flags  # noqa: E402
+from model_helpers import run_cli, tiny_train_flags
 
-from vlm_agent.algorithms.engine_mismatch import mismatch_stats, truncated_importance_weights  # noqa: E402
-from vlm_agent.rollout.vllm_server import VLLMClient, VLLMError, VLLMServer, VLLMServerSettings  # noqa: E402
+from vlm_agent.algorithms.engine_mismatch import mismatch_stats, truncated_importance_weights
+from vlm_agent.rollout.vllm_server import VLLMClient, VLLMError, VLLMServer, VLLMServerSettings
 
 LANGUAGE_LORA = ["--lora_target_modules", "q_proj,k_proj,v_proj,o_proj"]
 
@@ -140,7 +140,7 @@ def test_refused_adapter_is_one_line(scripted_server, tmp_path) -> None:
     message = str(raised.value)
     assert "\n" not in message
     assert "refused the LoRA adapter a1" in message and "HTTP 400" in message and "max_lora_rank 8" in message
-    path, body = scripted_server.requests[-1]
+    _, body = scripted_server.requests[-1]
     assert json.loads(body) == {"lora_name": "a1", "lora_path": str(tmp_path.resolve())}
 
 

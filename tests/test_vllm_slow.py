@@ -207,5 +207,6 @@ def test_wrong_model_and_refused_adapter_from_a_real_server(vllm_python, tiny_mo
                                                   lora_target_modules=["q_proj", "v_proj"]))
         served = server.client.served_models()[0]["root"]  # the view of the model it loads (a video processor added)
         engine = VLLMEngine(wide, np.random.default_rng(0), adapter_dir=tmp_path / "adapters", model=served, url=url)
-        with pytest.raises(VLLMError, match="vLLM refused the LoRA adapter .*HTTP 400"):
+        with pytest.raises(VLLMError, match="vLLM refused the LoRA adapter .*LoRA rank 16 is greater than max_lora_rank 8"):
             engine.sync_weights()
+        assert not (tmp_path / "adapters").exists() or not any((tmp_path / "adapters").iterdir())

@@ -88,6 +88,7 @@ class VLLMEngine:
         self._usage = TokenUsage()
         self._server: VLLMServer | None = None
         self._client: VLLMClient | None = None
+        self._base_name: str | None = None  # the base model's served name, once connected
         self._pool: ThreadPoolExecutor | None = None
         self._adapter: tuple[str, Path] | None = None  # (served name, folder) in use
         self._synced_version: int | None = None
@@ -154,7 +155,11 @@ class VLLMEngine:
         name = f"{self.name}-{self._run_tag}-{self._syncs}"
         folder = self.adapter_dir / name
         self.policy.model.save_pretrained(folder)
-        client.load_adapter(name, folder)
+        try:
+            client.load_adapter(name, folder)
+        except VLLMError:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         previous, self._adapter, self._synced_version = self._adapter, (name, folder), version
         if previous is not None:
             client.unload_adapter(previous[0])

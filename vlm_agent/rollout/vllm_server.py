@@ -31,10 +31,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 #: Where `--vllm_python` points by default: the venv `bash .ci/make-vllm-venv` makes at the repository root.
 DEFAULT_VLLM_PYTHON = "./.venv-vllm/bin/python"
@@ -198,7 +198,7 @@ class VLLMServer:
             raise VLLMError("the local vLLM server is not started")
         return VLLMClient(f"http://127.0.0.1:{self.port}")
 
-    def __enter__(self) -> VLLMServer:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -237,7 +237,8 @@ class VLLMServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self.command(model_dir, self.port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=env, start_new_session=True, preexec_fn=_die_with_parent,
+                # preexec_fn only calls prctl through a function looked up before the fork (no import, no lock).
+                env=env, start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         atexit.register(self.stop)
         deadline = time.monotonic() + s.startup_timeout
@@ -305,7 +306,7 @@ class VLLMServer:
         script = ("import sys, json; from transformers import Qwen2VLVideoProcessor; "
                   "Qwen2VLVideoProcessor(**json.loads(sys.argv[2])).save_pretrained(sys.argv[1])")
         done = subprocess.run([self.settings.python, "-c", script, str(view), json.dumps(options)],
-                              capture_output=True, text=True, timeout=300)
+                              check=False, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:
             last = (done.stderr.strip().splitlines() or ["no output"])[-1]
             raise VLLMError(f"could not write a video processor for vLLM with {self.settings.python}: {last}")
@@ -318,11 +319,20 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+def _load_prctl() -> Any:
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
     except (OSError, AttributeError):
-        pass  # not Linux: stop() and atexit still stop it
+        return None  # not Linux: stop() and atexit still stop the server
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
