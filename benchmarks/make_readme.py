@@ -108,6 +108,17 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         command="python -m benchmarks.policy_speed",
     ),
     BenchmarkSection(
+        name="rollout_engines",
+        title="Rollout engines: Hugging Face generate vs a vLLM server",
+        measures=(
+            "Environment steps and generated tokens per second of one PPO rollout (NumberLine, 16 envs x 4 "
+            "steps) sampled by HF `generate` in-process and by a vLLM server (CPU build, its own venv), same "
+            "tiny model and seeds; for vLLM also the engine-vs-trainer log-prob mismatch over the sampled tokens. "
+            "On a CPU at tiny size vLLM is slower: the row shows the path works, not its GPU speed."
+        ),
+        command="python -m benchmarks.rollout_engines",
+    ),
+    BenchmarkSection(
         name="tiny_vlm_readout",
         title="Reading the image (tiny VLM alignment)",
         measures=(

@@ -181,3 +181,16 @@ def test_engine_refuses_full_parameter_policy(tiny_model_dir) -> None:
     tower = VLMPolicy.from_model(ModelSettings(path, lora_r=4, lora_alpha=8))  # all-linear: the vision tower too
     with pytest.raises(VLLMError, match="vLLM applies LoRA to the language model only, but the adapter also covers"):
         VLLMEngine(tower, np.random.default_rng(0), adapter_dir="unused", model=path, url="http://127.0.0.1:1")
+
+
+def test_rollout_engines_benchmark_writes_its_table_for_hf(tmp_path, torch_single_thread) -> None:
+    """benchmarks/rollout_engines.py at tiny size with the in-process engine (the vLLM row needs the
+    vLLM venv: tests/test_vllm_slow.py covers the engine), so the script cannot rot."""
+    from benchmarks.rollout_engines import main
+
+    assert main(["--engines", "hf", "--num-envs", "2", "--steps", "1", "--new-tokens", "4", "--out-dir",
+                 str(tmp_path)]) == 0
+    table = (tmp_path / "rollout_engines.md").read_text()
+    assert "| hf | 2 |" in table and "| - | - |" in table  # no mismatch columns for the trainer's own engine
+    rows = (tmp_path / "rollout_engines.csv").read_text().splitlines()
+    assert rows[0].startswith("engine,num_envs,steps,env_steps,seconds,env_steps_per_s") and len(rows) == 2
