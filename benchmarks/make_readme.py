@@ -260,6 +260,14 @@ def machine_description() -> str:
 _HEADING = re.compile(r"^(#{1,6})(\s)", re.MULTILINE)
 
 
+def write_markdown_results(path: Path, table: list[str], note: str, command: str) -> Path:
+    """Write a benchmark's Markdown result: its table, the note on how it was measured, the machine
+    (:func:`machine_description`) and the exact command; returns ``path``."""
+    lines = [*table, "", note, "", machine_description() + ".", "", f"Command: `{command}`"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def demote_headings(markdown: str, levels: int) -> str:
     """Add ``levels`` '#' to every ATX heading outside fenced code blocks (max depth 6).
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.make_readme import RESULTS_DIR, machine_description
+from benchmarks.make_readme import RESULTS_DIR, write_markdown_results
 
 RESULT_NAME = "rollout_engines"
 COLUMNS = ("engine", "num_envs", "steps", "env_steps", "seconds", "env_steps_per_s", "generated_tokens",
@@ -108,22 +108,16 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, model_la
         lines.append(f"| {r['engine']} | {r['env_steps']} | {r['seconds']:.1f} | {r['env_steps_per_s']:.2f} | "
                      f"{r['generated_tokens']} | {r['tokens_per_s']:.0f} | {mismatch} |")
     command = "python -m benchmarks.rollout_engines" + ("" if not argv else " " + " ".join(argv))
-    lines += [
-        "",
-        (f"One rollout of {args.num_envs} NumberLine environments x {args.steps} steps per engine through the one loop "
+    note = (
+        f"One rollout of {args.num_envs} NumberLine environments x {args.steps} steps per engine through the one loop "
         f"(after a one-step warm-up), {model_label}, LoRA r{args.lora_r} on the language model, temperature "
         f"{args.temperature}, up to {args.new_tokens} new tokens, dtype {args.dtype}, device {args.device}. "
         "'hf': Hugging Face generate in-process; 'vllm': a vLLM server over HTTP, plus the trainer's forward over "
         "every answer (old log-probs and values). The mismatch columns compare the engine's per-token log-probs "
         "with the trainer's forward over the same sampled ids (all tokens of the rollout). On a CPU at tiny size "
-        "vLLM is slower than HF: its advantage needs a GPU and a real model size."),
-        "",
-        machine_description() + ".",
-        "",
-        f"Command: `{command}`",
-    ]
-    path = out / f"{RESULT_NAME}.md"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        "vLLM is slower than HF: its advantage needs a GPU and a real model size."
+    )
+    path = write_markdown_results(out / f"{RESULT_NAME}.md", lines, note, command)
     return path
 
 

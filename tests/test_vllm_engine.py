@@ -194,3 +194,10 @@ def test_rollout_engines_benchmark_writes_its_table_for_hf(tmp_path, torch_singl
     assert "| hf | 2 |" in table and "| - | - |" in table  # no mismatch columns for the trainer's own engine
     rows = (tmp_path / "rollout_engines.csv").read_text().splitlines()
     assert rows[0].startswith("engine,num_envs,steps,env_steps,seconds,env_steps_per_s") and len(rows) == 2
+
+
+def test_eval_refuses_an_unknown_engine_in_one_line(tmp_path, capsys) -> None:
+    assert run_cli(["eval", "--methods", "expert", "--rollout_engine", "sglang", "--out_dir", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().startswith("vlm-agent eval: error: ") and "rollout_engine='sglang' is not an engine" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "e").exists()

@@ -147,6 +147,19 @@ def test_two_ppo_updates_through_vllm_token_ids_parity_and_adapter_sync(vllm_pyt
     assert not (seen["server_pids"] & vllm_processes())  # stopped when train() ended
     assert not (Path(config.output_dir) / "vllm_adapters").exists()
 
+    # `vlm-agent eval --rollout_engine vllm` plays the trained policy (its adapter loaded into a server
+    # started for it) through the same loop, and stops the server afterwards.
+    from model_helpers import run_cli
+
+    out = tmp_path / "eval"
+    assert run_cli(["eval", "--methods", f"local:{config.output_dir}", "--env_ids", "gym_cards/NumberLine-v0",
+                    "--episodes", "4", "--num_envs", "4", "--max_new_tokens", "16", "--rollout_engine", "vllm",
+                    "--vllm_python", vllm_python, "--vllm_server_args", "--enforce-eager --max-model-len 1024",
+                    "--out_dir", str(out), "--no_progress"]) == 0
+    (row,) = json.loads((out / "evaluation.json").read_text())
+    assert row["episodes"] == 4 and row["requests"] > 0 and row["completion_tokens"] > 0  # counted by the server
+    assert not (seen["server_pids"] & vllm_processes())
+
 
 def environment() -> dict[str, str]:
     return dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")

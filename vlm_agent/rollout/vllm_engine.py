@@ -61,13 +61,16 @@ class VLLMEngine:
         server: How to start the local server (its ``model`` is the policy's base model).
         model: The base model the server must serve (a path or hub id), checked at connection.
         name: Row name, as an agent.
+        score: Run the trainer's forward over each answer (training). False (evaluation) leaves
+            ``log_prob``/``value`` NaN, and allows a policy without an adapter: the served model itself.
     """
 
     uses_expert_action = False
 
     def __init__(self, policy: VLMPolicy, rng: np.random.Generator, *, adapter_dir: str | Path, model: str,
-                 url: str | None = None, server: VLLMServerSettings | None = None, name: str = "vllm") -> None:
-        if not policy.has_adapter:
+                 url: str | None = None, server: VLLMServerSettings | None = None, name: str = "vllm",
+                 score: bool = True) -> None:
+        if not policy.has_adapter and score:
             raise VLLMError("the vLLM engine syncs LoRA adapters only: full-parameter weight sync is not supported; "
                             "train with --use_lora True, or use --rollout_engine hf")
         outside = sorted({name.split(".lora_")[0] for name, _ in policy.model.named_parameters()
@@ -84,6 +87,7 @@ class VLLMEngine:
         self.model = model
         self.url = url
         self.server_settings = server
+        self.score = score
         self.generation_seconds = 0.0
         self._usage = TokenUsage()
         self._server: VLLMServer | None = None
@@ -148,6 +152,9 @@ class VLLMEngine:
         """Load the policy's adapter into the server if its weights changed since the last sync; the
         served name to sample from."""
         client = self.connect()
+        if not self.policy.has_adapter:
+            assert self._base_name is not None
+            return self._base_name
         version = self.weights_version()
         if self._adapter is not None and version == self._synced_version:
             return self._adapter[0]
@@ -193,7 +200,8 @@ class VLLMEngine:
         self._check_prompts(inputs, [prompt_ids for prompt_ids, _, _ in parsed])
         completions = [torch.tensor(ids, dtype=torch.long) for _, ids, _ in parsed]
         samples = samples_from_answers(self.policy, inputs, completions, legal_actions)
-        self._score(samples, [torch.tensor(log_probs, dtype=torch.float32) for _, _, log_probs in parsed])
+        if self.score:
+            self._score(samples, [torch.tensor(log_probs, dtype=torch.float32) for _, _, log_probs in parsed])
         self.generation_seconds += time.perf_counter() - started
         prompt_tokens = sum(len(ids) for ids, _, _ in parsed)
         self._usage = self._usage + TokenUsage(prompt_tokens=prompt_tokens,

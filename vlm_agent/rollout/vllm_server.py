@@ -46,6 +46,23 @@ SERVED_BASE_NAME = "policy"
 _QWEN_VL_TYPES = ("qwen2_vl", "qwen2_5_vl")
 
 
+#: LoRA ranks a vLLM server accepts for --max-lora-rank.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+#: Environment of a local server unless already set: a 1 GiB key/value cache on a CPU (ignored on a
+#: GPU), no OpenMP thread pinning (the machine's cores are shared), no model hub.
+DEFAULT_SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0", "HF_HUB_OFFLINE": "1"}
+
+
+def max_lora_rank(rank: int) -> int:
+    """The smallest ``--max-lora-rank`` vLLM accepts that holds adapters of rank ``rank``."""
+    return next((allowed for allowed in VLLM_LORA_RANKS if allowed >= rank), rank)
+
+
+def server_env() -> dict[str, str]:
+    """:data:`DEFAULT_SERVER_ENV`, each value overridden by this process's environment."""
+    return {name: os.environ.get(name, value) for name, value in DEFAULT_SERVER_ENV.items()}
+
+
 class VLLMError(RuntimeError):
     """The vLLM server is unreachable, serves another model, refused a request or answered nonsense.
 

@@ -9,7 +9,6 @@ for the run from the vLLM venv, and loads the trainer's adapter after every upda
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,8 @@ from vlm_agent.models.batching import PolicySample
 from vlm_agent.models.policy import VLMPolicy
 from vlm_agent.rollout.engine import HFEngine
 from vlm_agent.rollout.vllm_engine import VLLMEngine
-from vlm_agent.rollout.vllm_server import VLLMServerSettings, vllm_python
+from vlm_agent.rollout.vllm_server import VLLMServerSettings, max_lora_rank, server_env, vllm_python
 from vlm_agent.training.ppo_config import VLMPPOConfig
-
-#: LoRA ranks a vLLM server accepts for --max-lora-rank.
-VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-#: Environment of a local vLLM server unless already set: a 1 GiB key/value cache on a CPU (ignored
-#: on a GPU), no OpenMP thread pinning (the machine's cores are shared), no model hub.
-VLLM_SERVER_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_CPU_OMP_THREADS_BIND": "0", "HF_HUB_OFFLINE": "1"}
 
 
 def make_rollout_engine(config: VLMPPOConfig, policy: VLMPolicy, rng: np.random.Generator,
@@ -42,9 +35,8 @@ def make_rollout_engine(config: VLMPPOConfig, policy: VLMPolicy, rng: np.random.
     if config.vllm_url is None:
         server = VLLMServerSettings(
             model=config.model_name_or_path, python=vllm_python(config.vllm_python),
-            max_lora_rank=next((rank for rank in VLLM_LORA_RANKS if rank >= config.lora_r), config.lora_r),
-            dtype=config.dtype, max_num_seqs=config.num_envs, extra_args=config.vllm_server_args,
-            env={name: os.environ.get(name, value) for name, value in VLLM_SERVER_ENV.items()},
+            max_lora_rank=max_lora_rank(config.lora_r), dtype=config.dtype, max_num_seqs=config.num_envs,
+            extra_args=config.vllm_server_args, env=server_env(),
         )
     return VLLMEngine(policy, rng, adapter_dir=run_dir / "vllm_adapters", model=config.model_name_or_path,
                       url=config.vllm_url, server=server)
