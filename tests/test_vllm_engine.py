@@ -5,6 +5,7 @@ tests/test_vllm_slow.py (slow suite)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import socket
@@ -201,3 +202,32 @@ def test_eval_refuses_an_unknown_engine_in_one_line(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert err.strip().startswith("vlm-agent eval: error: ") and "rollout_engine='sglang' is not an engine" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "e").exists()
+
+
+def test_engine_metrics_and_tis_weights_from_samples() -> None:
+    """`engine/*` metrics over every sampled token of the update, TIS weights per answer."""
+    from vlm_agent.models.batching import PolicySample
+    from vlm_agent.training.ppo_config import VLMPPOConfig
+    from vlm_agent.training.rollout_engines import advantage_weights, engine_metrics
+
+    def sample(trainer_tokens, engine_tokens, log_prob, engine_log_prob):
+        return PolicySample(
+            prompt_ids=torch.zeros(1), prompt_token_inputs={}, image_inputs={}, completion_ids=torch.zeros(len(trainer_tokens)),
+            thought_mask=torch.zeros(len(trainer_tokens), dtype=torch.bool),
+            action_mask=torch.ones(len(trainer_tokens), dtype=torch.bool), log_prob=log_prob, value=0.0,
+            engine_log_prob=engine_log_prob, engine_token_log_probs=torch.tensor(engine_tokens),
+            trainer_token_log_probs=torch.tensor(trainer_tokens))
+
+    samples = [sample([-1.0, -2.0], [-1.5, -2.0], -3.0, -3.5), sample([-0.5], [-0.25], -0.5, -0.25)]
+    tis = VLMPPOConfig(model_name_or_path="m", rollout_engine="vllm", lora_target_modules="q_proj",
+                       old_log_probs="engine_tis", tis_cap=1.5)
+    metrics = engine_metrics(samples, tis)
+    assert metrics["engine/mean_abs_delta_logp"] == pytest.approx((0.5 + 0 + 0.25) / 3)
+    assert metrics["engine/kl"] == pytest.approx((-0.5 + 0 + 0.25) / 3)
+    assert advantage_weights(samples, tis).tolist() == pytest.approx([1.5, math.exp(-0.25)])  # e^0.5 capped
+    assert metrics["engine/tis_weight_mean"] == pytest.approx((1.5 + math.exp(-0.25)) / 2)
+    assert metrics["engine/tis_capped_share"] == 0.5
+    trainer = dataclasses.replace(tis, old_log_probs="trainer")
+    assert advantage_weights(samples, trainer) is None and "engine/tis_weight_mean" not in engine_metrics(samples, trainer)
+    hf = [dataclasses.replace(s, engine_token_log_probs=None) for s in samples]
+    assert engine_metrics(hf, trainer) == {}

@@ -168,7 +168,8 @@ def environment() -> dict[str, str]:
 
 def test_cli_train_with_a_local_vllm_server_and_ctrl_c(vllm_python, tiny_model_dir, tmp_path) -> None:
     """The user's path: `vlm-agent train --config tiny_numberline_vllm_cpu.yaml --model_name_or_path M`
-    starts the server, logs the mismatch per update, and Ctrl-C leaves no server process."""
+    (with `--old_log_probs engine_tis`) starts the server, logs the mismatch and the TIS weights per
+    update, and Ctrl-C leaves no server process."""
     before = vllm_processes()
     run_dir = tmp_path / "run"
     command = [
@@ -177,6 +178,7 @@ def test_cli_train_with_a_local_vllm_server_and_ctrl_c(vllm_python, tiny_model_d
         "--model_name_or_path", str(tiny_model_dir("qwen2_vl")), "--vllm_python", vllm_python,
         "--num_envs", "4", "--num_steps", "4", "--mini_batch_size", "16", "--total_timesteps", "160",
         "--max_new_tokens", "16", "--save_every", "1", "--output_dir", str(run_dir), "--no_progress_bar",
+        "--old_log_probs", "engine_tis", "--tis_cap", "2",
     ]
     metrics = run_dir / "metrics.jsonl"
     errors = tmp_path / "stderr.log"
@@ -196,6 +198,8 @@ def test_cli_train_with_a_local_vllm_server_and_ctrl_c(vllm_python, tiny_model_d
     assert len(rows) >= 2
     for row in rows:
         assert 0 <= row["engine/mean_abs_delta_logp"] <= MEAN_TOLERANCE and "engine/kl" in row, row
+        # Engine and trainer agree, so the truncated importance weights are ~1 and none is capped.
+        assert abs(row["engine/tis_weight_mean"] - 1) < 0.05 and row["engine/tis_capped_share"] == 0, row
     assert "resume with: vlm-agent train --output_dir" in errors.read_text()
     assert not (during & vllm_processes()), "the vLLM server outlived the run"
 
