@@ -39,8 +39,9 @@ from benchmarks.make_readme import RESULTS_DIR, write_markdown_results
 RESULT_NAME = "rollout_engines"
 COLUMNS = ("engine", "num_envs", "steps", "env_steps", "seconds", "env_steps_per_s", "generated_tokens",
            "tokens_per_s", "mean_abs_delta_logp", "kl_engine_trainer")
-#: The language model's linear layers: vLLM applies LoRA to the language model only.
-LANGUAGE_LORA = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: The language model's linear layers (a PEFT regex: Qwen2.5-VL's vision MLP has gate/up/down_proj too):
+#: vLLM applies LoRA to the language model only.
+LANGUAGE_LORA = r".*\.language_model\..*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 def measure(engine_name: str, model: str, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
@@ -60,7 +61,8 @@ def measure(engine_name: str, model: str, args: argparse.Namespace, work_dir: Pa
         model_name_or_path=model, device=args.device, dtype=args.dtype, num_envs=args.num_envs,
         num_steps=args.steps, mini_batch_size=args.num_envs, temperature=args.temperature,
         max_new_tokens=args.new_tokens, lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
-        lora_target_modules=",".join(LANGUAGE_LORA), rollout_engine=engine_name, vllm_url=args.vllm_url,
+        # Only checked here: the policy below is built with LANGUAGE_LORA.
+        lora_target_modules="q_proj,k_proj,v_proj,o_proj", rollout_engine=engine_name, vllm_url=args.vllm_url,
         vllm_python=args.vllm_python, vllm_server_args=args.server_args, progress_bar=False,
     )
     settings = ModelSettings(model, dtype=args.dtype, device=args.device, lora_r=args.lora_r,
