@@ -244,8 +244,9 @@ def markdown(report: dict) -> str:
         ("max abs old-new log-prob, float32", f"{report['max_abs_log_prob_drift_float32']:.3g}"),
     ]
     for row in report.get("rollout_engines", []):
+        delta = "-" if row["mean_abs_delta_logp"] == "" else format(row["mean_abs_delta_logp"], ".2e")
         rows.append((f"rollout engine {row['engine']}: env steps/s, tokens/s, mean abs delta log p",
-                     f"{row['env_steps_per_s']:.2f}, {row['tokens_per_s']:.0f}, {row['mean_abs_delta_logp'] if row['mean_abs_delta_logp'] != '' else '-'}"))
+                     f"{row['env_steps_per_s']:.2f}, {row['tokens_per_s']:.0f}, {delta}"))
     lines = ["| quantity | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines) + "\n"
 
