@@ -23,6 +23,10 @@ What it reports (JSON on stdout, and `gpu_check.{json,md}` in `--output_dir` whe
   bfloat16 number is the rounding PPO's ratio sees at the start of every update; float32 is the
   control.
 
+`--rollout_engine vllm` also saves the same model shape and compares its rollouts with HF `generate`
+and with a vLLM server started from `--vllm_python` (`rollout_engines` in the report: env steps/s,
+tokens/s, engine-vs-trainer mean |delta log p|; `benchmarks.rollout_engines.measure`).
+
 `--tiny` (automatic without CUDA) runs the same code on the tiny Qwen2.5-VL model on CPU, in
 seconds; `tests/test_gpu_check.py` runs it so the script cannot rot. It has not been run on a
 GPU yet (no GPU was available where it was written).
@@ -85,10 +89,9 @@ def real_size_config(tiny_config: Any) -> Any:
     return Qwen2_5_VLConfig(text_config=text, vision_config=QWEN2_5_VL_3B_VISION, tie_word_embeddings=True, **token_ids)
 
 
-def build_policy(tiny: bool, dtype: Any, device: str, lora_r: int, settings: Any, work_dir: Path) -> Any:
-    """The policy: tiny Qwen2.5-VL (`tiny`) or the 3B shape, random weights, LoRA, checkpointing."""
+def build_model(tiny: bool, dtype: Any, device: str, work_dir: Path) -> tuple[Any, Any]:
+    """(model, processor): tiny Qwen2.5-VL (`tiny`) or the 3B shape, random weights."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import (
         AutoConfig,
         AutoModelForImageTextToText,
@@ -97,7 +100,6 @@ def build_policy(tiny: bool, dtype: Any, device: str, lora_r: int, settings: Any
 
     from vlm_agent.demo.tiny_models import make_tiny_model
     from vlm_agent.models.loading import load_processor
-    from vlm_agent.models.policy import VLMPolicy
 
     tiny_dir = make_tiny_model("qwen2_5_vl", work_dir / "tiny_qwen2_5_vl", seed=0)
     processor = load_processor(tiny_dir)
@@ -111,6 +113,16 @@ def build_policy(tiny: bool, dtype: Any, device: str, lora_r: int, settings: Any
         model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
     model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    return model, processor
+
+
+def build_policy(tiny: bool, dtype: Any, device: str, lora_r: int, settings: Any, work_dir: Path) -> Any:
+    """The policy: `build_model`'s model with LoRA on every linear layer and checkpointing."""
+    from peft import LoraConfig, get_peft_model
+
+    from vlm_agent.models.policy import VLMPolicy
+
+    model, processor = build_model(tiny, dtype, device, work_dir)
     # As vlm_agent.models.loading.load_model does for ModelSettings(gradient_checkpointing=True, use_lora=True).
     model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=lora_r, lora_alpha=2 * lora_r, lora_dropout=0.05, target_modules="all-linear",
@@ -195,6 +207,31 @@ def run_check(tiny: bool, num_envs: int, num_steps: int, lora_r: int, max_new_to
     return report
 
 
+def vllm_check(tiny: bool, num_envs: int, num_steps: int, max_new_tokens: int, lora_r: int,
+               vllm_python: str | None) -> list[dict]:
+    """The same model shape saved and served by vLLM: HF vs vLLM rollout speed and the engine-vs-trainer
+    log-prob mismatch, one row per engine (`benchmarks.rollout_engines.measure`; LoRA on the language
+    model, which is what vLLM applies). Needs a vLLM venv (`vllm_python`); never run on a GPU yet."""
+    import torch
+
+    from benchmarks.rollout_engines import measure
+
+    cuda = torch.cuda.is_available() and not tiny
+    with tempfile.TemporaryDirectory() as work:
+        work_dir = Path(work)
+        model, processor = build_model(tiny, torch.bfloat16 if cuda else torch.float32, "cpu", work_dir)
+        model.save_pretrained(work_dir / "model")
+        processor.save_pretrained(work_dir / "model")
+        del model
+        args = argparse.Namespace(
+            num_envs=num_envs, steps=num_steps, new_tokens=max_new_tokens, temperature=0.2, lora_r=lora_r,
+            dtype="bfloat16" if cuda else "float32", device="cuda" if cuda else "cpu", vllm_url=None,
+            vllm_python=vllm_python, server_args="--gpu-memory-utilization 0.4" if cuda else
+            "--enforce-eager --max-model-len 1024",
+        )
+        return [measure(engine, str(work_dir / "model"), args, work_dir) for engine in ("hf", "vllm")]
+
+
 def markdown(report: dict) -> str:
     rows = [
         ("model", report["model"]), ("device", report["device"]),
@@ -206,6 +243,10 @@ def markdown(report: dict) -> str:
         ("max abs old-new log-prob, bfloat16", f"{report['max_abs_log_prob_drift_bfloat16']:.3g}"),
         ("max abs old-new log-prob, float32", f"{report['max_abs_log_prob_drift_float32']:.3g}"),
     ]
+    for row in report.get("rollout_engines", []):
+        delta = "-" if row["mean_abs_delta_logp"] == "" else format(row["mean_abs_delta_logp"], ".2e")
+        rows.append((f"rollout engine {row['engine']}: env steps/s, tokens/s, mean abs delta log p",
+                     f"{row['env_steps_per_s']:.2f}, {row['tokens_per_s']:.0f}, {delta}"))
     lines = ["| quantity | value |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines) + "\n"
 
@@ -219,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_steps", type=int, default=None, help="default 8 (tiny: 2)")
     parser.add_argument("--max_new_tokens", type=int, default=None, help="default 256, the paper's (tiny: 8)")
     parser.add_argument("--ppo_epochs", type=int, default=None, help="default 4, the paper's (tiny: 1)")
+    parser.add_argument("--rollout_engine", choices=("hf", "vllm"), default="hf",
+                        help="vllm: also compare HF and a vLLM server on the same model shape (benchmarks.rollout_engines)")
+    parser.add_argument("--vllm_python", default=None, help="the vLLM venv's python (default $VLM_AGENT_VLLM_PYTHON "
+                        "or ./.venv-vllm/bin/python)")
     parser.add_argument("--output_dir", type=Path, default=None, help="also write gpu_check.json and gpu_check.md here")
     args = parser.parse_args(argv)
     tiny = args.tiny or not torch.cuda.is_available()
@@ -236,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
         max_new_tokens=pick(args.max_new_tokens, 256, 8),
         ppo_epochs=pick(args.ppo_epochs, 4, 1),
     )
+    if args.rollout_engine == "vllm":
+        report["rollout_engines"] = vllm_check(
+            tiny, num_envs=pick(args.num_envs, 4, 2), num_steps=pick(args.num_steps, 8, 2),
+            max_new_tokens=pick(args.max_new_tokens, 256, 8), lora_r=8 if tiny else 128, vllm_python=args.vllm_python)
     print(json.dumps(report, indent=1))
     if args.output_dir is not None:
         args.output_dir.mkdir(parents=True, exist_ok=True)

@@ -108,6 +108,17 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         command="python -m benchmarks.policy_speed",
     ),
     BenchmarkSection(
+        name="rollout_engines",
+        title="Rollout engines: Hugging Face generate vs a vLLM server",
+        measures=(
+            "Environment steps and generated tokens per second of one PPO rollout (NumberLine, 16 envs x 4 "
+            "steps) sampled by HF `generate` in-process and by a vLLM server (CPU build, its own venv), same "
+            "tiny model and seeds; for vLLM also the engine-vs-trainer log-prob mismatch over the sampled tokens. "
+            "On a CPU at tiny size vLLM is slower: the row shows the path works, not its GPU speed."
+        ),
+        command="python -m benchmarks.rollout_engines",
+    ),
+    BenchmarkSection(
         name="tiny_vlm_readout",
         title="Reading the image (tiny VLM alignment)",
         measures=(
@@ -247,6 +258,14 @@ def machine_description() -> str:
 
 
 _HEADING = re.compile(r"^(#{1,6})(\s)", re.MULTILINE)
+
+
+def write_markdown_results(path: Path, table: list[str], note: str, command: str) -> Path:
+    """Write a benchmark's Markdown result: its table, the note on how it was measured, the machine
+    (:func:`machine_description`) and the exact command; returns ``path``."""
+    lines = [*table, "", note, "", machine_description() + ".", "", f"Command: `{command}`"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
 
 
 def demote_headings(markdown: str, levels: int) -> str:

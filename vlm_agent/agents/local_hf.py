@@ -11,7 +11,9 @@ This module imports torch; :mod:`vlm_agent.agents` imports it only for ``local:`
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,23 @@ from vlm_agent.models.policy import POLICY_SETTINGS_FILE, VLMPolicy
 from vlm_agent.models.settings import GenerationSettings
 from vlm_agent.rollout.agent import AgentInput, TokenUsage
 from vlm_agent.rollout.engine import HFEngine
+from vlm_agent.rollout.vllm_engine import VLLMEngine
+from vlm_agent.rollout.vllm_server import VLLMServerSettings, max_lora_rank, server_env, vllm_python
+
+
+@dataclass(frozen=True)
+class VLLMOptions:
+    """Sample on a vLLM server instead of in-process (``vlm-agent eval --rollout_engine vllm``).
+
+    Attributes:
+        url: A running server serving the policy's base model; None starts a local one.
+        python: The vLLM venv's Python for a local server (see :func:`vllm_python`).
+        server_args: More flags for a local server.
+    """
+
+    url: str | None = None
+    python: str | None = None
+    server_args: str = ""
 
 
 class LocalHFAgent:
@@ -42,17 +61,30 @@ class LocalHFAgent:
 
     uses_expert_action = False
 
-    def __init__(self, policy: VLMPolicy, *, name: str = "local", seed: int = 0) -> None:
+    def __init__(self, policy: VLMPolicy, *, name: str = "local", seed: int = 0, vllm: VLLMOptions | None = None) -> None:
         self.policy = policy
         self.name = name
         self._rng = np.random.default_rng(seed)
         self.engine = HFEngine(policy, self._rng, name=name)
         self._usage = TokenUsage()
+        self._adapters: tempfile.TemporaryDirectory[str] | None = None
+        self.vllm_engine: VLLMEngine | None = None
+        if vllm is not None:
+            # The saved adapter is loaded into the server; a plain model folder is sampled as served.
+            base = str((policy.model_settings.model_name_or_path if policy.model_settings else None)
+                       or policy._base_model.config.name_or_path)
+            server = None if vllm.url else VLLMServerSettings(
+                model=base, python=vllm_python(vllm.python), extra_args=vllm.server_args, env=server_env(),
+                max_lora_rank=max_lora_rank(policy.model_settings.lora_r if policy.model_settings else 8),
+                dtype=policy.model_settings.dtype if policy.model_settings else "auto")
+            self._adapters = tempfile.TemporaryDirectory(prefix="vlm_agent_eval_adapters_")
+            self.vllm_engine = VLLMEngine(policy, self._rng, adapter_dir=self._adapters.name, model=base, url=vllm.url,
+                                          server=server, name=name.replace(":", "-"), score=False)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, temperature: float | None = None,
                         max_new_tokens: int | None = None, seed: int = 0,
-                        device: str | None = None) -> LocalHFAgent:
+                        device: str | None = None, vllm: VLLMOptions | None = None) -> LocalHFAgent:
         """Load a saved policy (``VLMPolicy.save_pretrained``) or a plain model folder.
 
         Args:
@@ -62,6 +94,8 @@ class LocalHFAgent:
             max_new_tokens: Answer length limit; None: the saved policy's, else the paper's 256.
             seed: Sampling seed.
             device: "cpu", "cuda", ...; None keeps the saved or automatic choice.
+            vllm: Sample on a vLLM server (the policy is still loaded here: its adapter is what the
+                server loads, its processor renders the prompts).
         """
         folder = Path(path)
         if not folder.is_dir():
@@ -83,12 +117,14 @@ class LocalHFAgent:
             model_settings = ModelSettings(model_name_or_path=str(folder), use_lora=False,
                                            device=device or "auto")
             policy = VLMPolicy.from_model(model_settings, settings, seed=seed)
-        return cls(policy.eval(), name=f"local:{folder.name}", seed=seed)
+        return cls(policy.eval(), name=f"local:{folder.name}", seed=seed, vllm=vllm)
 
     def respond(self, inputs: Sequence[AgentInput]) -> list[str]:
         """Sample one answer per input in one batched generate call."""
         if not inputs:
             return []
+        if self.vllm_engine is not None:
+            return [sample.text for sample in self.vllm_engine.respond(inputs)]
         model_inputs = self.policy.prepare_inputs([agent_input.image for agent_input in inputs],
                                                   [agent_input.prompt for agent_input in inputs])
         with torch.no_grad():
@@ -103,10 +139,16 @@ class LocalHFAgent:
 
     def usage(self) -> TokenUsage:
         """Tokens read and generated so far (counted locally; nothing is billed)."""
-        return self._usage
+        return self.vllm_engine.usage() if self.vllm_engine is not None else self._usage
 
     def close(self) -> None:
-        """Nothing to release; the model is freed with the agent."""
+        """Stop a vLLM server started for this agent; the model is freed with the agent."""
+        if self.vllm_engine is not None:
+            self.vllm_engine.close()
+        if self._adapters is not None:
+            self._adapters.cleanup()
+            self._adapters = None
+
 
 
 def saved_settings(folder: str | Path) -> AgentSettings | None:

@@ -299,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Only a module that was imported can have raised its error: checking through sys.modules
         # keeps `vlm-agent env` and `--help` from importing torch.
         for module, error_class in (("vlm_agent.training.checkpoint", "CheckpointError"),
-                                    ("vlm_agent.models.loading", "ModelLoadError")):
+                                    ("vlm_agent.models.loading", "ModelLoadError"),
+                                    ("vlm_agent.rollout.vllm_server", "VLLMError")):
             loaded = sys.modules.get(module)
             if loaded is not None and isinstance(error, getattr(loaded, error_class)):
                 return fail(command, str(error), status=1)

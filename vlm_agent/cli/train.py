@@ -113,10 +113,24 @@ def train_command(argv: list[str]) -> int:
     if not config.progress_bar:
         quiet_library_progress_bars()
     where: dict[str, Path] = {}
+    from vlm_agent.rollout.vllm_server import VLLMError
+
     try:
         return _run(config, clock, where)
     except KeyboardInterrupt as stop:
         return _interrupted(stop, clock, where.get("run_dir"))
+    except VLLMError as error:
+        return fail("train", f"{error}; {_last_checkpoint_line(where.get('run_dir'))}", status=1)
+
+
+def _last_checkpoint_line(run_dir: Path | None) -> str:
+    """Where a run that stopped on an error can continue from."""
+    from vlm_agent.training.checkpoint import latest_checkpoint
+
+    checkpoint = latest_checkpoint(run_dir) if run_dir is not None else None
+    if checkpoint is None:
+        return "the run stopped before its first checkpoint"
+    return f"the run stopped; its last checkpoint {checkpoint} is intact, resume with: {resume_command(run_dir)}"
 
 
 def quiet_library_progress_bars() -> None:

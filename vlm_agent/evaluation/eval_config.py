@@ -127,6 +127,24 @@ class EvalConfig:
     )
     retry_max_delay_s: float = field(default=60.0, metadata={"help": "Longest backoff wait, seconds."})
 
+    # > local: methods sampled on a vLLM server (README, "Rollouts with vLLM")
+    rollout_engine: str = field(
+        default="hf",
+        metadata={"help": "What samples local: methods: 'hf' (Hugging Face generate in this process) or 'vllm' "
+                  "(a vLLM server: --vllm_url, or a local one started for each method; a saved LoRA policy is "
+                  "loaded into it as an adapter)."},
+    )
+    vllm_url: Optional[str] = field(
+        default=None, metadata={"help": "A running vLLM server serving the methods' base model (http://host:port)."}
+    )
+    vllm_python: Optional[str] = field(
+        default=None, metadata={"help": "Python of the vLLM venv for a local server (default $VLM_AGENT_VLLM_PYTHON, "
+                                        "else ./.venv-vllm/bin/python)."}
+    )
+    vllm_server_args: str = field(
+        default="", metadata={"help": "More flags for a local vLLM server, e.g. '--enforce-eager --max-model-len 1024'."}
+    )
+
     # > Output
     out_dir: str = field(default="eval_results", metadata={"help": "Folder for the Markdown, CSV, PNG and JSON results."})
     stem: str = field(default="evaluation", metadata={"help": "File name stem of the results."})
@@ -151,6 +169,8 @@ class EvalConfig:
         for name in ("timeout_s", "retry_base_delay_s", "retry_max_delay_s"):
             if not getattr(self, name) > 0:
                 fail(name, "must be positive", f"set --{name} above 0")
+        if self.rollout_engine not in ("hf", "vllm"):
+            fail("rollout_engine", "is not an engine", "choose hf or vllm")
         if self.max_retries < 0:
             fail("max_retries", "must not be negative", "set --max_retries to 0 or more")
         if self.invalid_action_fallback is not None and self.invalid_action_fallback < 0:

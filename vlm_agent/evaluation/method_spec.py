@@ -185,9 +185,14 @@ def _build(method: MethodSpec, config: EvalConfig, settings: AgentSettings) -> A
     if method.kind == "local":
         from vlm_agent.agents.local_hf import LocalHFAgent
 
+        vllm = None
+        if config.rollout_engine == "vllm":
+            from vlm_agent.agents.local_hf import VLLMOptions
+
+            vllm = VLLMOptions(url=config.vllm_url, python=config.vllm_python, server_args=config.vllm_server_args)
         return LocalHFAgent.from_pretrained(
             local_policy_dir(method.argument), temperature=settings.temperature,
-            max_new_tokens=settings.max_new_tokens, seed=config.seed,
+            max_new_tokens=settings.max_new_tokens, seed=config.seed, vllm=vllm,
         )
     from vlm_agent.agents.retry import RetryPolicy
 

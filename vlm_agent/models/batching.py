@@ -34,6 +34,10 @@ class PolicySample:
         value: the value head's estimate when it was sampled.
         text: the answer decoded from ``completion_ids`` (special tokens skipped): what the parser
             read. Only for reading; the trainer scores ``completion_ids`` themselves.
+        engine_log_prob: with an engine outside the trainer (vLLM), the CoT-scaled log-prob the engine
+            reported for the answer it sampled (``log_prob`` is then the trainer's own forward).
+        engine_token_log_probs: ``[C]`` the engine's per-token log-probs of ``completion_ids``.
+        trainer_token_log_probs: ``[C]`` the trainer forward's per-token log-probs of the same ids.
     """
 
     prompt_ids: torch.Tensor
@@ -45,6 +49,9 @@ class PolicySample:
     log_prob: float
     value: float
     text: str = ""
+    engine_log_prob: float | None = None
+    engine_token_log_probs: torch.Tensor | None = None
+    trainer_token_log_probs: torch.Tensor | None = None
 
 
 @dataclass

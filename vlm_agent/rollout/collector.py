@@ -21,7 +21,7 @@ import torch
 
 from vlm_agent.models.batching import PolicySample
 from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
-from vlm_agent.rollout.engine import HFEngine
+from vlm_agent.rollout.engine import RolloutEngine
 from vlm_agent.rollout.env_state import (
     EnvStateError,
     EpisodeLog,
@@ -92,7 +92,7 @@ class RolloutCollector:
         env_id: Gymnasium id.
         num_envs: Environments in this process.
         seed: Seed of the first reset of environment i is `seed + i` (the trainer offsets it by rank).
-        engine: The engine that acts (:class:`~vlm_agent.rollout.engine.HFEngine`); its policy's
+        engine: The engine that acts (:class:`~vlm_agent.rollout.engine.HFEngine`, or the vLLM one); its policy's
             value head bootstraps truncated episodes.
         prompt_template: `vlm_agent.prompting.env_prompts.prompt_for(env_id, cot=...)`.
         invalid_policy: What an unusable answer executes.
@@ -107,7 +107,7 @@ class RolloutCollector:
         env_id: str,
         num_envs: int,
         seed: int,
-        engine: HFEngine,
+        engine: RolloutEngine,
         prompt_template: Any,
         invalid_policy: InvalidActionPolicy,
         rng: np.random.Generator | None = None,

@@ -52,11 +52,35 @@ from vlm_agent.rollout.agent import AgentInput, TokenUsage
 
 
 class RolloutEngine(Protocol):
-    """Generates and scores a batch: the interface behind the loop's learning agent."""
+    """Generates and scores a batch: the interface behind the loop's learning agent.
+
+    Implemented by :class:`HFEngine` (in-process) and :class:`vlm_agent.rollout.vllm_engine.VLLMEngine`
+    (a vLLM server). Both are agents (``respond``, ``usage``, ``close``) whose answers are
+    :class:`PolicySample` objects holding the sampled token ids themselves.
+    """
+
+    policy: VLMPolicy
+    """The policy being trained: its value head bootstraps truncated episodes."""
+    rng: np.random.Generator
+    """Draws the sampling seeds (and, in the collectors, resolves unusable answers)."""
+    generation_seconds: float
+    """Seconds spent in :meth:`generate` so far."""
 
     def generate(self, images: Sequence[ImageLike], prompts: Sequence[str],
                  legal_actions: Sequence[Sequence[str]]) -> list[PolicySample]:
         """One sampled answer per observation, with ``text``, ``log_prob`` and ``value`` set."""
+        ...
+
+    def respond(self, inputs: Sequence[AgentInput]) -> list[PolicySample]:
+        """:meth:`generate` for the loop's inputs."""
+        ...
+
+    def usage(self) -> TokenUsage:
+        """Tokens read and generated so far."""
+        ...
+
+    def close(self) -> None:
+        """Release what the engine holds (a server it started)."""
         ...
 
 
@@ -318,36 +342,47 @@ class HFEngine:
     def _split_samples(
         self, inputs: dict[str, torch.Tensor], completions: torch.Tensor, legal_actions: Sequence[Sequence[str]]
     ) -> list[PolicySample]:
-        """Cut a generated batch into per-observation CPU records (padding removed, EOS kept); the
-        thought/action masks split each answer where the parser, reading it against its row's
-        legal actions, finds the action."""
-        attention = inputs["attention_mask"].bool().cpu()
-        image_inputs = split_image_inputs(
-            {k: v for k, v in inputs.items() if k not in PER_TOKEN_KEYS and k != "input_ids"}, len(completions)
-        )
+        """Cut a generated batch into per-observation CPU records (padding removed, EOS kept)."""
         eos = torch.as_tensor(self.policy.eos_token_ids)
-        samples = []
-        for row, (completion, legal) in enumerate(zip(completions.cpu(), legal_actions, strict=True)):
+        answers = []
+        for completion in completions.cpu():
             is_eos = torch.isin(completion, eos).nonzero()
-            length = int(is_eos[0]) + 1 if len(is_eos) else len(completion)
-            completion_ids = completion[:length].clone()
-            thought, action = thought_action_masks(self.policy.processor.tokenizer, completion_ids.tolist(), list(legal))
-            keep = attention[row]
-            samples.append(
-                PolicySample(
-                    prompt_ids=inputs["input_ids"][row].cpu()[keep].clone(),
-                    prompt_token_inputs={
-                        k: inputs[k][row].cpu()[keep].clone()
-                        for k in PER_TOKEN_KEYS
-                        if k in inputs and k != "attention_mask"
-                    },
-                    image_inputs=image_inputs[row],
-                    completion_ids=completion_ids,
-                    thought_mask=thought,
-                    action_mask=action,
-                    log_prob=float("nan"),
-                    value=float("nan"),
-                    text=self.policy.processor.tokenizer.decode(completion_ids.tolist(), skip_special_tokens=True),
-                )
+            answers.append(completion[: int(is_eos[0]) + 1 if len(is_eos) else len(completion)].clone())
+        return samples_from_answers(self.policy, inputs, answers, legal_actions)
+
+
+def samples_from_answers(
+    policy: VLMPolicy, inputs: dict[str, torch.Tensor], answers: Sequence[torch.Tensor],
+    legal_actions: Sequence[Sequence[str]],
+) -> list[PolicySample]:
+    """One CPU :class:`PolicySample` per row of ``inputs`` (from :meth:`VLMPolicy.prepare_inputs`) and its
+    sampled answer ids (EOS kept, no padding); ``log_prob`` and ``value`` are left NaN.
+
+    The thought/action masks split each answer where the parser, reading it against its row's legal
+    actions, finds the action; ``text`` is the answer decoded with special tokens skipped.
+    """
+    attention = inputs["attention_mask"].bool().cpu()
+    image_inputs = split_image_inputs(
+        {k: v for k, v in inputs.items() if k not in PER_TOKEN_KEYS and k != "input_ids"}, len(answers)
+    )
+    tokenizer = policy.processor.tokenizer
+    samples = []
+    for row, (completion_ids, legal) in enumerate(zip(answers, legal_actions, strict=True)):
+        thought, action = thought_action_masks(tokenizer, completion_ids.tolist(), list(legal))
+        keep = attention[row]
+        samples.append(
+            PolicySample(
+                prompt_ids=inputs["input_ids"][row].cpu()[keep].clone(),
+                prompt_token_inputs={
+                    k: inputs[k][row].cpu()[keep].clone() for k in PER_TOKEN_KEYS if k in inputs and k != "attention_mask"
+                },
+                image_inputs=image_inputs[row],
+                completion_ids=completion_ids,
+                thought_mask=thought,
+                action_mask=action,
+                log_prob=float("nan"),
+                value=float("nan"),
+                text=tokenizer.decode(completion_ids.tolist(), skip_special_tokens=True),
             )
-        return samples
+        )
+    return samples

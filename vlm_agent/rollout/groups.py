@@ -29,7 +29,7 @@ from vlm_agent.models.batching import PolicySample
 from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
 from vlm_agent.rollout.agent import AgentInput
 from vlm_agent.rollout.collector import RolloutStats
-from vlm_agent.rollout.engine import HFEngine
+from vlm_agent.rollout.engine import RolloutEngine
 from vlm_agent.rollout.env_state import EnvStateError
 from vlm_agent.rollout.environments import check_env
 from vlm_agent.rollout.loop import AgentLoop, HeldOutEpisodes, make_env
@@ -92,7 +92,7 @@ class GroupCollector:
             processes and offsets ``seed`` by rank, so no two groups of a run share a seed).
     """
 
-    def __init__(self, env_id: str, num_groups: int, group_size: int, seed: int, engine: HFEngine,
+    def __init__(self, env_id: str, num_groups: int, group_size: int, seed: int, engine: RolloutEngine,
                  prompt_template: Any, invalid_policy: InvalidActionPolicy, max_steps: int,
                  env_kwargs: dict[str, Any] | None = None, stride: int | None = None) -> None:
         check_env(env_id, env_kwargs)

@@ -25,6 +25,8 @@ from vlm_agent.rollout.environments import EnvKwargs
 REPORT_TARGETS = ("tensorboard", "wandb")
 #: What to do when the model's answer names no legal action (see `vlm_agent.prompting.parsing`).
 INVALID_ACTION_CHOICES = ("random", "penalty")
+#: What `rollout_engine` chooses from (vlm_agent.rollout.engine, vlm_agent.rollout.vllm_engine).
+ROLLOUT_ENGINES = ("hf", "vllm")
 ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "gigpo")
 """The RL algorithms `--algorithm` chooses from (vlm_agent.algorithms)."""
 TINY_ARCHITECTURES = ("qwen2_vl", "qwen2_5_vl", "llava_next", "idefics3", "gemma3")
@@ -118,6 +120,33 @@ class VLMPPOConfig:
             "'dynamic' (grown every step, Hugging Face's default). Same samples either way."
         },
     )
+    rollout_engine: str = field(
+        default="hf",
+        metadata={
+            "help": "What samples the rollouts: 'hf' (Hugging Face generate in this process) or 'vllm' (a vLLM server "
+            "over HTTP: --vllm_url, or a local one started for the run; LoRA only, see README 'Rollouts with vLLM')."
+        },
+    )
+    vllm_url: str | None = field(
+        default=None, metadata={"help": "A running vLLM server serving the run's model (http://host:port); "
+                                        "none: start a local one on 127.0.0.1 for the run."},
+    )
+    vllm_python: str | None = field(
+        default=None, metadata={"help": "Python of the vLLM venv that starts the local server (default "
+                                        "$VLM_AGENT_VLLM_PYTHON, else ./.venv-vllm/bin/python: bash .ci/make-vllm-venv)."},
+    )
+    vllm_server_args: str = field(
+        default="", metadata={"help": "More flags for the local vLLM server, e.g. '--enforce-eager --max-model-len 1024'."},
+    )
+    old_log_probs: str = field(
+        default="trainer",
+        metadata={
+            "help": "With --rollout_engine vllm, PPO's old log-probs: 'trainer' (the trainer's own forward over the "
+            "sampled ids; exact) or 'engine_tis' (also weight each answer by min(p_trainer / p_engine, tis_cap), "
+            "truncated importance sampling for the engine's mismatch)."
+        },
+    )
+    tis_cap: float = field(default=2.0, metadata={"help": "Cap C of the truncated importance weights (engine_tis)."})
     invalid_action: str = field(
         default="random",
         metadata={
@@ -288,8 +317,9 @@ class VLMPPOConfig:
             if isinstance(getattr(self, name), str):
                 value = getattr(self, name)
                 setattr(self, name, None if value.lower() in ("none", "null", "") else float(value))
-        if self.model_name_or_path == "":
-            self.model_name_or_path = None
+        for name in ("model_name_or_path", "vllm_url", "vllm_python"):
+            if getattr(self, name) == "":
+                setattr(self, name, None)
         self.env_kwargs = EnvKwargs(self.env_kwargs)
         self._check_types()
         self._validate()
@@ -388,6 +418,25 @@ class VLMPPOConfig:
                 f"does not divide the rollout of num_steps*num_envs={self.num_steps * self.num_envs} samples",
                 "choose a divisor of num_steps*num_envs",
             )
+        self._validate_rollout_engine(fail)
+
+    def _validate_rollout_engine(self, fail: Any) -> None:
+        if self.rollout_engine not in ROLLOUT_ENGINES:
+            fail("rollout_engine", "is not an engine", "choose hf or vllm")
+        if self.old_log_probs not in ("trainer", "engine_tis"):
+            fail("old_log_probs", "is not a source", "choose trainer or engine_tis")
+        if not (self.tis_cap > 0 and math.isfinite(self.tis_cap)):
+            fail("tis_cap", "must be a positive finite number", "use e.g. 2")
+        if self.rollout_engine != "vllm":
+            if self.old_log_probs != "trainer":
+                fail("old_log_probs", "needs an engine outside the trainer", "add --rollout_engine vllm")
+            return
+        if not self.use_lora:
+            fail("use_lora", "cannot go with --rollout_engine vllm: the vLLM engine syncs LoRA adapters only "
+                 "(full-parameter weight sync is out of scope)", "train with --use_lora True, or use --rollout_engine hf")
+        if self.lora_target_modules.strip() == "all-linear":
+            fail("lora_target_modules", "also puts LoRA on the vision tower, which vLLM does not apply",
+                 "name the language model's layers, e.g. --lora_target_modules q_proj,k_proj,v_proj,o_proj")
 
     @property
     def aligns_warm_start(self) -> bool:

@@ -52,7 +52,6 @@ from vlm_agent.models.policy import VLMPolicy
 from vlm_agent.models.settings import GenerationSettings
 from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
 from vlm_agent.rollout.collector import Rollout, RolloutCollector, RolloutStats
-from vlm_agent.rollout.engine import HFEngine
 from vlm_agent.rollout.environments import check_env
 from vlm_agent.rollout.groups import GroupCollector, GroupRollout
 from vlm_agent.training.checkpoint import (
@@ -73,6 +72,7 @@ from vlm_agent.training.optimizer import (
     set_learning_rate,
 )
 from vlm_agent.training.ppo_config import VLMPPOConfig
+from vlm_agent.training.rollout_engines import advantage_weights, engine_metrics, make_rollout_engine
 from vlm_agent.training.run_checkpoints import RunCheckpoints
 from vlm_agent.training.run_config import write_run_config
 from vlm_agent.training.run_logs import (
@@ -190,12 +190,13 @@ class VLMPPOTrainer(RunCheckpoints):
             mode=config.invalid_action, fallback=config.invalid_action_fallback, penalty=config.invalid_action_penalty
         )
         prompt_template = prompt_for(config.env_id, cot=config.use_cot, show_state=config.show_state)
+        self.engine = make_rollout_engine(config, policy, self.rng, self.run_dir)
         if config.critic_free:
             # Whole groups per process, every (round, process, group) its own reset seed.
             num_groups = config.num_envs // config.group_size
             self.collector = GroupCollector(
                 config.env_id, num_groups, config.group_size, seed=config.seed + self.rank * num_groups,
-                engine=HFEngine(policy, self.rng), prompt_template=prompt_template, invalid_policy=invalid_policy,
+                engine=self.engine, prompt_template=prompt_template, invalid_policy=invalid_policy,
                 max_steps=config.num_steps, env_kwargs=config.env_kwargs, stride=num_groups * self.world_size,
             )
         else:
@@ -203,7 +204,7 @@ class VLMPPOTrainer(RunCheckpoints):
                 config.env_id,
                 config.num_envs,
                 seed=config.seed + self.rank * config.num_envs,
-                engine=HFEngine(policy, self.rng),
+                engine=self.engine,
                 prompt_template=prompt_template,
                 invalid_policy=invalid_policy,
                 rng=self.rng,
@@ -291,6 +292,7 @@ class VLMPPOTrainer(RunCheckpoints):
         finally:
             bar.close()
             self.run_log.close()
+            self.engine.close()  # a vLLM server started for the run stops here, on errors and Ctrl-C too
         if self.is_main and self.finished:
             self.save_policy(self.run_dir / "policy")
             plot_learning_curve(self.run_dir / METRICS_JSONL, self.run_dir / LEARNING_CURVE_PNG, title=config.env_id)
@@ -327,6 +329,8 @@ class VLMPPOTrainer(RunCheckpoints):
         targets = self.algorithm.advantages(rollout)
         samples = rollout.flat_samples()
         advantages, returns = targets.advantages, targets.returns
+        weights = advantage_weights(samples, config)  # --old_log_probs engine_tis
+        advantages = advantages if weights is None else advantages * weights.to(advantages.dtype)
         old_log_probs = rollout.log_probs.reshape(-1)
         old_values = rollout.values.reshape(-1)
 
@@ -411,6 +415,7 @@ class VLMPPOTrainer(RunCheckpoints):
     ) -> dict[str, Any]:
         metrics = update_metrics(self.update, self.global_step, rollout, stats, losses, learning_rate, seconds,
                                  lambda tensor: self._sum_across_processes(tensor))
+        metrics.update(engine_metrics(rollout.flat_samples(), self.config))
         if isinstance(rollout, GroupRollout):
             # GiGPO's step-level signal reaches the steps whose state recurs in their group (this process's share).
             metrics["charts/anchor_share"] = anchor_share(rollout.group, rollout.state_keys)

@@ -28,6 +28,7 @@ CONFIG_JSON = "config.json"
 #: shape, the PPO and sampling settings, ...) decides what the checkpoint means and stays.
 RESUME_OVERRIDABLE = (
     "total_timesteps", "save_every", "log_samples", "progress_bar", "report_to", "final_eval_episodes", "exp_name",
+    "vllm_url", "vllm_python", "vllm_server_args",  # where the vLLM server is: not what the run computes
 )
 
 #: Options a resume sets itself: the run folder it continues, and the resume flag.
