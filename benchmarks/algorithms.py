@@ -9,9 +9,12 @@ of environment steps, at 3 seeds. Settings:
 - ``ezpoints_text``: EZPoints with the state also given as text (the tiny model is not taught to
   read EZPoints' cards from the image; see benchmarks/README.md, "Reading the image"), CoT, lambda 0.5.
 
-PPO collects 16 envs x 16 steps per update; the critic-free algorithms play rounds of 4 groups x 8
-episodes that start from the same state (GiGPO's group size), each round until its episodes end,
-and stop when they have taken as many environment steps as PPO. Every run is a subprocess, so that
+PPO collects 16 envs x 16 steps per update; the critic-free algorithms play rounds of 16 groups x 4
+episodes (the G episodes of a group start from the same state), each round until its episodes end,
+and stop when they have taken as many environment steps as PPO. Many groups per round matter more
+than large groups here: each update then sees 16 start states, as PPO's 16 envs do (with 2 or 4
+groups of 8, GiGPO and GRPO did not rise above their warm start at this budget; rerun with
+``--groups 2 --group-size 8``). Every run is a subprocess, so that
 its peak memory (``VmHWM``) is its own. Held-out success (seeds 10^9 + ...) of
 the warm start and of each trained policy, with Wilson 95% intervals; the learning curve is the
 success of training episodes against environment steps, averaged over seeds (band: min-max).
@@ -62,8 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--env-steps", type=int, default=2048, help="Environment steps of every run.")
     parser.add_argument("--num-envs", type=int, default=16)
     parser.add_argument("--num-steps", type=int, default=16, help="PPO: steps per env per update; others: round cap.")
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--groups", type=int, default=4,
+    parser.add_argument("--group-size", type=int, default=4)
+    parser.add_argument("--groups", type=int, default=16,
                         help="Critic-free algorithms: groups per round (each round plays groups x group-size episodes).")
     parser.add_argument("--loss-aggregation", default="step", choices=["step", "episode"],
                         help="Critic-free algorithms: each step alike or each episode alike (see vlm_agent.algorithms.group).")
@@ -239,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             if ("warm start", "") not in done:
                 print(f"[algorithms] {setting.label}: warm start", flush=True)
                 rows.append(warm_start_row(args, setting))
+                rows, curves = save_rows(rows_path, curves_path, rows, curves)
             # Seed-major: an interrupted benchmark has every algorithm at the first seeds.
             for seed in args.seeds:
                 for algorithm in args.algorithms:
@@ -249,12 +253,33 @@ def main(argv: list[str] | None = None) -> int:
                     for point in row.pop("curve"):
                         curves.append({"setting": name, "algorithm": algorithm, "seed": str(seed), **point})
                     rows.append(row)
-                    write_csv(rows_path, rows, FIELDS)
-                    write_csv(curves_path, curves, ["setting", "algorithm", "seed", "global_step", "success_rate",
-                                                    "episodes"])
+                    rows, curves = save_rows(rows_path, curves_path, rows, curves)
                     write_report(rows, curves, args)
     write_report(rows, curves, args)
     return 0
+
+
+CURVE_FIELDS = ["setting", "algorithm", "seed", "global_step", "success_rate", "episodes"]
+
+
+def save_rows(rows_path: Path, curves_path: Path, rows: list[dict[str, Any]],
+              curves: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Write ``rows`` and ``curves`` merged with what is on disk now, under a lock: several
+    ``--resume`` benchmarks may run at once into one results folder (each run's rows replace the
+    file's rows of the same setting, algorithm and seed). Returns the merged rows and curves."""
+    import fcntl
+
+    def key(row: dict[str, Any]) -> tuple[str, str, str]:
+        return str(row["setting"]), str(row["algorithm"]), str(row["seed"])
+
+    with open(rows_path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mine = {key(row) for row in rows}
+        merged_rows = [row for row in read_csv(rows_path) if key(row) not in mine] + rows
+        merged_curves = [point for point in read_csv(curves_path) if key(point) not in mine] + curves
+        write_csv(rows_path, merged_rows, FIELDS)
+        write_csv(curves_path, merged_curves, CURVE_FIELDS)
+    return merged_rows, merged_curves
 
 
 def run_child(args: argparse.Namespace, setting: str, algorithm: str, seed: int) -> dict[str, Any]:
@@ -291,7 +316,9 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         "",
     ]
     for name, setting in SETTINGS.items():
-        subset = [row for row in rows if row["setting"] == name]
+        order = ["warm start", *ALGORITHMS]
+        subset = sorted((row for row in rows if row["setting"] == name),
+                        key=lambda row: (order.index(row["algorithm"]), str(row["seed"])))
         if not subset:
             continue
         lines += [f"## {setting.label}", "",
