@@ -246,6 +246,22 @@ def machine_description() -> str:
     return line
 
 
+def source_commit() -> str:
+    """The commit the benchmark ran at (short hash), ``+changes`` when tracked files differ from
+    it, or ``unknown`` outside a git checkout: results rows say which code measured them."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 _HEADING = re.compile(r"^(#{1,6})(\s)", re.MULTILINE)
 
 

@@ -33,7 +33,37 @@ def test_examples_are_true_readouts_of_seeded_states() -> None:
     assert readout_values("gym_cards/NumberLine-v0", {"current": 1, "target": 4}) == {
         "current number": "1", "target number": "4"}
     held_out = held_out_examples("gym_cards/NumberLine-v0", 3, seed=0)
-    assert held_out[0].values == readout_examples("gym_cards/NumberLine-v0", 1, seed=10**9)[0].values
+    assert held_out[0].values == readout_examples("gym_cards/NumberLine-v0", 1, seed=10**9, side="eval")[0].values
+
+
+@pytest.mark.parametrize(("env_id", "env_kwargs"), [("gym_cards/NumberLine-v0", {"max_position": 20}),
+                                                    ("gym_cards/Blackjack-v0", {})])
+def test_held_out_states_never_occur_in_training_images(env_id: str, env_kwargs: dict) -> None:
+    """By construction: NumberLine by its split option, other envs by the read-out's hash."""
+    from vlm_agent.demo.readout import distinct_states, evaluation_state
+
+    train = readout_examples(env_id, 600, seed=0, env_kwargs=env_kwargs)
+    held_out = held_out_examples(env_id, 200, seed=0, env_kwargs=env_kwargs)
+    as_text = [{json.dumps(e.values, sort_keys=True) for e in side} for side in (train, held_out)]
+    assert as_text[0].isdisjoint(as_text[1])
+    frames = [{e.image.tobytes() for e in side} for side in (train, held_out)]
+    assert frames[0].isdisjoint(frames[1])
+    assert distinct_states(train) == len(as_text[0]) > 100 and distinct_states(held_out) > 40
+    if env_id == "gym_cards/Blackjack-v0":
+        assert all(evaluation_state(e.values) for e in held_out)
+        assert not any(evaluation_state(e.values) for e in train)
+
+
+def test_other_state_control_shows_each_prompt_another_states_image() -> None:
+    from vlm_agent.demo.readout import other_state_images
+
+    examples = held_out_examples("gym_cards/NumberLine-v0", 30, seed=1, env_kwargs={"max_position": 20})
+    shown = other_state_images(examples)
+    for example, image in zip(examples, shown):
+        source = next(e for e in examples if e.image is image)
+        assert source.values != example.values
+    with pytest.raises(ValueError, match="two different states"):
+        other_state_images(examples[:1])
 
 
 def test_blank_image_keeps_only_the_background() -> None:
@@ -284,8 +314,8 @@ def test_aligned_tiny_model_reads_numberline_from_the_image_and_not_from_a_blank
     config = VLMAlignConfig(env_ids=["gym_cards/NumberLine-v0"], eval_examples=60, output_dir=str(tmp_path / "a"),
                             progress_bar=False)
     result = run_alignment(config)
-    image, blank = result.accuracy
-    assert not image.blank and blank.blank
+    image, blank, other = result.accuracy
+    assert (image.control, blank.control, other.control) == ("image", "blank", "other state")
     assert min(image.fields.values()) >= 0.95, image.fields
     assert max(blank.fields.values()) <= max(blank.chance.values()) + 0.1, (blank.fields, blank.chance)
 
