@@ -59,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stem", default=None, help="Result file stem (default tiny_vlm_readout[_quick]).")
     args = parser.parse_args(argv)
     if args.quick:
-        args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 32, 2, 4, 0, 8
+        args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 128, 2, 4, 0, 8
     args.stem = args.stem or ("tiny_vlm_readout_quick" if args.quick else "tiny_vlm_readout")
     return args
 

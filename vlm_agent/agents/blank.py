@@ -1,6 +1,8 @@
 """:class:`BlankImages`, the control of any image-reading result: the same agent, shown a frame of
 each image's background colour instead (:func:`blank_like`). What it still achieves is what the
-agent gets without reading the image.
+agent gets without reading the image. :class:`OtherStateImages`, the stronger control: the same
+agent shown the image of another state (a frame like those it was trained on, of the wrong
+state), so what it scores there shows whether its answers follow what is drawn.
 """
 
 from __future__ import annotations
@@ -32,6 +34,39 @@ class BlankImages:
 
     def respond(self, inputs: Sequence[AgentInput]) -> list[str]:
         return self.agent.respond([dataclasses.replace(i, image=blank_like(i.image)) for i in inputs])
+
+    def usage(self) -> TokenUsage:
+        return self.agent.usage()
+
+    def close(self) -> None:
+        self.agent.close()
+
+
+class OtherStateImages:
+    """``agent`` shown, instead of every image, the image of another state; prompts unchanged.
+
+    ``frames``: images of states of other episodes (e.g. the first frames of other evaluation
+    episodes); each step shows one drawn (by ``seed``) from those that differ from its own image.
+    An agent that acts on what is drawn plays the other state's move here, near random play.
+    """
+
+    def __init__(self, agent: Agent, frames: Sequence[np.ndarray], seed: int = 0) -> None:
+        self.frames = [np.asarray(frame) for frame in frames]
+        if len({frame.tobytes() for frame in self.frames}) < 2:
+            raise ValueError("OtherStateImages needs frames of at least two different states")
+        self.agent = agent
+        self.name = f"{agent.name} (other state's image)"
+        self.uses_expert_action = agent.uses_expert_action
+        self._rng = np.random.default_rng(seed)
+
+    def _other(self, image: np.ndarray) -> np.ndarray:
+        while True:
+            frame = self.frames[int(self._rng.integers(len(self.frames)))]
+            if frame.shape != image.shape or not np.array_equal(frame, image):
+                return frame
+
+    def respond(self, inputs: Sequence[AgentInput]) -> list[str]:
+        return self.agent.respond([dataclasses.replace(i, image=self._other(i.image)) for i in inputs])
 
     def usage(self) -> TokenUsage:
         return self.agent.usage()
