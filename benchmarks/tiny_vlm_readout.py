@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="One alignment per seed (tiny model, images, batches): the read-out varies by seed.")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ALIGN_ENVS))
-    parser.add_argument("--env-kwargs", default='{"max_position": 20}',
-                        help="Options of every env (JSON), e.g. NumberLine's long line (420 states).")
+    parser.add_argument("--env-kwargs", default='{"max_position": 9}',
+                        help="Options of every env (JSON): NumberLine's line 0..9 (90 states; 0..20: 420).")
     parser.add_argument("--num-examples", type=int, default=defaults.num_examples, help="Training images per env.")
     parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
     parser.add_argument("--projector-fit", action="store_true",
@@ -61,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 128, 2, 4, 0, 8
     args.stem = args.stem or ("tiny_vlm_readout_quick" if args.quick else "tiny_vlm_readout")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 
@@ -146,7 +148,7 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
         lines.append(f"| {row['env_id'].split('/')[-1]} | {row['field']} | {row['seed']} | {row['model']} | "
                      f"{row['train_states']} / {row['eval_states']} | {pct(row['image_accuracy'])} | "
                      f"{pct(row['blank_accuracy'])} | {pct(row['other_state_accuracy'])} | {pct(row['chance'])} |")
-    lines += ["", machine_description(), ""]
+    lines += ["", machine_description(), "", f"Command: `python -m benchmarks.tiny_vlm_readout {' '.join(args.argv)}`", ""]
     (out / f"{args.stem}.md").write_text("\n".join(lines))
     plot(rows, results, out / f"{args.stem}.png")
 

@@ -46,4 +46,5 @@ def test_tiny_vlm_readout_reports_unseen_states_controls_and_the_models_identity
         for column in ("image_accuracy", "blank_accuracy", "other_state_accuracy", "chance"):
             assert 0.0 <= float(row[column]) <= 1.0
     markdown = (tmp_path / "tiny_vlm_readout_quick.md").read_text()
-    assert "| other state |" in markdown and '{"max_position": 20}' in markdown
+    assert "| other state |" in markdown and '{"max_position": 9}' in markdown
+    assert "Command: `python -m benchmarks.tiny_vlm_readout --quick --seeds 0" in markdown
