@@ -118,6 +118,9 @@ ALIGN_SETTINGS: dict[str, dict[str, Any]] = {
                                "language_steps": 1500, "output_norm_lr_factor": 10.0},
 }
 
+#: ... and of NumberLine's long line (the unseen-pairs row), as benchmarks/results/tiny_vlm_readout.md measured them.
+LONG_LINE_ALIGN_SETTINGS: dict[str, Any] = {"language_steps": 600, "output_norm_lr_factor": 10.0}
+
 
 def aligned_model(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any] | None = None) -> Path:
     """The legible tiny model aligned to read ``env_id``'s images (cached in the work dir); its
@@ -137,6 +140,8 @@ def aligned_model(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, A
                              "run the image-only rows of one env at a time with it")
         return args.aligned_model
     steps = dict(ALIGN_SETTINGS.get(env_id, {}))
+    if env_kwargs and "max_position" in env_kwargs:
+        steps.update(LONG_LINE_ALIGN_SETTINGS)
     if args.align_steps is not None:
         steps.update(zip(("projector_steps", "language_steps", "full_steps"), args.align_steps))
     if args.quick:

@@ -196,36 +196,6 @@ def test_readout_slots_are_the_tokens_that_show_each_number(torch_single_thread:
     assert find_readout_slots(blank_features, blank) == []
 
 
-def test_numbers_of_one_and_two_digits_are_read_character_by_character(
-    torch_single_thread: None, tmp_path: Path
-) -> None:
-    """The long line's "7" and "17": one slot per digit position and one for the end, found in the image."""
-    import torch
-    from transformers import AutoModelForImageTextToText
-
-    from vlm_agent.demo.readout_slots import character_fields, find_readout_slots, image_tokens, slot_values
-    from vlm_agent.models.loading import load_processor
-
-    long_line = readout_examples("gym_cards/NumberLine-v0", 256, seed=0, env_kwargs={"max_position": 20})
-    assert character_fields(long_line) == {"current number", "target number"}
-    assert character_fields(readout_examples("gym_cards/NumberLine-v0", 50, seed=0)) == set()  # one digit only
-    fields = character_fields(long_line)
-    assert slot_values({"current number": "17", "target number": "3"}, fields) == {
-        ("current number", 0, None): "1", ("current number", 1, None): "7", ("current number", 2, None): '"',
-        ("target number", 0, None): "3", ("target number", 1, None): '"'}
-    path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=LEGIBLE_VISION)
-    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32).eval()
-    with torch.no_grad():
-        features = torch.stack(image_tokens(model, load_processor(path), [e.image for e in long_line]))
-    slots = find_readout_slots(features, long_line)
-    assert all(slot.is_character for slot in slots)
-    found = {(slot.key, slot.index) for slot in slots}
-    assert {(key, index) for key in fields for index in (0, 1)} <= found, found
-    # The two positions of one number co-occur in every image: they never share a token.
-    tokens = {(slot.key, slot.index): slot.token for slot in slots}
-    assert all(tokens[(key, 0)] != tokens[(key, 1)] for key in fields)
-
-
 def test_player_cards_get_one_slot_per_position_and_hand_length(torch_single_thread: None, tmp_path: Path) -> None:
     """Blackjack centres the hand, so a card's place depends on the hand's length: slots are per position and length."""
     import torch

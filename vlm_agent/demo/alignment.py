@@ -126,8 +126,7 @@ def train_projector(
             known = labels.setdefault(slot, {})
             row.append((slot, known.setdefault(json.dumps(value), len(known))))
         wanted.append(row)
-    targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v),
-                                                character=slot.is_character) for v in known])
+    targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v)) for v in known])
                for slot, known in labels.items()}
     parameters = projector_parameters(model)
     train_only(model, parameters)

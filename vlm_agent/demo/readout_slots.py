@@ -34,51 +34,22 @@ MIN_SLOT_ACCURACY = 0.6
 MIN_SLOT_SHARE = 0.1
 
 
-#: (read-out field, item position in a list field (or character position) or None, the list's length or None)
+#: (read-out field, item position in a list field or None, the list's length or None)
 SlotKey = tuple[str, int | None, int | None]
 
-#: What a character slot holds after a number's last digit: the closing quote the answer writes next.
-END_OF_NUMBER = '"'
 
-#: The words marking a character slot's position (digits would collide with the digits it holds).
-CHARACTER_MARKERS = ("first", "second", "third", "fourth", "fifth", "sixth")
-
-
-def character_fields(examples: Sequence[ReadoutExample]) -> frozenset[str]:
-    """The fields read character by character: numbers written with more than one count of digits.
-
-    NumberLine's long line (0..20): "7" is one token, "17" two. One slot holding both digits
-    (the normalised mean of their embeddings) cannot say their order and makes "1" and "11" the
-    same target; measured with max_position 20, 43% / 5% of held-out (current, target) read.
-    Such a field gets one slot per character position instead, holding the digit there or
-    :data:`END_OF_NUMBER` after the last one, so the language model writes the i-th digit from
-    the i-th slot and stops where a slot says so.
-    """
-    lengths: dict[str, set[int]] = {}
-    for example in examples:
-        for key, value in example.values.items():
-            if isinstance(value, str) and value.isdigit():
-                lengths.setdefault(key, set()).add(len(value))
-            else:
-                lengths.setdefault(key, set()).add(-1)  # not a number: never split
-    return frozenset(key for key, seen in lengths.items() if -1 not in seen and len(seen) > 1)
-
-
-def slot_values(values: dict[str, Any], characters: frozenset[str] = frozenset()) -> dict[SlotKey, Any]:
-    """The read-out split into slots: one per scalar field, one per item of a list field, one per
-    character (and one for the end) of a field in ``characters`` (:func:`character_fields`).
+def slot_values(values: dict[str, Any]) -> dict[SlotKey, Any]:
+    """The read-out split into slots: one per scalar field, one per item of a list field.
 
     A list item's slot is its position *in a list of that length*: a centred layout (Blackjack's
     hand) moves every card when one is added, so card 0 of two and card 0 of three lie apart
     (measured: one token per position told 28-31% of player cards apart, one per position and
-    length 98-99%). A character slot is ``(field, position, None)``.
+    length 98-99%).
     """
     out: dict[SlotKey, Any] = {}
     for key, value in values.items():
         if isinstance(value, list):
             out.update({(key, index, len(value)): item for index, item in enumerate(value)})
-        elif key in characters:
-            out.update({(key, index, None): char for index, char in enumerate(str(value) + END_OF_NUMBER)})
         else:
             out[(key, None, None)] = value
     return out
@@ -113,16 +84,6 @@ class ReadoutSlot:
     def slot_key(self) -> SlotKey:
         return (self.key, self.index, self.length)
 
-    @property
-    def is_character(self) -> bool:
-        """A character slot of a number (:func:`character_fields`), not a list item."""
-        return self.index is not None and self.length is None
-
-
-def slot_characters(slots: Sequence[ReadoutSlot]) -> frozenset[str]:
-    """The fields ``slots`` read character by character."""
-    return frozenset(slot.key for slot in slots if slot.is_character)
-
 
 def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> list[ReadoutSlot]:
     """For each slot of ``examples``' read-outs, the image token whose features best tell its value apart.
@@ -137,8 +98,7 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
     import torch
 
     half = len(examples) // 2
-    characters = character_fields(examples)
-    per_image = [slot_values(e.values, characters) for e in examples]
+    per_image = [slot_values(e.values) for e in examples]
     counts = Counter(key for values in per_image for key in values)
     candidates: list[tuple[tuple[float, float], SlotKey, int]] = []
     for key in (k for k, n in counts.items() if n >= len(examples) * MIN_SLOT_SHARE):
@@ -169,8 +129,7 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
     return sorted(slots, key=lambda slot: (list(examples[0].values).index(slot.key), slot.length or 0, slot.index or 0))
 
 
-def slot_target(model: Any, processor: Any, key: str, index: int | None, value: Any, *, with_key: bool = True,
-                character: bool = False) -> Any:
+def slot_target(model: Any, processor: Any, key: str, index: int | None, value: Any, *, with_key: bool = True) -> Any:
     """What stage 1 writes into a slot's token: the field's name plus its value, in word-embedding space.
 
     ``emb(' "<key>')`` + ``emb(str(value))`` (+ ``emb(str(index))`` for a list item), each the
@@ -178,8 +137,7 @@ def slot_target(model: Any, processor: Any, key: str, index: int | None, value: 
     of several words is the sum of its words' vectors (``emb('9') + emb(' of') + emb(' spades')``):
     one mean over all its tokens let the suit's five letter tokens drown the rank's one (measured
     on Blackjack: suits read 95-100%, ranks 4-35%). ``with_key=False`` leaves the name out (the
-    value's words alone). ``character``: a character slot, whose position is marked by a word of
-    :data:`CHARACTER_MARKERS` (``emb(str(index))`` would be a digit like the ones it holds).
+    value's words alone).
     """
     tokenizer = processor.tokenizer
     embeddings = model.get_input_embeddings().weight.detach()
@@ -192,7 +150,7 @@ def slot_target(model: Any, processor: Any, key: str, index: int | None, value: 
     target = words(first) + sum((words(f" {word}") for word in rest), start=0 * embeddings[0])
     target = target + (words(f' "{key}') if with_key else 0)
     if index is not None and with_key:
-        target = target + words(f" {CHARACTER_MARKERS[index]}" if character else str(index))
+        target = target + words(str(index))
     return target * embeddings.norm(dim=-1).mean()
 
 
@@ -202,11 +160,10 @@ def slot_readings(examples: Sequence[ReadoutExample],
     by_env: dict[str, list[ReadoutSlot]] = {}
     for slot in slots:
         by_env.setdefault(slot.env_id, []).append(slot)
-    characters = {env_id: slot_characters(env_slots) for env_id, env_slots in by_env.items()}
     readings = []
     for example in examples:
         if example.env_id in by_env:
-            present = slot_values(example.values, characters[example.env_id])
+            present = slot_values(example.values)
             readings.append((example, [(slot, present[slot.slot_key]) for slot in by_env[example.env_id]
                                        if slot.slot_key in present]))
     return readings
@@ -248,7 +205,7 @@ def fit_projector(model: Any, processor: Any, examples: Sequence[ReadoutExample]
     layer = projector_output_layer(model)
     captured: list[Any] = []
     hook = layer.register_forward_hook(lambda module, inputs, output: captured.append(inputs[0].detach()))
-    wanted: dict[tuple[str, int | None, bool, str], Any] = {}  # one target per field, position and value
+    wanted: dict[tuple[str, int | None, str], Any] = {}  # one target per field, position and value
     rows, targets = [], []
     try:
         for start in range(0, len(readings), batch_size):
@@ -259,10 +216,9 @@ def fit_projector(model: Any, processor: Any, examples: Sequence[ReadoutExample]
             hidden = captured[-1].split([len(t) for t in tokens])
             for (_, pairs), features in zip(batch, hidden):
                 for slot, value in pairs:
-                    key = (slot.key, slot.index, slot.is_character, json.dumps(value))
+                    key = (slot.key, slot.index, json.dumps(value))
                     if key not in wanted:
-                        wanted[key] = slot_target(model, processor, slot.key, slot.index, value,
-                                                  character=slot.is_character)
+                        wanted[key] = slot_target(model, processor, slot.key, slot.index, value)
                     rows.append(features[slot.token])
                     targets.append(wanted[key])
     finally:
