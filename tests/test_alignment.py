@@ -361,6 +361,20 @@ def test_cli_align_bad_env_is_one_line_error(capsys) -> None:
     assert "no built-in read-out" in capsys.readouterr().err
 
 
+
+def test_cli_align_refuses_an_env_option_the_env_does_not_take(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "aligned"
+    result = subprocess.run([sys.executable, "-m", "vlm_agent.cli", "align", "--env_kwargs", '{"max_postion": 9}',
+                             "--output_dir", str(out)], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "['max_postion'] are not accepted by gym_cards/NumberLine-v0" in result.stderr.strip().splitlines()[-1]
+    assert not out.exists()
+
+
 def test_projector_stage_refuses_architectures_it_cannot_address(tmp_path: Path, capsys) -> None:
     from vlm_agent.cli.main import main
 
