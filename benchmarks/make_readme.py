@@ -115,10 +115,13 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
             "with legible vision settings is aligned on images of env states -> their read-out "
             "(`vlm-agent align`: the projector writes each read-out field into one image token, then "
             "the language model's layers learn to read them); the table gives the read-out accuracy "
-            "on held-out states from the image alone, and with a blank image (the background colour "
-            "only) as the control, which must fall to chance."
+            "on evaluation states that no training image shows (NumberLine 0..9: its `split=\"eval\"` "
+            "pairs), from the image alone and with two controls that must fall to chance: a blank "
+            "image (the background colour only) and another state's image. Each row names the "
+            "aligned model (weights hash) and the commit."
         ),
-        command="python -m benchmarks.tiny_vlm_readout",
+        command=("python -m benchmarks.tiny_vlm_readout --seeds 0 1 2 --env-kwargs '{\"max_position\": 9}' "
+                 "--output-norm-lr-factor 10 --language-steps 600"),
     ),
     BenchmarkSection(
         name="readout_bottleneck",
