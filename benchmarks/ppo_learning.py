@@ -242,13 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from benchmarks.make_readme import source_commit
+    from vlm_agent.demo.alignment import model_identity
     from vlm_agent.models.loading import ModelSettings
     from vlm_agent.models.policy import VLMPolicy
     from vlm_agent.models.settings import GenerationSettings
     from vlm_agent.training.ppo_trainer import VLMPPOTrainer
-
-    from benchmarks.make_readme import source_commit
-    from vlm_agent.demo.alignment import model_identity
 
     args = parse_args(argv)
     commit = source_commit()

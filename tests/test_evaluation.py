@@ -448,6 +448,16 @@ def test_same_named_local_policies_get_unique_labels_and_name_sets_one() -> None
     from vlm_agent.evaluation.method_spec import build_agent
 
     assert isinstance(build_agent("blank:random"), BlankImages)
+    # other: (the other-state control) likewise, with other episodes' frames of the one env evaluated.
+    from vlm_agent.agents.blank import OtherStateImages
+    from vlm_agent.evaluation.eval_config import EvalConfig
+
+    other = parse_method("other:local:runs/a")
+    assert other.other and not other.blank and other.argument == "runs/a"
+    assert default_labels(["local:runs/a", "other:local:runs/a", "d=other:random"]) == ["local:a", "other:local:a", "d"]
+    assert isinstance(build_agent("other:random"), OtherStateImages)
+    with pytest.raises(ValueError, match="one environment at a time"):
+        build_agent("other:random", EvalConfig(env_ids=["gym_cards/NumberLine-v0", "gym_cards/Blackjack-v0"]))
     with pytest.raises(ValueError, match="NAME=SPEC"):
         default_labels(["local:runs/a/policy", "local:runs/a/policy"])
     with pytest.raises(ValueError, match="NAME=SPEC"):

@@ -8,7 +8,8 @@ state), so what it scores there shows whether its answers follow what is drawn.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,3 +74,16 @@ class OtherStateImages:
 
     def close(self) -> None:
         self.agent.close()
+
+
+def other_episode_frames(env_id: str, env_kwargs: Mapping[str, Any] | None, count: int, seed: int) -> list[np.ndarray]:
+    """The first frames of ``count`` evaluation episodes of run seed ``seed`` (``held_out_seed(seed, i)``):
+    with ``seed + 1`` they are the frames of other episodes of a run evaluated at ``seed``."""
+    from vlm_agent.rollout.environments import observation_image
+    from vlm_agent.rollout.loop import held_out_seed, make_env
+
+    env = make_env(env_id, env_kwargs)
+    try:
+        return [observation_image(env.reset(seed=held_out_seed(seed, i))[0]).copy() for i in range(count)]
+    finally:
+        env.close()
