@@ -121,7 +121,7 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
             "aligned model (weights hash) and the commit."
         ),
         command=("python -m benchmarks.tiny_vlm_readout --seeds 0 1 2 --env-kwargs '{\"max_position\": 9}' "
-                 "--output-norm-lr-factor 10 --language-steps 600"),
+                 "--projector-fit --output-norm-lr-factor 10 --language-steps 600"),
     ),
     BenchmarkSection(
         name="readout_bottleneck",

@@ -119,7 +119,7 @@ ALIGN_SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 #: ... and of NumberLine's long line (the unseen-pairs row), as benchmarks/results/tiny_vlm_readout.md measured them.
-LONG_LINE_ALIGN_SETTINGS: dict[str, Any] = {"language_steps": 600, "output_norm_lr_factor": 10.0}
+LONG_LINE_ALIGN_SETTINGS: dict[str, Any] = {"projector_fit": True, "language_steps": 600, "output_norm_lr_factor": 10.0}
 
 
 def aligned_model(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any] | None = None) -> Path:

@@ -321,13 +321,13 @@ def test_aligned_tiny_model_reads_unseen_numberline_pairs_and_not_blank_or_other
     """The recipe benchmarks/results/tiny_vlm_readout.md measures, at seed 0: NumberLine 0..9, read
     on (current, target) pairs that no training image shows; both controls at or below chance."""
     config = VLMAlignConfig(env_ids=["gym_cards/NumberLine-v0"], env_kwargs={"max_position": 9},
-                            output_norm_lr_factor=10.0, language_steps=600, eval_examples=100, seed=0,
+                            projector_fit=True, output_norm_lr_factor=10.0, language_steps=600, eval_examples=100, seed=0,
                             output_dir=str(tmp_path / "a"), progress_bar=False)
     result = run_alignment(config)
     image, blank, other = result.accuracy
     assert (image.control, blank.control, other.control) == ("image", "blank", "other state")
     assert result.training_states["gym_cards/NumberLine-v0"] == 68 and image.states == 22  # of 90: disjoint
-    assert image.fields["current number"] >= 0.95 and image.fields["target number"] >= 0.9, image.fields
+    assert min(image.fields.values()) >= 0.95, image.fields
     for control in (blank, other):
         assert all(control.fields[k] <= control.chance[k] + 0.1 for k in control.fields), (control.control,
                                                                                            control.fields)
