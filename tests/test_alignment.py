@@ -110,7 +110,7 @@ def test_alignment_lowers_the_held_out_readout_loss_and_same_seed_gives_same_wei
 
 def _changed_weights(tmp_path: Path, **steps: int) -> set[str]:
     start = make_tiny_model("qwen2_vl", tmp_path / "start", seed=0, hidden_size=32, num_layers=1, vision=MINI_VISION)
-    config = VLMAlignConfig(model_name_or_path=str(start), env_ids=["gym_cards/NumberLine-v0"], num_examples=8,
+    config = VLMAlignConfig(model_name_or_path=str(start), env_ids=["gym_cards/NumberLine-v0"], num_examples=16,
                             batch_size=4, output_dir=str(tmp_path / "out"), progress_bar=False,
                             **{"projector_steps": 0, "language_steps": 0, "full_steps": 0, **steps})
     run_alignment(config)
