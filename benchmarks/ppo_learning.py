@@ -569,6 +569,15 @@ the benchmark was built (not reproduced by this script):
   cards 88.5%, total 41%) gave 36.0% -> 40.7% with a blank-image control of 32.7%. The tiny policy
   must add the cards up itself, and basic strategy's ~43% caps any gain. A variant without a row
   has not been run.
+- The unseen-pairs row (NumberLine 0..9, aligned model c53caa71702a of
+  benchmarks/results/tiny_vlm_readout.md, which reads 100% / 100% of the unseen pairs) wins none
+  of its held-out episodes before or after PPO, and 49-55% with blank or other states' images.
+  Its split holds out one side of the marker per evaluation target (`evaluation_pair`: the only
+  split that no move crosses), so in every training episode of targets 1, 3, 6 and 8 the right
+  move follows from the target alone; the tiny policy learned that shortcut and plays the
+  trained side's move on the held-out side, losing every episode (return -18: wrong moves until
+  the step limit). It acts on what it reads (other states' images change its play), but on these
+  pairs it is not yet a test of comparing current and target.
 - PPO minutes depend on what else ran on the 2 shared cores.
 """
 
