@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -148,7 +149,7 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
         lines.append(f"| {row['env_id'].split('/')[-1]} | {row['field']} | {row['seed']} | {row['model']} | "
                      f"{row['train_states']} / {row['eval_states']} | {pct(row['image_accuracy'])} | "
                      f"{pct(row['blank_accuracy'])} | {pct(row['other_state_accuracy'])} | {pct(row['chance'])} |")
-    lines += ["", machine_description(), "", f"Command: `python -m benchmarks.tiny_vlm_readout {' '.join(args.argv)}`", ""]
+    lines += ["", machine_description(), "", f"Command: `python -m benchmarks.tiny_vlm_readout {shlex.join(args.argv)}`", ""]
     (out / f"{args.stem}.md").write_text("\n".join(lines))
     plot(rows, results, out / f"{args.stem}.png")
 
