@@ -126,10 +126,13 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
             "with legible vision settings is aligned on images of env states -> their read-out "
             "(`vlm-agent align`: the projector writes each read-out field into one image token, then "
             "the language model's layers learn to read them); the table gives the read-out accuracy "
-            "on held-out states from the image alone, and with a blank image (the background colour "
-            "only) as the control, which must fall to chance."
+            "on evaluation states that no training image shows (NumberLine 0..9: its `split=\"eval\"` "
+            "pairs), from the image alone and with two controls that must fall to chance: a blank "
+            "image (the background colour only) and another state's image. Each row names the "
+            "aligned model (weights hash) and the commit."
         ),
-        command="python -m benchmarks.tiny_vlm_readout",
+        command=("python -m benchmarks.tiny_vlm_readout --seeds 0 1 2 --env-kwargs '{\"max_position\": 9}' "
+                 "--projector-fit --output-norm-lr-factor 10 --language-steps 600"),
     ),
     BenchmarkSection(
         name="readout_bottleneck",
@@ -255,6 +258,22 @@ def machine_description() -> str:
         # Timings on a shared machine depend on what else runs: say how busy it was.
         line += f"; load average {os.getloadavg()[0]:.1f} when the results were written"
     return line
+
+
+def source_commit() -> str:
+    """The commit the benchmark ran at (short hash), ``+changes`` when tracked files differ from
+    it, or ``unknown`` outside a git checkout: results rows say which code measured them."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=10", "HEAD"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+changes" if dirty else "")
 
 
 _HEADING = re.compile(r"^(#{1,6})(\s)", re.MULTILINE)

@@ -49,6 +49,11 @@ class Variant:
     use_cot: bool
     cot_scale: float
     show_state: bool = True  # False: the model sees only the image (aligned first to read it)
+    max_position: int | None = None  # NumberLine's long line: trained on split "train", evaluated on "eval"
+
+    def env_kwargs(self, split: str) -> dict[str, Any]:
+        """The env options of the alignment, SFT and PPO (``"train"``) or of the evaluations (``"eval"``)."""
+        return {} if self.max_position is None else {"max_position": self.max_position, "split": split}
 
 
 _TEXT_STATE = (
@@ -58,9 +63,12 @@ _TEXT_STATE = (
     Variant("NumberLine action-only", "gym_cards/NumberLine-v0", False, 0.5),
     Variant("Blackjack CoT lambda=0.5", "gym_cards/Blackjack-v0", True, 0.5),
 )
+#: NumberLine's long line for the unseen-pairs rows (gym_cards.envs.number_line.evaluation_pair).
+LONG_LINE = 9
 VARIANTS = _TEXT_STATE + tuple(
     Variant(f"{v.name} (image only)", v.env_id, v.use_cot, v.cot_scale, show_state=False) for v in _TEXT_STATE
-)
+) + (Variant(f"NumberLine 0..{LONG_LINE} CoT lambda=0.5 (image only, unseen pairs)", "gym_cards/NumberLine-v0", True,
+             0.5, show_state=False, max_position=LONG_LINE),)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -110,9 +118,13 @@ ALIGN_SETTINGS: dict[str, dict[str, Any]] = {
                                "language_steps": 1500, "output_norm_lr_factor": 10.0},
 }
 
+#: ... and of NumberLine's long line (the unseen-pairs row), as benchmarks/results/tiny_vlm_readout.md measured them.
+LONG_LINE_ALIGN_SETTINGS: dict[str, Any] = {"projector_fit": True, "language_steps": 600, "output_norm_lr_factor": 10.0}
 
-def aligned_model(args: argparse.Namespace, env_id: str) -> Path:
-    """The legible tiny model aligned to read ``env_id``'s images (cached in the work dir)."""
+
+def aligned_model(args: argparse.Namespace, env_id: str, env_kwargs: dict[str, Any] | None = None) -> Path:
+    """The legible tiny model aligned to read ``env_id``'s images (cached in the work dir); its
+    training images come from the ``"train"`` states of ``env_kwargs`` (``readout.state_split``)."""
     from vlm_agent.demo.alignment import VLMAlignConfig, run_alignment
 
     if args.aligned_model is not None:
@@ -128,13 +140,16 @@ def aligned_model(args: argparse.Namespace, env_id: str) -> Path:
                              "run the image-only rows of one env at a time with it")
         return args.aligned_model
     steps = dict(ALIGN_SETTINGS.get(env_id, {}))
+    if env_kwargs and "max_position" in env_kwargs:
+        steps.update(LONG_LINE_ALIGN_SETTINGS)
     if args.align_steps is not None:
         steps.update(zip(("projector_steps", "language_steps", "full_steps"), args.align_steps))
     if args.quick:
         steps = {"num_examples": 32, "projector_steps": 2, "language_steps": 2, "full_steps": 0}
-    config = VLMAlignConfig(tiny_arch=args.arch, env_ids=[env_id], seed=args.seed, progress_bar=False, output_dir="",
-                            **steps)
-    name = (f"aligned_{env_id.rsplit('/', 1)[-1]}__ex{config.num_examples}{'_fit' if config.projector_fit else ''}"
+    config = VLMAlignConfig(tiny_arch=args.arch, env_ids=[env_id], env_kwargs=env_kwargs or {}, seed=args.seed,
+                            progress_bar=False, output_dir="", **steps)
+    line = f"_max{env_kwargs['max_position']}" if env_kwargs and "max_position" in env_kwargs else ""
+    name = (f"aligned_{env_id.rsplit('/', 1)[-1]}{line}__ex{config.num_examples}{'_fit' if config.projector_fit else ''}"
             f"_p{config.projector_steps}_l{config.language_steps}_f{config.full_steps}"
             f"_n{config.output_norm_lr_factor:g}_lr{config.learning_rate:g}")
     out = args.work_dir / name
@@ -144,7 +159,8 @@ def aligned_model(args: argparse.Namespace, env_id: str) -> Path:
     return out
 
 
-def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state: bool = True) -> Path:
+def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state: bool = True,
+               env_kwargs: dict[str, Any] | None = None) -> Path:
     """SFT the tiny model on demonstrations with deliberate mistakes (cached in the work dir).
 
     Image-only warm starts begin from :func:`aligned_model` (the tiny model that reads the image)
@@ -157,10 +173,11 @@ def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state:
 
     # The SFT settings are part of the name so that a cached warm start is reused only for equal settings.
     learning_rate = args.sft_lr if show_state else args.image_sft_lr
-    name = (f"{env_id.rsplit('/', 1)[-1]}__{'cot' if use_cot else 'action_only'}__warm_start"
+    line = "" if not env_kwargs else "_" + "_".join(f"{k}{v}" for k, v in sorted(env_kwargs.items()))
+    name = (f"{env_id.rsplit('/', 1)[-1]}{line}__{'cot' if use_cot else 'action_only'}__warm_start"
             f"__demos{args.sft_demos}_ep{args.sft_epochs:g}_lr{learning_rate:g}_wrong{args.wrong_action_rate:g}")
     if not show_state:
-        start = aligned_model(args, env_id)
+        start = aligned_model(args, env_id, env_kwargs)
         # The aligned model's own summary in the name: a model aligned anew at the same path is not mistaken for the old.
         summary = hashlib.sha256((start / "align_summary.json").read_bytes()).hexdigest()[:10]
         name += f"__image_only_language_layers__{start.name}_{summary}"
@@ -170,7 +187,8 @@ def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state:
     if show_state:
         start = make_tiny_model(args.arch, args.work_dir / "tiny_random_model", seed=args.seed)
     run_sft(VLMSFTConfig(
-        model_name_or_path=str(start), env_id=env_id, num_demos=args.sft_demos, epochs=args.sft_epochs,
+        model_name_or_path=str(start), env_id=env_id, env_kwargs=env_kwargs or {}, num_demos=args.sft_demos,
+        epochs=args.sft_epochs,
         learning_rate=learning_rate, wrong_action_rate=args.wrong_action_rate, use_cot=use_cot,
         show_state=show_state, seed=args.seed, output_dir=str(out), progress_bar=False,
         language_only=not show_state,  # keep the image tokens' meaning from the alignment
@@ -178,21 +196,29 @@ def warm_start(args: argparse.Namespace, env_id: str, use_cot: bool, show_state:
     return out
 
 
-def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str, *, blank: bool = False) -> Any:
-    """Success rate etc. of a policy on held-out seeds, at the training temperature.
+def evaluate(policy: Any, args: argparse.Namespace, variant: Variant, label: str, *, control: str = "image") -> Any:
+    """Success rate etc. of a policy on held-out seeds (the variant's evaluation states), at the
+    training temperature.
 
-    ``blank``: the control, every image replaced by its background colour (`BlankImages`).
+    ``control="blank"``: every image replaced by its background colour (`BlankImages`);
+    ``"other state"``: by the image of another evaluation state (`OtherStateImages`, frames of
+    held-out read-out states dealt from the seed after ``--seed``).
     """
-    from vlm_agent.agents.blank import BlankImages
+    from vlm_agent.agents.blank import BlankImages, OtherStateImages
     from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.demo.readout import held_out_examples
     from vlm_agent.evaluation.evaluate import evaluate_agent
 
     agent = LocalHFAgent(policy.eval(), name=label, seed=args.seed)
-    if blank:
+    if control == "blank":
         agent = BlankImages(agent)
+    elif control == "other state":
+        frames = held_out_examples(variant.env_id, 64, seed=args.seed + 1, env_kwargs=variant.env_kwargs("eval"))
+        agent = OtherStateImages(agent, [e.image for e in frames], seed=args.seed)
     return evaluate_agent(
         agent, variant.env_id, episodes=args.eval_episodes, seed=args.seed, cot=variant.use_cot,
         num_envs=min(16, args.eval_episodes), show_state=variant.show_state, progress=False,
+        env_kwargs=variant.env_kwargs("eval"),
     )
 
 
@@ -200,7 +226,8 @@ def ppo_config(args: argparse.Namespace, variant: Variant, model_dir: Path, run_
     from vlm_agent.training.ppo_config import VLMPPOConfig
 
     return VLMPPOConfig(
-        model_name_or_path=str(model_dir), device="cpu", env_id=variant.env_id, seed=args.seed,
+        model_name_or_path=str(model_dir), device="cpu", env_id=variant.env_id,
+        env_kwargs=variant.env_kwargs("train"), seed=args.seed,
         use_cot=variant.use_cot, show_state=variant.show_state, cot_scale=variant.cot_scale,
         temperature=0.2, max_new_tokens=(160 if "Blackjack" in variant.env_id else 64) if variant.use_cot else 16,
         num_envs=args.num_envs, num_steps=args.num_steps, total_timesteps=args.ppo_steps,
@@ -215,12 +242,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from benchmarks.make_readme import source_commit
+    from vlm_agent.demo.alignment import model_identity
     from vlm_agent.models.loading import ModelSettings
     from vlm_agent.models.policy import VLMPolicy
     from vlm_agent.models.settings import GenerationSettings
     from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
     args = parse_args(argv)
+    commit = source_commit()
     if args.alfworld:
         return run_alfworld(args)
     if args.report_only:
@@ -240,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         curves = [point for point in old_curves if point["variant"] not in args.variants]
     for variant in variants:
         started = time.perf_counter()
-        model_dir = warm_start(args, variant.env_id, variant.use_cot, variant.show_state)
+        model_dir = warm_start(args, variant.env_id, variant.use_cot, variant.show_state, variant.env_kwargs("train"))
         sft_seconds = time.perf_counter() - started
         run_dir = args.work_dir / variant.name.replace(" ", "_").replace("=", "")
         if run_dir.exists():  # a rerun replaces this variant's earlier PPO run (its results are rewritten too)
@@ -257,8 +287,12 @@ def main(argv: list[str] | None = None) -> int:
         trainer.train()
         ppo_seconds = time.perf_counter() - ppo_started
         after = evaluate(trainer.policy, args, variant, "after PPO")
-        # The control of an image-only row: the trained policy shown blank frames.
-        control = None if variant.show_state else evaluate(trainer.policy, args, variant, "after PPO", blank=True)
+        # The controls of an image-only row: the trained policy shown blank frames, and other states' images.
+        control = None if variant.show_state else evaluate(trainer.policy, args, variant, "after PPO", control="blank")
+        other = None if variant.show_state else evaluate(trainer.policy, args, variant, "after PPO",
+                                                         control="other state")
+        aligned = "" if variant.show_state else model_identity(aligned_model(args, variant.env_id,
+                                                                             variant.env_kwargs("train")))
         row = {
             "variant": variant.name, "env_id": variant.env_id, "cot": variant.use_cot, "cot_scale": variant.cot_scale,
             "show_state": variant.show_state, "wrong_action_rate": args.wrong_action_rate,
@@ -269,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
             "after_blank_success": "" if control is None else control.success_rate,
             "after_blank_ci_low": "" if control is None else control.ci95[0],
             "after_blank_ci_high": "" if control is None else control.ci95[1],
+            "after_other_state_success": "" if other is None else other.success_rate,
+            "after_other_state_ci_low": "" if other is None else other.ci95[0],
+            "after_other_state_ci_high": "" if other is None else other.ci95[1],
+            "env_kwargs": json.dumps(variant.env_kwargs("train")), "aligned_model": aligned, "commit": commit,
             "before_return": before.mean_return, "after_return": after.mean_return,
             "before_invalid": before.invalid_rate, "after_invalid": after.invalid_rate,
             "eval_episodes": args.eval_episodes, "sft_seconds": round(sft_seconds, 1), "ppo_seconds": round(ppo_seconds, 1),
@@ -504,8 +542,8 @@ the benchmark was built (not reproduced by this script):
 - Without the state's text the plain tiny model cannot read the images (random 2-layer vision
   tower, 112 px), so the text-state rows give it the state as text (`show_state`); the paper's 89.4%
   on NumberLine reads the image with LLaVA-1.6-7B. The image-only variants start from a model with
-  legible vision settings aligned to read NumberLine's image (`vlm-agent align`, 100% held-out
-  read-out, benchmarks/results/tiny_vlm_readout.md), whose SFT then trains the language model's
+  legible vision settings aligned to read NumberLine's image (`vlm-agent align`; its 100% read-out
+  was measured on the 30 states of NumberLine 0..5, all of which it had trained on), whose SFT then trains the language model's
   layers alone (`language_only`): a whole-model SFT at lr 3e-3 erased the reading (its warm start
   read 28% / 22% of held-out states, the same as from a blank image, and PPO gained +4 points).
   A `language_only` SFT at lr 3e-3 still lost the target: its warm start read the current number
@@ -531,6 +569,15 @@ the benchmark was built (not reproduced by this script):
   cards 88.5%, total 41%) gave 36.0% -> 40.7% with a blank-image control of 32.7%. The tiny policy
   must add the cards up itself, and basic strategy's ~43% caps any gain. A variant without a row
   has not been run.
+- The unseen-pairs row (NumberLine 0..9, aligned model c53caa71702a of
+  benchmarks/results/tiny_vlm_readout.md, which reads 100% / 100% of the unseen pairs) wins none
+  of its held-out episodes before or after PPO, and 49-55% with blank or other states' images.
+  Its split holds out one side of the marker per evaluation target (`evaluation_pair`: the only
+  split that no move crosses), so in every training episode of targets 1, 3, 6 and 8 the right
+  move follows from the target alone; the tiny policy learned that shortcut and plays the
+  trained side's move on the held-out side, losing every episode (return -18: wrong moves until
+  the step limit). It acts on what it reads (other states' images change its play), but on these
+  pairs it is not yet a test of comparing current and target.
 - PPO minutes depend on what else ran on the 2 shared cores.
 """
 
@@ -561,22 +608,29 @@ def write_results(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args
         "shows the image alone, to a tiny model with legible vision settings aligned to read it first "
         "(`vlm_agent.demo.alignment`, benchmarks/results/tiny_vlm_readout.md)."),
         "",
-        "The blank-image column is the control of the image-only rows: the policy after PPO shown frames "
-        "of the background colour (`vlm_agent.agents.blank.BlankImages`), same prompts and seeds.",
+        "The blank-image and other-state columns are the controls of the image-only rows: the policy after PPO "
+        "shown frames of the background colour (`vlm_agent.agents.blank.BlankImages`), or the image of another "
+        "evaluation state (`OtherStateImages`), same prompts and seeds. The unseen-pairs row trains (alignment, SFT, "
+        "PPO) on NumberLine's `split=\"train\"` states and is evaluated on its `split=\"eval\"` states, which no "
+        "training episode visits (`gym_cards.envs.number_line.evaluation_pair`). Model: the aligned model's weights "
+        "hash (`vlm_agent.demo.alignment.model_identity`); commit: the code that measured the row (rows without "
+        "them predate the stamp).",
         "",
-        "| variant | observation | warm start | after PPO | gain (points) | after PPO, blank image | return before -> after | invalid before -> after | PPO minutes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | observation | warm start | after PPO | gain (points) | after PPO, blank image | after PPO, other state | return before -> after | invalid before -> after | PPO minutes | model | commit |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        blank = ("-" if row.get("after_blank_success", "") == "" else
-                 pct(row["after_blank_success"], row["after_blank_ci_low"], row["after_blank_ci_high"]))
+        blank, other = (("-" if row.get(f"after_{name}_success", "") == "" else
+                         pct(row[f"after_{name}_success"], row[f"after_{name}_ci_low"], row[f"after_{name}_ci_high"]))
+                        for name in ("blank", "other_state"))
         lines.append(
             f"| {row['variant']} | {'text + image' if row['show_state'] else 'image only'} | "
             f"{pct(row['before_success'], row['before_ci_low'], row['before_ci_high'])} | "
             f"{pct(row['after_success'], row['after_ci_low'], row['after_ci_high'])} | {row['gain_points']:+.1f} | "
-            f"{blank} | "
+            f"{blank} | {other} | "
             f"{row['before_return']:.2f} -> {row['after_return']:.2f} | "
-            f"{100 * row['before_invalid']:.1f}% -> {100 * row['after_invalid']:.1f}% | {row['ppo_seconds'] / 60:.1f} |"
+            f"{100 * row['before_invalid']:.1f}% -> {100 * row['after_invalid']:.1f}% | {row['ppo_seconds'] / 60:.1f} | "
+            f"{row.get('aligned_model') or '-'} | {row.get('commit') or '-'} |"
         )
     (out / f"{stem}.md").write_text("\n".join(lines) + "\n" + NOTES)
     plot(rows, curves, out / f"{stem}.png")
@@ -609,6 +663,10 @@ def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -
     if controls:
         right.scatter([p + width / 2 for p, _ in controls], [100 * row["after_blank_success"] for _, row in controls],
                       marker="x", color="black", zorder=3, label="after PPO, blank image")
+    others = [(p, row) for p, row in zip(positions, rows) if row.get("after_other_state_success", "") != ""]
+    if others:
+        right.scatter([p + width / 2 for p, _ in others], [100 * row["after_other_state_success"] for _, row in others],
+                      marker="+", color="red", zorder=3, label="after PPO, other state's image")
     right.set_xticks(list(positions), [row["variant"].replace(" ", "\n", 1) for row in rows], fontsize=7)
     right.set_ylabel("held-out success rate (%)")
     right.set_title("Before and after PPO (95% intervals)")

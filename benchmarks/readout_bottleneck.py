@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
-        args.num_examples, args.eval_examples, args.steps, args.eval_every = 32, 8, 4, 2
+        args.num_examples, args.eval_examples, args.steps, args.eval_every = 128, 8, 4, 2
     args.stem = "readout_bottleneck_quick" if args.quick else "readout_bottleneck"
     return args
 
@@ -196,8 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         probe_train = torch.stack(image_tokens(model, processor, [e.image for e in examples[:512]]))
         probe_test = torch.stack(image_tokens(model, processor, [e.image for e in held_out]))
     slots = {slot.key: slot.token for slot in find_readout_slots(probe_train, examples[:512]) if slot.index is None}
-    probe = {key: linear_probe(probe_train.flatten(1), [json.dumps(e.values[key]) for e in examples[:512]],
-                               probe_test.flatten(1), [json.dumps(e.values[key]) for e in held_out], seed=args.seed)
+    # Each field's probe reads its value token (all tokens where it has none): held-out states are
+    # pairs no training image shows, which a probe over every token fits by the other field too.
+    def features(tokens: Any, key: str) -> Any:
+        return tokens[:, slots[key]] if key in slots else tokens.flatten(1)
+
+    probe = {key: linear_probe(features(probe_train, key), [json.dumps(e.values[key]) for e in examples[:512]],
+                               features(probe_test, key), [json.dumps(e.values[key]) for e in held_out], seed=args.seed)
              for key in examples[0].values}
     log(f"linear probe on the random model's image tokens: {probe}; value tokens {slots}")
     del model

@@ -1,12 +1,16 @@
-"""Can a tiny VLM read the game state from the image? Read-out accuracy after alignment, with a blank control.
+"""Can a tiny VLM read the game state from the image? Read-out accuracy on unseen states, with controls.
 
 A tiny Qwen2-VL-architecture model with the legible vision settings
 (`vlm_agent.demo.tiny_models.LEGIBLE_VISION`) is aligned on images of env states -> their read-out
 (`vlm_agent.demo.alignment`: the projector first, then the language model), then asked to read
-out held-out states (evaluation seeds >= 10**9) from the image alone, greedy decoding; each field
-must match exactly. The control gives the same model a frame of the image's background colour:
-its accuracy must fall to chance (the share of the most frequent true value), proof that the
-model reads the image rather than guessing from the prompt.
+out evaluation states from the image alone, greedy decoding; each field must match exactly. The
+evaluation states are disjoint from the training states by construction
+(`vlm_agent.demo.readout.state_split`: NumberLine's `split="eval"` states, other envs' states by
+the read-out's hash); the results say how many distinct states each side had. Two controls give
+the same model, with the same prompt, a frame of the image's background colour, and the image of
+another evaluation state: both must fall to chance (the share of the most frequent true value),
+proof that the answer follows what is drawn. Every row names the aligned model
+(`vlm_agent.demo.alignment.model_identity`) and the commit that measured it.
 
     python -m benchmarks.tiny_vlm_readout            # the full benchmark (a few CPU minutes)
     python -m benchmarks.tiny_vlm_readout --quick    # smoke run of every stage
@@ -20,6 +24,8 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import shlex
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="One alignment per seed (tiny model, images, batches): the read-out varies by seed.")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ALIGN_ENVS))
+    parser.add_argument("--env-kwargs", default='{"max_position": 9}',
+                        help="Options of every env (JSON): NumberLine's line 0..9 (90 states; 0..20: 420).")
     parser.add_argument("--num-examples", type=int, default=defaults.num_examples, help="Training images per env.")
     parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
     parser.add_argument("--projector-fit", action="store_true",
@@ -53,8 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stem", default=None, help="Result file stem (default tiny_vlm_readout[_quick]).")
     args = parser.parse_args(argv)
     if args.quick:
-        args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 32, 2, 4, 0, 8
+        args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 128, 2, 4, 0, 8
     args.stem = args.stem or ("tiny_vlm_readout_quick" if args.quick else "tiny_vlm_readout")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     return args
 
 
@@ -62,16 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
+    from benchmarks.make_readme import source_commit
     from vlm_agent.demo.alignment import VLMAlignConfig, run_alignment
 
     args = parse_args(argv)
+    commit = source_commit()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     results: dict[int, Any] = {}
     started = time.perf_counter()
     for seed in args.seeds:
         config = VLMAlignConfig(
-            tiny_arch=args.arch, env_ids=list(args.envs), num_examples=args.num_examples,
+            tiny_arch=args.arch, env_ids=list(args.envs), env_kwargs=args.env_kwargs, num_examples=args.num_examples,
             projector_steps=args.projector_steps, projector_fit=args.projector_fit,
             language_steps=args.language_steps, full_steps=args.full_steps,
             learning_rate=args.learning_rate, output_norm_lr_factor=args.output_norm_lr_factor,
@@ -79,18 +90,22 @@ def main(argv: list[str] | None = None) -> int:
             output_dir=str(args.work_dir / f"aligned_seed{seed}"), progress_bar=True,
         )
         results[seed] = run_alignment(config)
-        by_env: dict[str, dict[bool, Any]] = {}
+        by_env: dict[str, dict[str, Any]] = {}
         for accuracy in results[seed].accuracy:
-            by_env.setdefault(accuracy.env_id, {})[accuracy.blank] = accuracy
-        for env_id, pair in by_env.items():
-            image, blank = pair[False], pair[True]
+            by_env.setdefault(accuracy.env_id, {})[accuracy.control] = accuracy
+        for env_id, shown in by_env.items():
+            image, blank, other = shown["image"], shown["blank"], shown["other state"]
+            common = {"env_id": env_id, "seed": seed, "model": results[seed].identity,
+                      "train_states": results[seed].training_states[env_id], "eval_states": image.states,
+                      "images": image.images}
             for key in image.fields:
-                rows.append({"env_id": env_id, "field": key, "seed": seed, "images": image.images,
-                             "image_accuracy": image.fields[key], "blank_accuracy": blank.fields[key],
-                             "chance": image.chance[key]})
+                rows.append({**common, "field": key, "image_accuracy": image.fields[key],
+                             "blank_accuracy": blank.fields[key], "other_state_accuracy": other.fields[key],
+                             "chance": image.chance[key], "commit": commit})
                 if key in image.items:
-                    rows.append({"env_id": env_id, "field": f"{key} (each card)", "seed": seed, "images": image.images,
-                                 "image_accuracy": image.items[key], "blank_accuracy": blank.items[key], "chance": ""})
+                    rows.append({**common, "field": f"{key} (each card)", "image_accuracy": image.items[key],
+                                 "blank_accuracy": blank.items[key], "other_state_accuracy": other.items[key],
+                                 "chance": "", "commit": commit})
     seconds = time.perf_counter() - started
     write_results(rows, results, config, seconds, args)
     return 0
@@ -119,17 +134,22 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
          f"{config.projector_steps} steps of the projector (read-out slots), {config.language_steps} steps "
          f"of the language model's layers (its final norm at {config.output_norm_lr_factor:g}x the learning rate), "
          f"{config.full_steps} of the whole model (batch {config.batch_size}, lr {config.learning_rate:g}), one alignment per seed ({', '.join(map(str, results))}: the tiny model, "
-         f"the images and the batches); {seconds / 60:.1f} minutes in all, measurement included. Accuracy in % on "
-         f"{rows[0]['images']} held-out states per env (greedy read-out, exact match per field); blank: the same "
-         "model given a frame of the background colour; chance: the most frequent true value's share."),
+         f"the images and the batches); env options {args.env_kwargs}; {seconds / 60:.1f} minutes in all, measurement "
+         f"included. Accuracy in % on {rows[0]['images']} images of evaluation states per env (greedy read-out, exact "
+         "match per field); train / eval states: the distinct states among the training and evaluation images, two "
+         "disjoint sets by construction (NumberLine's `split`, other envs by the read-out's hash); blank: the same "
+         "model given a frame of the background colour; other state: given another evaluation image (a different "
+         "state), scored against the prompt's own state; chance: the most frequent true value's share; model: "
+         f"the aligned model's weights hash. Commit {rows[0]['commit']}."),
         "",
-        "| env | field | seed | from the image | blank image | chance |",
-        "|---|---|---:|---:|---:|---:|",
+        "| env | field | seed | model | train / eval states | from the image | blank image | other state | chance |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        lines.append(f"| {row['env_id'].split('/')[-1]} | {row['field']} | {row['seed']} | "
-                     f"{pct(row['image_accuracy'])} | {pct(row['blank_accuracy'])} | {pct(row['chance'])} |")
-    lines += ["", machine_description(), ""]
+        lines.append(f"| {row['env_id'].split('/')[-1]} | {row['field']} | {row['seed']} | {row['model']} | "
+                     f"{row['train_states']} / {row['eval_states']} | {pct(row['image_accuracy'])} | "
+                     f"{pct(row['blank_accuracy'])} | {pct(row['other_state_accuracy'])} | {pct(row['chance'])} |")
+    lines += ["", machine_description(), "", f"Command: `python -m benchmarks.tiny_vlm_readout {shlex.join(args.argv)}`", ""]
     (out / f"{args.stem}.md").write_text("\n".join(lines))
     plot(rows, results, out / f"{args.stem}.png")
 
@@ -153,16 +173,18 @@ def plot(rows: list[dict[str, Any]], results: dict[int, Any], path: Path) -> Non
     left.set_title("Alignment loss")
     left.grid(alpha=0.3)
     positions = range(len(rows))
-    width = 0.38
-    right.bar([p - width / 2 for p in positions], [100 * r["image_accuracy"] for r in rows], width, label="image")
-    right.bar([p + width / 2 for p in positions], [100 * r["blank_accuracy"] for r in rows], width, label="blank")
+    width = 0.27
+    right.bar([p - width for p in positions], [100 * r["image_accuracy"] for r in rows], width, label="image")
+    right.bar(list(positions), [100 * r["blank_accuracy"] for r in rows], width, label="blank")
+    right.bar([p + width for p in positions], [100 * r["other_state_accuracy"] for r in rows], width,
+              label="other state")
     right.scatter([p for p, r in zip(positions, rows) if r["chance"] != ""],
                   [100 * r["chance"] for r in rows if r["chance"] != ""], color="black", marker="_", s=200,
                   label="chance", zorder=3)
     right.set_xticks(list(positions), [f"{r['env_id'].split('/')[-1][:-3]}\n{r['field']}\nseed {r['seed']}" for r in rows],
                      fontsize=5)
     right.set_ylabel("held-out read-out accuracy (%)")
-    right.set_title("Read-out from the image vs a blank image")
+    right.set_title("Read-out of unseen states: image vs blank and other-state images")
     right.legend(fontsize=8)
     save_figure(figure, path)
 

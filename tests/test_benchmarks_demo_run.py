@@ -95,5 +95,5 @@ def test_the_benchmark_runs_the_demo_end_to_end(tmp_path: Path) -> None:
     rows = list(csv.DictReader((tmp_path / "demo_run.csv").open()))
     assert [row["name"] for row in rows if row["kind"] == "stage"] == ["alignment", "SFT", "PPO", "comparison", "total"]
     assert [row["name"] for row in rows if row["kind"] == "comparison"] == [
-        "random", "warm start", "trained", "trained (blank image)", "expert"]
+        "random", "warm start", "trained", "trained (blank image)", "trained (other-state image)", "expert"]
     assert (tmp_path / "demo_run.png").read_bytes()[:4] == b"\x89PNG"

@@ -123,7 +123,7 @@ def test_train_without_a_model_builds_warm_starts_and_trains_the_tiny_model(tmp_
         assert (saved["show_state"], saved["max_new_tokens"], saved["invalid_action"]) == (False, 16, "penalty")
     # The comparison: printed, and written with one row per reference, each with its settings.
     table = out[out.index("Held-out success on gym_cards/NumberLine-v0 (4 episodes each):"):]
-    rows_shown = ["random", "warm start", "trained", "trained (blank image)", "expert"]
+    rows_shown = ["random", "warm start", "trained", "trained (blank image)", "trained (other-state image)", "expert"]
     for row in rows_shown:
         assert f"  {row} " in table
     rows = {row["method"]: row for row in csv.DictReader((run_dir / "held_out_comparison.csv").open())}

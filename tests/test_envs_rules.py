@@ -61,6 +61,40 @@ def test_number_line_start_never_equals_target():
         assert info["target"] != info["current"]
 
 
+def test_number_line_split_episodes_never_visit_the_other_splits_states():
+    """split="train" / "eval": disjoint states, closed under every move (random play included)."""
+    import numpy as np
+
+    from gym_cards.envs.number_line import evaluation_pair
+
+    visited = {}
+    for split in ("train", "eval"):
+        env = gym.make("gym_cards/NumberLine-v0", max_position=20, split=split)
+        rng = np.random.default_rng(0)
+        states = set()
+        for seed in range(400):
+            _, info = env.reset(seed=seed)
+            done = False
+            while not done:
+                states.add((info["current"], info["target"]))
+                _, _, terminated, truncated, info = env.step(int(rng.integers(2)))
+                done = terminated or truncated
+        visited[split] = states
+        assert all(evaluation_pair(*state) == (split == "eval") for state in states), split
+    all_pairs = [(c, t) for t in range(21) for c in range(21) if c != t]
+    assert sum(evaluation_pair(*pair) for pair in all_pairs) == 88  # of 420
+    assert len(visited["eval"]) == 88 and visited["train"].isdisjoint(visited["eval"])
+    # Every target and every current value is seen in training, only not in the held-out pairs.
+    assert {t for _, t in visited["train"]} == set(range(21)) == {c for c, _ in visited["train"]}
+
+
+def test_number_line_without_split_deals_as_before_and_refuses_unknown_splits():
+    env = gym.make("gym_cards/NumberLine-v0")
+    assert [env.reset(seed=s)[1]["target"] for s in range(6)] == [5, 2, 5, 4, 4, 4]  # the deals before split existed
+    with pytest.raises(ValueError, match="split must be"):
+        gym.make("gym_cards/NumberLine-v0", split="test")
+
+
 # ---- EZPoints -----------------------------------------------------------------------------------
 def test_ez_points_sum_to_twelve_wins_ten():
     env = formula_env("gym_cards/EZPoints-v0", [5, 7])

@@ -148,6 +148,25 @@ def test_blank_images_control_shows_the_background_and_keeps_the_prompt() -> Non
         assert (blank.prompt, blank.legal_actions) == (shown.prompt, shown.legal_actions)
 
 
+def test_other_state_images_control_shows_another_states_frame_and_keeps_the_prompt() -> None:
+    from vlm_agent.agents.blank import OtherStateImages
+    from vlm_agent.demo.readout import held_out_examples
+
+    frames = [e.image for e in held_out_examples(NUMBER_LINE, 12, seed=7)]
+    plain, inner = ScriptedAgent("plain", lambda i: '{"action": "+"}'), ScriptedAgent("inner", lambda i: '{"action": "+"}')
+    control = OtherStateImages(inner, frames, seed=0)
+    assert isinstance(control, Agent) and control.name == "inner (other state's image)"
+    for agent in (plain, control):
+        evaluate_agent(agent, NUMBER_LINE, episodes=3, seed=0, cot=False, progress=False)
+    assert len(plain.seen) == len(inner.seen) > 0
+    for shown, other in zip(plain.seen, inner.seen):
+        assert not np.array_equal(other.image, shown.image)
+        assert any(other.image is frame or np.array_equal(other.image, frame) for frame in frames)
+        assert (other.prompt, other.legal_actions) == (shown.prompt, shown.legal_actions)
+    with pytest.raises(ValueError, match="two different states"):
+        OtherStateImages(inner, frames[:1])
+
+
 def test_unusable_answers_count_as_invalid_and_fall_back_to_random_moves() -> None:
     junk = ScriptedAgent("junk", lambda agent_input: "I cannot see the image, sorry.")
     result = evaluate_agent(junk, NUMBER_LINE, episodes=10, seed=0, progress=False)
@@ -429,6 +448,16 @@ def test_same_named_local_policies_get_unique_labels_and_name_sets_one() -> None
     from vlm_agent.evaluation.method_spec import build_agent
 
     assert isinstance(build_agent("blank:random"), BlankImages)
+    # other: (the other-state control) likewise, with other episodes' frames of the one env evaluated.
+    from vlm_agent.agents.blank import OtherStateImages
+    from vlm_agent.evaluation.eval_config import EvalConfig
+
+    other = parse_method("other:local:runs/a")
+    assert other.other and not other.blank and other.argument == "runs/a"
+    assert default_labels(["local:runs/a", "other:local:runs/a", "d=other:random"]) == ["local:a", "other:local:a", "d"]
+    assert isinstance(build_agent("other:random"), OtherStateImages)
+    with pytest.raises(ValueError, match="one environment at a time"):
+        build_agent("other:random", EvalConfig(env_ids=["gym_cards/NumberLine-v0", "gym_cards/Blackjack-v0"]))
     with pytest.raises(ValueError, match="NAME=SPEC"):
         default_labels(["local:runs/a/policy", "local:runs/a/policy"])
     with pytest.raises(ValueError, match="NAME=SPEC"):

@@ -31,6 +31,26 @@ def step_reward(old: int, new: int, target: int) -> int:
     return -1 if abs(new - target) >= abs(old - target) else 0
 
 
+#: The values of NumberLine's ``split`` option: every state, the training states, the evaluation states.
+SPLITS = (None, "train", "eval")
+
+
+def evaluation_pair(current: int, target: int) -> bool:
+    """Whether the state (current, target) belongs to the evaluation split (``split="eval"``).
+
+    The split is by the target and the side the marker stands on, which no move changes (the
+    marker cannot pass the target without reaching it and ending the episode): a (target, side)
+    class is held out when ``(3 * target + side + 1) % 5 == 0``, side 0 when current < target,
+    1 when current > target. So an episode of either split never visits a state of the other;
+    every target keeps one side in training (the two sides' values differ by 1 mod 5), so every
+    target and every current value is seen in training, only not together. With max_position 20:
+    88 of the 420 states are evaluation states (targets 3, 8, 13, 18 from the left, 1, 6, 11, 16
+    from the right); with 5: 7 of 30.
+    """
+    side = 1 if current > target else 0
+    return (3 * target + side + 1) % 5 == 0
+
+
 @lru_cache(maxsize=4096)
 def number_line_frame(max_position: int, target: int, current: int, show_number_line: bool = False) -> np.ndarray:
     """The observation image for a state: "Target: x" and "Current: y" as text, as published;
@@ -80,7 +100,8 @@ class NumberLineEnv(VisualEnv):
     ``Box(0, 255, (300, 300, 3), uint8)``: an RGB image.
 
     ## Starting State
-    Target and start drawn uniformly from 0..max_position, start != target.
+    Target and start drawn uniformly from 0..max_position, start != target (with ``split``: from
+    that split's states, see :func:`evaluation_pair`).
 
     ## Rewards
     +1 on reaching the target; -1 for a move that did not get closer; 0 otherwise.
@@ -92,7 +113,9 @@ class NumberLineEnv(VisualEnv):
 
     ## Arguments
     ``max_position`` (int, default 5, at least 1), ``show_number_line`` (bool, default False: the
-    published text-only image; a real boolean), ``render_mode`` (``"rgb_array"``, ``"human"``,
+    published text-only image; a real boolean), ``split`` (None: every state; ``"train"`` or
+    ``"eval"``: episodes start, and so stay, in disjoint halves of the states, by
+    :func:`evaluation_pair`), ``render_mode`` (``"rgb_array"``, ``"human"``,
     None). ``reset`` takes no options. ``info`` holds ``target``, ``current`` and ``success``.
 
     ## Version History
@@ -101,15 +124,25 @@ class NumberLineEnv(VisualEnv):
     * v0, still before the first release: a step after the episode ended raises ``RuntimeError``
       (before, the marker moved on); ``show_number_line`` must be a boolean (``"no"`` was True);
       ``reset`` refuses options.
+    * v0, still before the first release: ``split`` ("train" / "eval"), disjoint states for
+      training and evaluation.
     """
 
     action_names = ("-", "+")
 
-    def __init__(self, max_position: int = 5, show_number_line: bool = False, render_mode: str | None = None) -> None:
+    def __init__(self, max_position: int = 5, show_number_line: bool = False, render_mode: str | None = None,
+                 split: str | None = None) -> None:
         super().__init__(render_mode)
         if isinstance(max_position, bool) or not isinstance(max_position, (int, np.integer)) or max_position < 1:
             raise ValueError(f"max_position must be an integer >= 1, got {max_position!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be None, 'train' or 'eval', got {split!r}")
         self.max_position = int(max_position)
+        self.split = split
+        states = [(c, t) for t in range(self.max_position + 1) for c in range(self.max_position + 1) if c != t]
+        self._starts = [s for s in states if split is None or evaluation_pair(*s) == (split == "eval")]
+        if not self._starts:
+            raise ValueError(f"max_position {max_position} has no {split!r} states")
         self.show_number_line = require_bool("show_number_line", show_number_line)
         self.action_space = spaces.Discrete(2)
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
@@ -126,9 +159,12 @@ class NumberLineEnv(VisualEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed, options=options)
-        self.target = int(self.np_random.integers(0, self.max_position + 1))
-        start = int(self.np_random.integers(0, self.max_position))
-        self.current = start if start < self.target else start + 1  # uniform over positions != target
+        if self.split is None:  # the original draw (same seed, same episode as before the split existed)
+            self.target = int(self.np_random.integers(0, self.max_position + 1))
+            start = int(self.np_random.integers(0, self.max_position))
+            self.current = start if start < self.target else start + 1  # uniform over positions != target
+        else:
+            self.current, self.target = self._starts[int(self.np_random.integers(len(self._starts)))]
         self.steps = 0
         observation = self._observe()
         self._after_change()

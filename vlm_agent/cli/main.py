@@ -156,7 +156,7 @@ def _align(argv: list[str]) -> int:
           else f"model written unchanged to {result.model_dir} (no alignment steps)")
     for accuracy in result.accuracy:
         fields = ", ".join(f"{key} {100 * value:.0f}%" for key, value in accuracy.fields.items())
-        print(f"  {accuracy.env_id} {'blank image' if accuracy.blank else 'image'}: {fields}")
+        print(f"  {accuracy.env_id} {accuracy.control}: {fields} ({accuracy.states} unseen states)")
     return 0
 
 

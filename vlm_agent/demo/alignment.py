@@ -41,8 +41,11 @@ Stage 2 stalls at loss ~3.3 (the capped logits) and its reading depends on the s
 trains the same layers further.
 
 :func:`readout_accuracy` measures the read-out from the image alone (greedy decoding, each field
-compared exactly); ``blank=True`` replaces every image by a frame of its background colour, the
-control that must fall to chance if the model really reads the image.
+compared exactly) on evaluation states that no training image shows (:func:`held_out_examples`:
+NumberLine's ``split="eval"`` states, other envs' states by the read-out's hash); its controls
+replace every image by a frame of its background colour, or by another state's image, and must
+fall to chance if the model really reads the image. ``align_summary.json`` records the distinct
+states of each side and the model's identity (:func:`model_identity`).
 
     vlm-agent align --output_dir aligned_tiny      # builds a legible tiny qwen2_vl first
 
@@ -60,9 +63,11 @@ from typing import Any
 import numpy as np
 
 from vlm_agent.demo.readout import (
+    CONTROLS,
     DEFAULT_ALIGN_ENVS,
     ReadoutAccuracy,
     ReadoutExample,
+    distinct_states,
     held_out_examples,
     readout_accuracy,
     readout_examples,
@@ -85,6 +90,7 @@ from vlm_agent.models.freezing import (
     projector_parameters,
     train_only,
 )
+from vlm_agent.rollout.environments import EnvKwargs
 from vlm_agent.training.interrupts import check_signals
 
 
@@ -225,6 +231,9 @@ class VLMAlignConfig:
     tiny_arch: str = field(default="qwen2_vl", metadata={"help": "Tiny architecture built when no model is given."})
     env_ids: list[str] = field(default_factory=lambda: list(DEFAULT_ALIGN_ENVS),
                                metadata={"help": "Environments whose state images are read out."})
+    env_kwargs: EnvKwargs = field(default_factory=EnvKwargs, metadata={
+        "help": "Options of every env's gymnasium.make (JSON or YAML mapping), e.g. '{\"max_position\": 20}'; "
+                "a `split` option is set by the alignment itself (train images from 'train', held-out from 'eval')."})
     num_examples: int = field(default=1024, metadata={"help": "Training images per environment."})
     projector_steps: int = field(default=200, metadata={
         "help": "Stage 1: steps training the projector alone to write each read-out field into one image token."})
@@ -253,11 +262,14 @@ class VLMAlignConfig:
         if self.model_name_or_path == "":
             self.model_name_or_path = None
         from vlm_agent.prompting.env_prompts import known_env_ids, prompt_for
+        from vlm_agent.rollout.environments import check_env
 
+        self.env_kwargs = EnvKwargs(self.env_kwargs)
         for env_id in self.env_ids:
             if env_id not in known_env_ids() or not prompt_for(env_id, cot=True).readout:
                 readable = [e for e in known_env_ids() if prompt_for(e, cot=True).readout]
                 raise ValueError(f"VLMAlignConfig.env_ids: {env_id!r} has no built-in read-out; choose from {readable}")
+            check_env(env_id, self.env_kwargs)
         steps = (self.projector_steps, self.language_steps, self.full_steps)
         if self.num_examples < 1 or self.batch_size < 1 or min(steps) < 0:
             raise ValueError(
@@ -291,6 +303,8 @@ class AlignResult:
     full_losses: list[float]
     slots: list[ReadoutSlot]
     accuracy: list[ReadoutAccuracy]
+    training_states: dict[str, int] = field(default_factory=dict)  # distinct states per env trained on
+    identity: str = ""  # model_identity of the saved model
 
     @property
     def losses(self) -> list[float]:
@@ -313,7 +327,8 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
                                          vision=LEGIBLE_VISION))
     processor = load_processor(model_path)
     model = load_pretrained_model(model_path, dtype=torch.float32)
-    per_env = {env_id: readout_examples(env_id, config.num_examples, seed=config.seed) for env_id in config.env_ids}
+    per_env = {env_id: readout_examples(env_id, config.num_examples, seed=config.seed, env_kwargs=config.env_kwargs)
+               for env_id in config.env_ids}
     examples = [e for env_examples in per_env.values() for e in env_examples]
     slots: list[ReadoutSlot] = []
     fit_error = None
@@ -346,13 +361,32 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
     bar.close()
     accuracy = []
     for env_id in config.env_ids if config.eval_examples else ():
-        held_out = held_out_examples(env_id, config.eval_examples, seed=config.seed)
-        accuracy += [readout_accuracy(model, processor, held_out, blank=blank) for blank in (False, True)]
+        held_out = held_out_examples(env_id, config.eval_examples, seed=config.seed, env_kwargs=config.env_kwargs)
+        accuracy += [readout_accuracy(model, processor, held_out, control=control) for control in CONTROLS]
     output_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(output_dir)
     processor.save_pretrained(output_dir)
-    summary = {"config": asdict(config), "slots": [asdict(slot) for slot in slots], "projector_fit_error": fit_error,
+    summary = {"config": asdict(config), "training_states": {e: distinct_states(x) for e, x in per_env.items()},
+               "slots": [asdict(slot) for slot in slots], "projector_fit_error": fit_error,
                "projector_losses": projector_losses, "language_losses": language_losses, "full_losses": full_losses,
                "accuracy": [asdict(a) for a in accuracy]}
     (output_dir / "align_summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    return AlignResult(output_dir, projector_losses, language_losses, full_losses, slots, accuracy)
+    return AlignResult(output_dir, projector_losses, language_losses, full_losses, slots, accuracy,
+                       summary["training_states"], model_identity(output_dir))
+
+
+def model_identity(model_dir: str | Path) -> str:
+    """A short identity of a saved model: the first 12 hex digits of the SHA-256 of its weight
+    files (``*.safetensors``, sorted by name), for results rows to say which model they measured."""
+    import hashlib
+
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"{model_dir} holds no *.safetensors weights to identify")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode())
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:12]

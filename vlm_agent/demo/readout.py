@@ -1,13 +1,19 @@
 """Read-out data and measurement for the alignment: images of env states and the read-outs the
 task's CoT answer starts with (``{"current number": "1", ...}``), the teacher-forced loss, and the
-read-out accuracy on held-out states (optionally from blank frames).
+read-out accuracy on held-out states (from the image, a blank frame, or another state's image).
+
+Training and held-out states are disjoint by construction (:func:`state_split`): an env that
+takes a ``split`` option (NumberLine) plays its ``"train"`` or ``"eval"`` states; for the others a
+state belongs to the evaluation side when the hash of its read-out says so, and each side skips
+the other's states.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,37 +51,86 @@ def readout_values(env_id: str, info: dict[str, Any]) -> dict[str, Any]:
     return {f.key: f.value_from_info(info) for f in prompt_for(env_id, cot=True).readout}
 
 
+#: The share of read-out values (by hash) held out for evaluation in envs without a ``split`` option.
+HASH_EVAL_SHARE = 5  # one in five
+
+
+def evaluation_state(values: Mapping[str, Any]) -> bool:
+    """Whether a state with these read-out values is an evaluation state (envs without ``split``):
+    ``crc32`` of its sorted JSON is 0 mod :data:`HASH_EVAL_SHARE` (a fifth of the states)."""
+    return zlib.crc32(json.dumps(values, sort_keys=True).encode()) % HASH_EVAL_SHARE == 0
+
+
+def state_split(env_id: str, env_kwargs: Mapping[str, Any] | None, side: str) -> tuple[dict[str, Any], bool]:
+    """How to draw ``side``'s ("train" or "eval") states of ``env_id``: the env options to make it
+    with, and whether states must still be filtered by :func:`evaluation_state`.
+
+    An env that takes ``split`` (NumberLine: :func:`gym_cards.envs.number_line.evaluation_pair`)
+    gets ``split=side`` and no filter; the others are filtered by the read-out's hash.
+    """
+    from vlm_agent.rollout.environments import check_env
+
+    if side not in ("train", "eval"):
+        raise ValueError(f"state_split side must be 'train' or 'eval', got {side!r}")
+    options = dict(env_kwargs or {})
+    try:
+        check_env(env_id, {**options, "split": side})
+    except ValueError:
+        options.pop("split", None)
+        return options, True
+    return {**options, "split": side}, False
+
+
 def readout_examples(
-    env_id: str, count: int, *, seed: int, max_random_moves: int = 3, first_episode: int = 0
+    env_id: str, count: int, *, seed: int, max_random_moves: int = 3, first_episode: int = 0,
+    env_kwargs: Mapping[str, Any] | None = None, side: str = "train",
 ) -> list[ReadoutExample]:
-    """Images of ``count`` states of ``env_id``: episode ``i`` resets with ``seed + first_episode + i``
-    and makes 0..``max_random_moves`` random legal moves (stopping at the last state before the
-    episode ends: the agent never acts on a final frame)."""
+    """Images of ``count`` states of ``env_id`` (made with ``env_kwargs``) from ``side``'s states
+    (:func:`state_split`): episode ``i`` resets with ``seed + first_episode + i`` and makes
+    0..``max_random_moves`` random legal moves (stopping at the last state before the episode
+    ends: the agent never acts on a final frame); a state of the other side is skipped and the
+    next episode drawn."""
     import gymnasium as gym
 
     import gym_cards  # noqa: F401
 
+    options, filtered = state_split(env_id, env_kwargs, side)
     rng = np.random.default_rng([seed, first_episode, count])
-    env = gym.make(env_id)
+    env = gym.make(env_id, **options)
     examples: list[ReadoutExample] = []
-    for index in range(count):
+    index = 0
+    while len(examples) < count:
+        if index >= 100 * count + 1000:
+            raise ValueError(f"{env_id} gave too few {side} states for {count} read-out images")
         observation, info = env.reset(seed=seed + first_episode + index)
+        index += 1
         for _ in range(int(rng.integers(0, max_random_moves + 1))):
             legal = env.unwrapped.legal_actions()
             moved, _, terminated, truncated, moved_info = env.step(int(rng.integers(len(legal))))
             if terminated or truncated:
                 break
             observation, info = moved, moved_info
-        examples.append(ReadoutExample(env_id, np.asarray(observation).copy(), readout_values(env_id, info)))
+        values = readout_values(env_id, info)
+        if filtered and evaluation_state(values) != (side == "eval"):
+            continue
+        examples.append(ReadoutExample(env_id, np.asarray(observation).copy(), values))
     env.close()
     return examples
 
 
-def held_out_examples(env_id: str, count: int, *, seed: int) -> list[ReadoutExample]:
-    """States from the evaluation seeds (>= 10**9), never seen by :func:`readout_examples` training."""
+def held_out_examples(env_id: str, count: int, *, seed: int,
+                      env_kwargs: Mapping[str, Any] | None = None) -> list[ReadoutExample]:
+    """Evaluation states (``side="eval"``: disjoint from any training image's by construction),
+    dealt from the evaluation seeds (>= 10**9)."""
     from vlm_agent.rollout.loop import held_out_seed
 
-    return readout_examples(env_id, count, seed=held_out_seed(seed, 0), max_random_moves=3)
+    return readout_examples(env_id, count, seed=held_out_seed(seed, 0), max_random_moves=3,
+                            env_kwargs=env_kwargs, side="eval")
+
+
+def distinct_states(examples: Sequence[ReadoutExample]) -> int:
+    """How many different read-outs (states) ``examples`` hold."""
+    return len({json.dumps(e.values, sort_keys=True) for e in examples})
 
 
 def warmup_cosine(optimizer: Any, steps: int) -> Any:
@@ -185,36 +240,67 @@ def _parsed(text: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+#: What :func:`readout_accuracy` shows the model: each example's own image, a frame of its
+#: background colour, or the image of another state (same prompt: does the answer follow the picture?).
+CONTROLS = ("image", "blank", "other state")
+
+
+def other_state_images(examples: Sequence[ReadoutExample]) -> list[np.ndarray]:
+    """For each example the image of the next example (cyclically) whose read-out differs from its own."""
+    images = []
+    for i, example in enumerate(examples):
+        for shift in range(1, len(examples)):
+            other = examples[(i + shift) % len(examples)]
+            if other.values != example.values:
+                images.append(other.image)
+                break
+        else:
+            raise ValueError("the other-state control needs examples of at least two different states")
+    return images
+
+
 @dataclass(frozen=True)
 class ReadoutAccuracy:
     """Share of held-out images whose read-out field matched exactly, per field, plus per-card rates.
 
     ``chance`` is the accuracy of the best constant answer per field (the share of the most frequent
-    true value): a model that ignores the image can do no better on average.
+    true value): a model that ignores the image can do no better on average. ``control``: what the
+    model was shown (:data:`CONTROLS`); ``states``: how many different states the examples hold.
     """
 
     env_id: str
     images: int
-    blank: bool
+    control: str
     fields: dict[str, float]
     chance: dict[str, float]
     items: dict[str, float]
     parsed: float
+    states: int = 0
+
+    @property
+    def blank(self) -> bool:
+        return self.control == "blank"
 
 
-def readout_accuracy(model: Any, processor: Any, examples: Sequence[ReadoutExample], *, blank: bool = False,
+def readout_accuracy(model: Any, processor: Any, examples: Sequence[ReadoutExample], *, control: str = "image",
                      max_new_tokens: int | None = None) -> ReadoutAccuracy:
-    """Read-out accuracy from the image alone (``blank``: from a background-coloured frame instead).
+    """Read-out accuracy from the image alone; ``control="blank"``: from a background-coloured frame
+    instead, ``"other state"``: from another example's image (:func:`other_state_images`), scored
+    against the example's own state.
 
     ``max_new_tokens``: the answer length allowed; default the longest true answer's tokens plus 8
     (a Blackjack read-out of four cards takes 65 tokens).
     """
     if not examples:
         raise ValueError("readout_accuracy needs at least one example")
+    if control not in CONTROLS:
+        raise ValueError(f"readout_accuracy control must be one of {CONTROLS}, got {control!r}")
     if max_new_tokens is None:
         tokenizer = processor.tokenizer
         max_new_tokens = 8 + max(len(tokenizer(e.answer, add_special_tokens=False)["input_ids"]) for e in examples)
-    images = [blank_like(e.image) if blank else e.image for e in examples]
+    images = {"image": lambda: [e.image for e in examples],
+              "blank": lambda: [blank_like(e.image) for e in examples],
+              "other state": lambda: other_state_images(examples)}[control]()
     answers = [_parsed(t) for t in generate_readouts(model, processor, images, max_new_tokens=max_new_tokens)]
     keys = list(examples[0].values)
     fields_: dict[str, float] = {}
@@ -233,5 +319,5 @@ def readout_accuracy(model: Any, processor: Any, examples: Sequence[ReadoutExamp
                 hits += sum(1 for i, item in enumerate(truth) if i < len(guess) and guess[i] == item)
                 total += len(truth)
             items[key] = hits / total
-    return ReadoutAccuracy(examples[0].env_id, len(examples), blank, fields_, chance, items,
-                           float(np.mean([bool(a) for a in answers])))
+    return ReadoutAccuracy(examples[0].env_id, len(examples), control, fields_, chance, items,
+                           float(np.mean([bool(a) for a in answers])), distinct_states(examples))

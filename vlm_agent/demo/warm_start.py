@@ -68,7 +68,8 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path, clock: StageClock | 
 def warm_start_alignment(config: VLMPPOConfig, output_dir: str) -> VLMAlignConfig:
     """The `VLMAlignConfig` that aligns the tiny warm start of a run (its `align_*_steps`)."""
     return VLMAlignConfig(
-        tiny_arch=config.tiny_arch, env_ids=[config.env_id], num_examples=config.align_num_examples,
+        tiny_arch=config.tiny_arch, env_ids=[config.env_id], env_kwargs=config.env_kwargs,
+        num_examples=config.align_num_examples,
         projector_steps=config.align_projector_steps, language_steps=config.align_language_steps,
         seed=config.seed, output_dir=output_dir, progress_bar=config.progress_bar,
     )

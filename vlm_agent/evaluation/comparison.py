@@ -1,5 +1,6 @@
 """Before / after: the held-out comparison that ``vlm-agent train`` ends with (random play, the warm
-start, the trained policy, optionally the trained policy shown blank frames, the expert).
+start, the trained policy, optionally the trained policy shown blank frames and other episodes'
+frames, the expert).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ COMPARISON_ROWS = ("random", "warm start", "trained", "expert")
 BLANK_CONTROL_ROW = "trained (blank image)"
 """Row of the trained policy shown blank frames (``blank_control``), after ``trained``."""
 
+OTHER_STATE_ROW = "trained (other-state image)"
+"""Row of the trained policy shown other episodes' frames (``blank_control``), after the blank row."""
+
 
 def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | Path | None, episodes: int,
                          seed: int, num_envs: int | None = None, env_kwargs: Mapping[str, Any] | None = None,
@@ -47,12 +51,14 @@ def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | 
         episodes: Held-out episodes per row.
         seed: Run seed of the held-out episodes.
         num_envs: Environments side by side (default :data:`vlm_agent.evaluation.eval_config.DEFAULT_NUM_ENVS`).
-        blank_control: Add :data:`BLANK_CONTROL_ROW`, the trained policy shown blank frames: for a
-            policy that sees the image alone, what it wins without reading it.
+        blank_control: Add :data:`BLANK_CONTROL_ROW`, the trained policy shown blank frames (for a
+            policy that sees the image alone, what it wins without reading it), and
+            :data:`OTHER_STATE_ROW`, the same policy shown other episodes' frames (whether its moves
+            follow what is drawn).
         progress: Show progress bars.
 
     Returns:
-        The results in :data:`COMPARISON_ROWS` order (:data:`BLANK_CONTROL_ROW` after ``trained``)
+        The results in :data:`COMPARISON_ROWS` order (the control rows after ``trained``)
         and the written paths.
     """
     run_dir = Path(run_dir)
@@ -60,7 +66,7 @@ def compare_before_after(run_dir: str | Path, *, env_id: str, warm_start: str | 
     methods = [f"{random_name}=random", f"{warm_name}=local:{warm_start}", f"{trained_name}=local:{run_dir}",
                f"{expert_name}=expert"]
     if blank_control:
-        methods.insert(3, f"{BLANK_CONTROL_ROW}=blank:local:{run_dir}")
+        methods[3:3] = [f"{BLANK_CONTROL_ROW}=blank:local:{run_dir}", f"{OTHER_STATE_ROW}=other:local:{run_dir}"]
     config = EvalConfig(
         methods=[method for method in methods if warm_start is not None or not method.startswith(warm_name)],
         env_ids=[env_id], episodes=episodes, seed=seed, num_envs=num_envs or DEFAULT_NUM_ENVS,

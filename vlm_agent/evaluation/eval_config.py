@@ -33,7 +33,8 @@ METHOD_SPEC_HELP = (
     "each one of: random, expert, openai:MODEL (any OpenAI-compatible server, see --base_url), "
     "gemini:MODEL, local:PATH (a saved policy, a run folder (its policy/ is used) or a Hugging "
     "Face model folder); prefix blank: to show the agent blank frames instead of the images (the "
-    "no-image control, e.g. blank:local:runs/r); prefix NAME= to set the row name, e.g. "
+    "no-image control, e.g. blank:local:runs/r), other: to show it other episodes' frames (the "
+    "other-state control, one env at a time); prefix NAME= to set the row name, e.g. "
     "warm=local:runs/r/base_model"
 )
 

@@ -13,6 +13,9 @@ Specs:
 - ``blank:SPEC`` (any of the above): the control of an image-reading agent, the same agent shown
   a frame of each image's background colour instead (:class:`~vlm_agent.agents.blank.BlankImages`);
   what it still scores, it scores without reading the image.
+- ``other:SPEC``: the stronger control, the same agent shown at each step the first frame of
+  another evaluation episode (:class:`~vlm_agent.agents.blank.OtherStateImages`; one env at a
+  time): an agent that acts on what is drawn plays another state's move.
 - ``NAME=SPEC`` (any of the above): the same agent, shown as ``NAME`` in the result tables, e.g.
   ``warm_start=local:runs/r/base_model``. Without a name, rows are named after the spec; two
   ``local:`` paths with the same last folder (``a/policy``, ``b/policy``) get as many trailing
@@ -41,6 +44,12 @@ RUN_POLICY_DIR = "policy"
 #: The prefix of a method spec that shows the agent blank frames (the no-image control).
 BLANK_PREFIX = "blank:"
 
+#: The prefix of a method spec that shows the agent other episodes' frames (the other-state control).
+OTHER_PREFIX = "other:"
+
+#: How many other episodes' frames the other-state control draws from.
+OTHER_FRAMES = 64
+
 _NAME = re.compile(r"^[A-Za-z0-9_.\- ()]+$")
 
 
@@ -53,22 +62,28 @@ class MethodSpec:
         argument: The model name (API kinds) or the path as given (``local``); ``""`` otherwise.
         name: The row name given with ``NAME=SPEC``, or ``None``.
         blank: ``blank:SPEC``: the agent is shown blank frames instead of the images.
+        other: ``other:SPEC``: the agent is shown other episodes' frames instead of the images.
     """
 
     kind: str
     argument: str
     name: str | None = None
     blank: bool = False
+    other: bool = False
+
+    @property
+    def prefix(self) -> str:
+        return BLANK_PREFIX if self.blank else OTHER_PREFIX if self.other else ""
 
     @property
     def label(self) -> str:
         """The row name of an unnamed spec (a ``local:`` path's is shortened by :func:`default_labels`)."""
         plain = self.kind if not self.argument else f"{self.kind}:{self.argument}"
-        return f"{BLANK_PREFIX}{plain}" if self.blank else plain
+        return f"{self.prefix}{plain}"
 
 
 def parse_method(spec: str) -> MethodSpec:
-    """Split ``[NAME=][blank:]KIND[:ARGUMENT]``; ValueError (saying the accepted forms) for a bad spec."""
+    """Split ``[NAME=][blank:|other:]KIND[:ARGUMENT]``; ValueError (saying the accepted forms) for a bad spec."""
     text = spec.strip()
     name = None
     prefix, equals, rest = text.partition("=")
@@ -76,15 +91,16 @@ def parse_method(spec: str) -> MethodSpec:
     if equals and _NAME.match(prefix) and prefix.strip():
         name, text = prefix.strip(), rest.strip()
     blank = text.lower().startswith(BLANK_PREFIX)
-    if blank:
-        text = text[len(BLANK_PREFIX):].strip()
+    other = text.lower().startswith(OTHER_PREFIX)
+    if blank or other:
+        text = text[len(BLANK_PREFIX if blank else OTHER_PREFIX):].strip()
     kind, separator, argument = text.partition(":")
     kind = kind.strip().lower()
     argument = argument.strip()
     if kind in ("random", "expert") and not separator:
-        return MethodSpec(kind, "", name, blank)
+        return MethodSpec(kind, "", name, blank, other)
     if kind in ("openai", "gemini", "local") and argument:
-        return MethodSpec(kind, argument, name, blank)
+        return MethodSpec(kind, argument, name, blank, other)
     raise ValueError(f"unknown method {spec!r}: use {METHOD_SPEC_HELP}")
 
 
@@ -131,7 +147,7 @@ def default_labels(specs: Sequence[str]) -> list[str]:
         length = 1
         while length < len(parts) and any(other[-length:] == parts[-length:] for other in others):
             length += 1
-        labels[index] = (BLANK_PREFIX if parsed[index].blank else "") + "local:" + "/".join(parts[-length:])
+        labels[index] = parsed[index].prefix + "local:" + "/".join(parts[-length:])
     seen: dict[str, str] = {}
     for spec, label in zip(specs, labels):
         assert label is not None
@@ -174,6 +190,14 @@ def build_agent(spec: str, config: EvalConfig | None = None, *,
         from vlm_agent.agents.blank import BlankImages
 
         return BlankImages(agent)
+    if method.other:
+        from vlm_agent.agents.blank import OtherStateImages, other_episode_frames
+
+        if len(config.env_ids) != 1:
+            raise ValueError(f"method {spec!r}: the other-state control evaluates one environment at a time, "
+                             f"got {len(config.env_ids)}")
+        frames = other_episode_frames(config.env_ids[0], config.env_kwargs, OTHER_FRAMES, config.seed + 1)
+        return OtherStateImages(agent, frames, seed=config.seed)
     return agent
 
 

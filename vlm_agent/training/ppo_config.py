@@ -351,10 +351,6 @@ class VLMPPOConfig:
         for name in ("align_projector_steps", "align_language_steps"):
             if getattr(self, name) < 0:
                 fail(name, "must not be negative", f"set --{name} to 0 (no alignment) or more")
-        if self.aligns_warm_start and self.model_name_or_path is None:
-            if self.env_kwargs:
-                fail("env_kwargs", "cannot be combined with align_*_steps (the alignment reads the env's "
-                     "default states)", "drop --env_kwargs or set --align_projector_steps 0 --align_language_steps 0")
         if self.language_only and self.use_lora:
             fail("language_only", "excludes use_lora=True (LoRA already freezes the base model)",
                  "set --use_lora False with it, or drop --language_only")
