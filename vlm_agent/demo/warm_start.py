@@ -48,6 +48,7 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path, clock: StageClock | 
         wrong_action_rate=config.sft_wrong_action_rate,
         use_cot=config.use_cot,
         show_state=config.show_state,
+        history_steps=config.history_steps,
         seed=config.seed,
         output_dir=str(base_dir),
         progress_bar=config.progress_bar,
