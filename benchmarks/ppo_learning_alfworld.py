@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import fcntl
 import json
 import shlex
 import sys
@@ -186,12 +187,20 @@ def run_alfworld(args: argparse.Namespace) -> int:
     csv_path, curves_path = args.out_dir / f"{stem(args)}.csv", args.out_dir / f"{stem(args)}_curves.csv"
     for history_steps in args.history_steps:
         rows, curve = run_one(args, history_steps)
-        old_rows = [r for r in read_csv(csv_path) if int(float(r["history_steps"])) != history_steps]
-        old_curve = [c for c in read_csv(curves_path) if int(float(c["history_steps"])) != history_steps]
-        write_csv(csv_path, sorted(old_rows + rows, key=lambda r: int(float(r["history_steps"]))))
-        write_csv(curves_path, sorted(old_curve + curve, key=lambda c: int(float(c["history_steps"]))))
-        write_markdown(args.out_dir / f"{stem(args)}.md", read_csv(csv_path), read_csv(curves_path))
+        with open(args.work_dir / f".{stem(args)}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # runs of other K values may write the same files at the same time
+            _merge(args, csv_path, curves_path, history_steps, rows, curve)
     return 0
+
+
+def _merge(args: argparse.Namespace, csv_path: Path, curves_path: Path, history_steps: int,
+           rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> None:
+    """Replace K's rows and curve in the CSVs (keeping the other K values') and rewrite the Markdown."""
+    old_rows = [r for r in read_csv(csv_path) if int(float(r["history_steps"])) != history_steps]
+    old_curve = [c for c in read_csv(curves_path) if int(float(c["history_steps"])) != history_steps]
+    write_csv(csv_path, sorted(old_rows + rows, key=lambda r: int(float(r["history_steps"]))))
+    write_csv(curves_path, sorted(old_curve + curve, key=lambda c: int(float(c["history_steps"]))))
+    write_markdown(args.out_dir / f"{stem(args)}.md", read_csv(csv_path), read_csv(curves_path))
 
 
 def read_csv(path: Path) -> list[dict[str, Any]]:

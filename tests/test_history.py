@@ -227,3 +227,32 @@ def test_a_checkpointed_collector_resumes_with_the_same_memory(tiny_model_dir) -
         assert [view.prompt for view in second.loop.observe()] == prompts
     finally:
         second.close()
+
+
+# -- the command line --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--invalid_action", "nothing"], "invalid_action 'nothing' (nothing happens, reward -1) needs"),
+        (["train", "--history_steps", "-1"], "history_steps=-1 must not be negative"),
+        (["eval", "--methods", "random", "--env_ids", NUMBER_LINE, "--invalid_action", "nothing", "--episodes", "1"],
+         "invalid_action 'nothing' (nothing happens, reward -1) needs"),
+        (["eval", "--methods", "random", "--env_ids", NUMBER_LINE, "--history_steps", "-2"],
+         "history_steps=-2 must not be negative"),
+    ],
+)
+def test_bad_history_and_rule_options_are_one_line_and_write_nothing(argv, message, tmp_path, monkeypatch, capsys) -> None:
+    from vlm_agent.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and "Traceback" not in err and len(lines) == 1, err
+    assert lines[0].startswith(f"vlm-agent {argv[0]}: error: ") and message in lines[0], err
+    assert not list(tmp_path.iterdir())
