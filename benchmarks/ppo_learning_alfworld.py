@@ -106,18 +106,19 @@ def evaluate(policy: Any, args: argparse.Namespace, split: str, history_steps: i
 
 def warm_start(args: argparse.Namespace, history_steps: int) -> tuple[Path, float]:
     """The SFT warm start for memory K (cached in the work dir under a name holding its settings)."""
-    from vlm_agent.demo.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model_for_env
     from vlm_agent.training.sft import VLMSFTConfig, run_sft
 
     epochs = args.alfworld_sft_epochs if args.alfworld_sft_epochs is not None else args.sft_epochs
     types = "-".join(args.alfworld_task_types or ["all"])
-    name = (f"ALFWorld__action_only__K{history_steps}__{types}__max{args.alfworld_max_steps}__demos{args.sft_demos}"
+    name = (f"ALFWorld__action_only__vocab__K{history_steps}__{types}__max{args.alfworld_max_steps}__demos{args.sft_demos}"
             f"_ep{epochs:g}_lr{args.sft_lr:g}_wrong{args.wrong_action_rate:g}_seed{args.seed}")
     out = args.work_dir / name
     if (out / "sft_summary.json").is_file():
         return out, 0.0
     started = time.perf_counter()
-    tiny = make_tiny_model(args.arch, args.work_dir / "tiny_random_model", seed=args.seed)
+    # The tokenizer knows ALFWorld's object and receptacle names as whole tokens (env_vocabulary_corpus).
+    tiny = make_tiny_model_for_env(args.arch, args.work_dir / "tiny_random_model_alfworld", ALFWORLD, seed=args.seed)
     run_sft(VLMSFTConfig(
         model_name_or_path=str(tiny), env_id=ALFWORLD, env_kwargs=env_kwargs(args, "train"),
         num_demos=args.sft_demos, epochs=epochs, learning_rate=args.sft_lr, wrong_action_rate=args.wrong_action_rate,
