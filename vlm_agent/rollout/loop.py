@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,13 +51,10 @@ from vlm_agent.prompting.invalid_actions import (
     resolve_action,
 )
 from vlm_agent.prompting.parsing import ParsedAction, parse_action
-from vlm_agent.prompting.templates import HistoryEntry, history_action
+from vlm_agent.prompting.templates import HistoryEntry, PromptTemplate, history_action
 from vlm_agent.rollout.agent import Agent, AgentInput
 from vlm_agent.rollout.env_state import EpisodeLog, action_text, game_of, rng_state
 from vlm_agent.rollout.environments import check_invalid_action, observation_image, validate_env_id
-
-if TYPE_CHECKING:
-    from vlm_agent.prompting.templates import PromptTemplate
 
 EVAL_SEED_OFFSET = 1_000_000_000
 """Added to every evaluation seed so that evaluation episodes never reuse a training seed."""
