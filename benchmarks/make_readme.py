@@ -166,10 +166,11 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         title="PPO learning on ALFWorld (tiny VLM on CPU)",
         measures=(
             "A tiny VLM warm-started by SFT on alfworld's expert (train games, a share of wrong actions), "
-            "then PPO on the train games; success and goal-condition rate with 95% intervals before and "
-            "after, on the train games and on the held-out (valid_unseen) games."
+            "then PPO on the train games, per memory K (the prompt recalls the last K steps); success and "
+            "goal-condition rate with 95% intervals before and after, on the train games and on the held-out "
+            "(valid_unseen) games, the unusable-answer rate and the issue's targets checked."
         ),
-        command="python -m benchmarks.ppo_learning --alfworld",
+        command="python -m benchmarks.ppo_learning --alfworld --history-steps 0 2",
     ),
     BenchmarkSection(
         name="cnn_rl_baseline",

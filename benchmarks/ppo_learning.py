@@ -19,9 +19,10 @@ settings and a read-out alignment stage before SFT, `vlm_agent.demo.alignment`).
     python benchmarks/ppo_learning.py --variants "NumberLine CoT lambda=0.5 (image only)"   # rerun one, keep the rest
 
 Writes `benchmarks/results/ppo_learning.{csv,md,png}` and `ppo_learning_curves.csv` (per-update
-training metrics of every run); `--alfworld` writes `ppo_learning_alfworld.{csv,md}`: success
-and goal-condition rate before and after PPO on the train games and on the held-out
-(`valid_unseen`) games. Runs go to `--work-dir` (default `runs/ppo_learning`).
+training metrics of every run); `--alfworld` writes `ppo_learning_alfworld.{csv,md}` and
+`ppo_learning_alfworld_curves.csv` (`benchmarks/ppo_learning_alfworld.py`): per memory K
+(`--history-steps`), success and goal-condition rate before and after PPO on the train games and on
+the held-out (`valid_unseen`) games, and the unusable-answer rate. Runs go to `--work-dir` (default `runs/ppo_learning`).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+try:
+    from benchmarks import ppo_learning_alfworld
+except ImportError:  # run as a script (python benchmarks/ppo_learning.py): benchmarks/ is on sys.path
+    import ppo_learning_alfworld  # type: ignore[no-redef]
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 
@@ -99,9 +105,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--alfworld", action="store_true",
                         help="Run the ALFWorld rows instead of the card games (see run_alfworld).")
-    parser.add_argument("--alfworld-task-types", nargs="*", default=None,
-                        help="ALFWorld task types to train and evaluate on (default: all six).")
-    parser.add_argument("--alfworld-max-steps", type=int, default=50, help="ALFWorld episode step limit.")
+    ppo_learning_alfworld.add_arguments(parser)
     parser.add_argument("--report-only", action="store_true",
                         help="Rebuild the Markdown and PNG from the CSVs of an earlier run (no training).")
     args = parser.parse_args(argv)
@@ -252,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     commit = source_commit()
     if args.alfworld:
-        return run_alfworld(args)
+        return ppo_learning_alfworld.run_alfworld(args)
     if args.report_only:
         rows, curves = read_results(args.out_dir, "ppo_learning_quick" if args.quick else "ppo_learning")
         write_results(rows, curves, args, "ppo_learning_quick" if args.quick else "ppo_learning")
@@ -319,187 +323,6 @@ def main(argv: list[str] | None = None) -> int:
                 "losses/policy_loss", "losses/value_loss", "losses/approx_kl", "losses/clip_fraction")}})
         write_results(rows, curves, args, stem)
     return 0
-
-
-ALFWORLD = "gym_cards/ALFWorld-v0"
-
-
-def alfworld_env_kwargs(args: argparse.Namespace, split: str) -> dict[str, Any]:
-    kwargs: dict[str, Any] = {"split": split, "max_episode_steps": args.alfworld_max_steps}
-    if args.alfworld_task_types:
-        kwargs["task_types"] = list(args.alfworld_task_types)
-    return kwargs
-
-
-def evaluate_alfworld(policy: Any, args: argparse.Namespace, split: str, use_cot: bool) -> dict[str, float]:
-    """Success and goal-condition rate of `policy` on `args.eval_episodes` episodes of a split.
-
-    Played by the one loop (`vlm_agent.rollout.loop.AgentLoop` with `HeldOutEpisodes`): episode i
-    resets with `held_out_seed(seed, i)`, which draws its game from the split; answers are sampled
-    at the policy's temperature (`LocalHFAgent`, sampling seeds drawn from `args.seed`), and an
-    unusable answer executes admissible command 0 with -1 reward (the training rule,
-    `invalid_action="penalty"`). Runs up to 16 episodes side by side.
-    """
-    import numpy as np
-
-    from vlm_agent.agents.local_hf import LocalHFAgent
-    from vlm_agent.evaluation.statistics import Z_95, wilson_interval
-    from vlm_agent.prompting.env_prompts import prompt_for
-    from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
-    from vlm_agent.rollout.loop import AgentLoop, HeldOutEpisodes, make_env
-
-    width = min(16, args.eval_episodes)
-    envs = [_keep_last_step_info(make_env(ALFWORLD, alfworld_env_kwargs(args, split))) for _ in range(width)]
-    loop = AgentLoop(envs, prompt_for(ALFWORLD, cot=use_cot), InvalidActionPolicy(mode="penalty", fallback=0, penalty=1.0),
-                     HeldOutEpisodes(args.eval_episodes, args.seed))
-    agent = LocalHFAgent(policy.eval(), name=f"ALFWorld {split}", seed=args.seed)
-    won: dict[int, bool] = {}
-    goal: dict[int, float] = {}
-    steps = invalid_steps = 0
-    try:
-        while loop.active:
-            for step in loop.step(agent):
-                if step.episode is None:
-                    continue
-                # The episode's last step info (the loop has already reset the environment).
-                info = envs[step.slot].last_step_info
-                won[step.episode.episode] = bool(info["won"])
-                goal[step.episode.episode] = float(info["goal_condition_success_rate"])
-                steps += step.episode.length
-                invalid_steps += step.episode.invalid_steps
-    finally:
-        loop.close()
-    n = len(won)
-    wins = sum(won.values())
-    low, high = wilson_interval(wins, n)
-    goals = np.array([goal[episode] for episode in sorted(goal)])
-    mean_goal = float(np.mean(goals))
-    half = Z_95 * float(np.std(goals, ddof=1)) / n**0.5 if n > 1 else 0.0  # normal interval of a mean in [0, 1]
-    return {
-        "success": wins / n, "success_low": low, "success_high": high,
-        "goal": mean_goal, "goal_low": max(0.0, mean_goal - half), "goal_high": min(1.0, mean_goal + half),
-        "invalid": invalid_steps / max(steps, 1), "episodes": n,
-    }
-
-
-def _keep_last_step_info(env: Any) -> Any:
-    """`env` wrapped to keep its last `step`'s info as `last_step_info`: the goal-condition rate of
-    an ALFWorld episode is in its final step's info, which the loop's records do not carry."""
-    import gymnasium as gym
-
-    class KeepLastStepInfo(gym.Wrapper):
-        def __init__(self, env: Any) -> None:
-            super().__init__(env)
-            self.last_step_info: dict[str, Any] = {}
-
-        def step(self, action: Any) -> Any:
-            result = super().step(action)
-            self.last_step_info = result[4]
-            return result
-
-    return KeepLastStepInfo(env)
-
-
-def run_alfworld(args: argparse.Namespace) -> int:
-    """ALFWorld rows: SFT warm start on alfworld's expert (train games, a share of wrong actions),
-    then PPO on the train games; success and goal-condition rate before and after, on the train
-    games and on the held-out games. Action-only answers by default budget (`--no-show-state` has no
-    effect: ALFWorld prompts always carry the text observation)."""
-    import torch
-
-    from vlm_agent.demo.tiny_models import make_tiny_model
-    from vlm_agent.models.loading import ModelSettings
-    from vlm_agent.models.policy import VLMPolicy
-    from vlm_agent.models.settings import GenerationSettings
-    from vlm_agent.training.ppo_config import VLMPPOConfig
-    from vlm_agent.training.ppo_trainer import VLMPPOTrainer
-    from vlm_agent.training.sft import VLMSFTConfig, run_sft
-
-    torch.set_num_threads(1)
-    args.work_dir.mkdir(parents=True, exist_ok=True)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    use_cot = False  # a CoT answer is ~4x longer; the CPU budget goes to more PPO steps instead
-    max_new_tokens = 24
-    started = time.perf_counter()
-    tiny = make_tiny_model(args.arch, args.work_dir / "tiny_random_model", seed=args.seed)
-    warm_dir = args.work_dir / "ALFWorld__action_only__warm_start"
-    run_sft(VLMSFTConfig(
-        model_name_or_path=str(tiny), env_id=ALFWORLD, env_kwargs=alfworld_env_kwargs(args, "train"),
-        num_demos=args.sft_demos, epochs=args.sft_epochs, learning_rate=args.sft_lr,
-        wrong_action_rate=args.wrong_action_rate, use_cot=use_cot, seed=args.seed, output_dir=str(warm_dir),
-        progress_bar=False,
-    ))
-    sft_seconds = time.perf_counter() - started
-    settings = GenerationSettings(temperature=0.2, max_new_tokens=max_new_tokens, cot_scale=0.2)
-    warm = VLMPolicy.from_model(ModelSettings(str(warm_dir), use_lora=False, device="cpu"), settings, seed=args.seed)
-    before = {split: evaluate_alfworld(warm, args, split, use_cot) for split in ("train", "eval")}
-    print(json.dumps({"before": before, "sft_seconds": sft_seconds}), flush=True)
-    del warm
-    config = VLMPPOConfig(
-        model_name_or_path=str(warm_dir), device="cpu", env_id=ALFWORLD, env_kwargs=alfworld_env_kwargs(args, "train"),
-        seed=args.seed, use_cot=use_cot, cot_scale=0.2, temperature=0.2, max_new_tokens=max_new_tokens,
-        invalid_action="penalty", invalid_action_penalty=1.0, num_envs=args.num_envs, num_steps=args.num_steps,
-        total_timesteps=args.ppo_steps, gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_range_value=0.2,
-        ppo_epochs=2, mini_batch_size=8 if args.num_envs * args.num_steps % 8 == 0 else 1,
-        gradient_accumulation_steps=1, learning_rate=5e-5, min_learning_rate=5e-6, max_grad_norm=1.0,
-        value_head_learning_rate=1e-3, use_lora=False, save_every=1000, output_dir=str(args.work_dir / "ALFWorld_ppo"),
-        progress_bar=False, log_samples=2,
-    )
-    ppo_started = time.perf_counter()
-    trainer = VLMPPOTrainer(config)
-    trainer.train()
-    ppo_seconds = time.perf_counter() - ppo_started
-    after = {split: evaluate_alfworld(trainer.policy, args, split, use_cot) for split in ("train", "eval")}
-    rows = []
-    for split, games in (("train", "train games"), ("eval", "held-out games (valid_unseen)")):
-        rows.append({
-            "variant": f"ALFWorld action-only, {games}", "split": split,
-            "task_types": " ".join(args.alfworld_task_types or ["all"]), "max_episode_steps": args.alfworld_max_steps,
-            "wrong_action_rate": args.wrong_action_rate, "sft_demos": args.sft_demos, "sft_epochs": args.sft_epochs,
-            "ppo_env_steps": trainer.global_step, "ppo_updates": trainer.update,
-            **{f"before_{k}": v for k, v in before[split].items()}, **{f"after_{k}": v for k, v in after[split].items()},
-            "gain_points": 100 * (after[split]["success"] - before[split]["success"]),
-            "sft_seconds": round(sft_seconds, 1), "ppo_seconds": round(ppo_seconds, 1),
-        })
-        print(json.dumps(rows[-1]), flush=True)
-    write_alfworld_results(rows, trainer.history, args)
-    return 0
-
-
-def write_alfworld_results(rows: list[dict[str, Any]], history: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    stem = "ppo_learning_alfworld_quick" if args.quick else "ppo_learning_alfworld"
-    with open(args.out_dir / f"{stem}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-    def pct(row: dict[str, Any], key: str) -> str:
-        return f"{100 * row[key]:.1f} [{100 * row[key + '_low']:.1f}, {100 * row[key + '_high']:.1f}]"
-
-    lines = [
-        "# PPO learning on ALFWorld with a tiny model (CPU)",
-        "",
-        (f"Tiny `{args.arch}` model (random weights), warm-started by SFT on {args.sft_demos} steps of alfworld's "
-         f"expert on the train games ({100 * args.wrong_action_rate:.0f}% of the labels deliberately wrong, "
-         f"{args.sft_epochs:g} epochs), then PPO for {rows[0]['ppo_env_steps']} env steps on the train games "
-         f"(action-only answers, lambda 0.2, -1 for an unusable answer). Task types: {rows[0]['task_types']}; "
-         f"episodes of at most {args.alfworld_max_steps} steps. Success and goal-condition rate in % with 95% "
-         f"intervals (Wilson; normal for the mean goal-condition rate) over {rows[0]['before_episodes']} episodes per "
-         "split, sampled at T=0.2."),
-        "",
-        "| games | success before | success after | gain (points) | goal-condition before | goal-condition after | invalid before -> after | PPO minutes |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for row in rows:
-        lines.append(
-            f"| {row['variant'].split(', ', 1)[1]} | {pct(row, 'before_success')} | {pct(row, 'after_success')} | "
-            f"{row['gain_points']:+.1f} | {pct(row, 'before_goal')} | {pct(row, 'after_goal')} | "
-            f"{100 * row['before_invalid']:.1f}% -> {100 * row['after_invalid']:.1f}% | {row['ppo_seconds'] / 60:.1f} |"
-        )
-    lines += ["", "Training curve (per update): " + ", ".join(
-        f"update {m['update']}: success {m['charts/success_rate']:.2f}, invalid {m['charts/invalid_action_rate']:.2f}"
-        for m in history)]
-    (args.out_dir / f"{stem}.md").write_text("\n".join(lines) + "\n")
 
 
 def read_results(out_dir: Path, stem: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

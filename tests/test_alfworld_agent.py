@@ -153,7 +153,9 @@ def test_train_on_alfworld_warm_starts_the_tiny_model_on_expert_demonstrations(t
     assert (run_dir / "policy" / "policy_settings.json").is_file()
     out = capsys.readouterr().out
     assert "--env_kwargs '{\"image_size\": 64}'" in out
-    assert "tiny_numberline_text_cpu.yaml" in out  # another env: the text-state demo, not the image-only one
+    assert "tiny_alfworld_cpu.yaml" in out  # ALFWorld's own demo config, sized for ALFWorld
+    settings = json.loads((run_dir / "policy" / "agent_settings.json").read_text())
+    assert settings["invalid_action"] == "nothing" and settings["history_steps"] == 2
     # The demo config's closing comparison ran on ALFWorld too (random, warm start, trained, expert).
     comparison = (run_dir / "held_out_comparison.csv").read_text()
     assert all(row in comparison for row in ("random", "warm start", "trained", "expert"))

@@ -96,7 +96,7 @@ def test_the_paper_alfworld_config_parses() -> None:
         ["--config", str(embedded_config_path("paper_alfworld.yaml")), "--env_kwargs", "{split: train, task_types: [pick]}"]
     )
     assert config.env_id == "gym_cards/ALFWorld-v0"
-    assert (config.cot_scale, config.invalid_action, config.invalid_action_penalty) == (0.2, "penalty", 1.0)
+    assert (config.cot_scale, config.invalid_action, config.history_steps) == (0.2, "nothing", 2)
     assert (config.num_steps, config.gradient_accumulation_steps, config.total_timesteps) == (1024, 256, 12000)
     assert config.env_kwargs == {"split": "train", "task_types": ["pick"]}
     check_env(config.env_id, config.env_kwargs)

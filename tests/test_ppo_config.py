@@ -29,7 +29,7 @@ def test_defaults_are_the_papers() -> None:
         ({"clip_range": -1.0}, "clip_range=-1.0 must be a positive finite number"),
         ({"kl_coef": -0.5}, "kl_coef=-0.5 must not be negative"),
         ({"min_learning_rate": 1.0}, "min_learning_rate=1.0 exceeds learning_rate"),
-        ({"invalid_action": "ignore"}, "invalid_action='ignore' is not a policy; choose one of ('random', 'penalty')"),
+        ({"invalid_action": "ignore"}, "invalid_action='ignore' is not a policy; choose one of ('random', 'penalty', 'nothing')"),
         ({"kv_cache": "paged"}, "kv_cache='paged' is not a cache kind; use 'static' or 'dynamic'"),
         ({"env_id": "NumberLine"}, "is not a namespaced, versioned Gymnasium id; use .gym_cards/NumberLine-v0."),
         ({"env_id": "NumberLine/v0"}, "is not a namespaced, versioned Gymnasium id; use e.g. gym_cards/NumberLine-v0"),

@@ -141,3 +141,20 @@ def test_qwen_checkpoint_naming_the_stock_processor_loads_without_torchvision(
     text = processor.apply_chat_template(chat_messages("hi"), tokenize=False, add_generation_prompt=True)
     inputs = processor(images=[[np.zeros((112, 112, 3), dtype=np.uint8)]], text=[text], return_tensors="pt")
     assert inputs["image_grid_thw"].tolist() == [[1, 8, 8]]
+
+
+def test_the_alfworld_tiny_model_reads_every_name_as_one_token(tmp_path: Path) -> None:
+    """A tiny tokenizer that split 'sidetable' into letters left the model answering 'go to 1'."""
+    from vlm_agent.demo.tiny_models import make_tiny_model_for_env
+
+    pytest.importorskip("alfworld")
+    folder = make_tiny_model_for_env("qwen2_vl", tmp_path / "alfworld", "gym_cards/ALFWorld-v0", seed=1)
+    tokenizer = load_processor(folder).tokenizer
+    for command, name in (("go to sidetable 1", " sidetable"), ("move peppershaker 1 to garbagecan 2", " peppershaker"),
+                          ("take saltshaker 1 from diningtable 1", " diningtable")):
+        pieces = [tokenizer.decode([i]) for i in tokenizer(command, add_special_tokens=False)["input_ids"]]
+        assert name in pieces, pieces
+    # Card games: the same files as make_tiny_model's.
+    card = make_tiny_model_for_env("qwen2_vl", tmp_path / "card", "gym_cards/NumberLine-v0", seed=1)
+    plain = make_tiny_model("qwen2_vl", tmp_path / "plain", seed=1)
+    assert (card / "tokenizer.json").read_bytes() == (plain / "tokenizer.json").read_bytes()

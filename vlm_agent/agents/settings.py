@@ -45,6 +45,7 @@ class AgentSettings:
             ``"penalty"`` (``invalid_action_fallback`` and ``-invalid_action_penalty`` reward).
         invalid_action_penalty: Subtracted from the reward of an unusable answer (penalty mode).
         invalid_action_fallback: Legal action (index or text) taken in penalty mode.
+        history_steps: Earlier steps of the episode the prompt recalls (K; 0: none).
     """
 
     env_id: str | None = None
@@ -56,12 +57,16 @@ class AgentSettings:
     invalid_action: str | None = None
     invalid_action_penalty: float | None = None
     invalid_action_fallback: int | str | None = None
+    history_steps: int | None = None
 
     def __post_init__(self) -> None:
-        if self.invalid_action not in (None, "random", "penalty"):
+        if self.invalid_action not in (None, "random", "penalty", "nothing"):
             raise ValueError(
-                f"invalid_action must be 'random' or 'penalty', got {self.invalid_action!r}"
+                f"invalid_action must be 'random', 'penalty' or 'nothing', got {self.invalid_action!r}"
             )
+        if self.history_steps is not None and (isinstance(self.history_steps, bool)
+                                               or not isinstance(self.history_steps, int) or self.history_steps < 0):
+            raise ValueError(f"history_steps must be an integer >= 0, got {self.history_steps!r}")
         if self.temperature is not None and not self.temperature > 0:
             raise ValueError(f"temperature must be > 0 (paper: 0.2), got {self.temperature}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
@@ -101,7 +106,7 @@ class AgentSettings:
 
 PAPER_AGENT_SETTINGS = AgentSettings(
     cot=True, show_state=False, prompt_template=None, temperature=0.2, max_new_tokens=256,
-    invalid_action="random", invalid_action_penalty=1.0, invalid_action_fallback=0,
+    invalid_action="random", invalid_action_penalty=1.0, invalid_action_fallback=0, history_steps=0,
 )
 """The RL4VLM paper's card-game settings: what an agent gets where nothing else is recorded."""
 

@@ -27,6 +27,10 @@ DEFAULT_TRAIN_CONFIG = "tiny_numberline_cpu.yaml"
 TEXT_STATE_TRAIN_CONFIG = "tiny_numberline_text_cpu.yaml"
 DEFAULT_TRAIN_ENV = "gym_cards/NumberLine-v0"
 
+#: Embedded demo configurations of particular envs (the others get TEXT_STATE_TRAIN_CONFIG): ALFWorld's
+#: is sized for ALFWorld (action-only answers, a memory of 2 steps, 40 closing episodes per row).
+ENV_TRAIN_CONFIGS = {DEFAULT_TRAIN_ENV: DEFAULT_TRAIN_CONFIG, "gym_cards/ALFWorld-v0": "tiny_alfworld_cpu.yaml"}
+
 SUMMARY = "PPO fine-tuning of a vision-language model on a gym_cards task (default: a CPU demo)."
 
 TRAIN_DESCRIPTION = (
@@ -94,11 +98,13 @@ def train_command(argv: list[str]) -> int:
             if demo:
                 env_id = given.get("env_id", DEFAULT_TRAIN_ENV)
                 validate_env_id(env_id)  # before the demo announces anything
-                embedded = DEFAULT_TRAIN_CONFIG if env_id == DEFAULT_TRAIN_ENV else TEXT_STATE_TRAIN_CONFIG
-                if embedded != DEFAULT_TRAIN_CONFIG:
+                embedded = ENV_TRAIN_CONFIGS.get(env_id, TEXT_STATE_TRAIN_CONFIG)
+                if embedded == TEXT_STATE_TRAIN_CONFIG:
                     print(f"vlm-agent train: the embedded demo on {env_id} gives the tiny model the state as text "
                           f"too (vlm_agent/configs/{embedded}): its image alignment reads only {DEFAULT_TRAIN_ENV} "
                           "well", flush=True)
+                elif embedded != DEFAULT_TRAIN_CONFIG:
+                    print(f"vlm-agent train: the embedded demo on {env_id} runs vlm_agent/configs/{embedded}", flush=True)
                 argv = ["--config", str(embedded_config_path(embedded)), *argv]
             config = parse(VLMPPOConfig, "train", argv, comma, TRAIN_DESCRIPTION)
         check_env(config.env_id, config.env_kwargs)  # before a model is built or a run folder is made

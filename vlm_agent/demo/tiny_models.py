@@ -19,6 +19,7 @@ The same ``seed`` gives byte-identical weights and tokenizer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,8 @@ from vlm_agent.demo.tiny_tokenizer import (
     _IDEFICS3_CHAT_TEMPLATE,
     _LLAVA_CHAT_TEMPLATE,
     _QWEN_CHAT_TEMPLATE,
+    env_vocabulary_corpus,
+    tokenizer_corpus,
     train_tokenizer,
 )
 from vlm_agent.models.loading import (
@@ -360,6 +363,7 @@ def make_tiny_model(
     num_layers: int = 4,
     vocab_size: int = 1024,
     vision: VisionSettings | None = None,
+    extra_corpus: Sequence[str] = (),
 ) -> Path:
     """Build and save a tiny randomly initialised VLM of architecture ``arch``; return ``out_dir``.
 
@@ -373,6 +377,10 @@ def make_tiny_model(
         vision: image side, vision width and depth (default :class:`VisionSettings`: 112 px, 64 x 2);
             :data:`LEGIBLE_VISION` before an alignment stage that should teach the model to read.
 
+        extra_corpus: texts added to the tokenizer's corpus (e.g.
+            :func:`~vlm_agent.demo.tiny_tokenizer.env_vocabulary_corpus`: ALFWorld's names as whole
+            tokens); none (the default) gives the tokenizer of before.
+
     The weights are random: see the module docstring.
     """
     if arch not in _BUILDERS:
@@ -383,7 +391,8 @@ def make_tiny_model(
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(arch, seed=seed, vocab_size=vocab_size)
+    corpus = [*tokenizer_corpus(seed), *extra_corpus] if extra_corpus else None
+    tokenizer = train_tokenizer(arch, seed=seed, vocab_size=vocab_size, corpus=corpus)
     config, processor = _BUILDERS[arch](tokenizer, hidden_size, num_layers, vision or VisionSettings())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -394,3 +403,18 @@ def make_tiny_model(
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     return out_dir
+
+
+#: Vocabulary bound of a tiny model whose tokenizer also learns an environment's words.
+ENV_VOCABULARY_SIZE = 2048
+
+
+def make_tiny_model_for_env(arch: str, out_dir: str | Path, env_id: str, *, seed: int = 0) -> Path:
+    """:func:`make_tiny_model` whose tokenizer also knows ``env_id``'s own words
+    (:func:`~vlm_agent.demo.tiny_tokenizer.env_vocabulary_corpus`; ALFWorld: every object and
+    receptacle name one token, with a vocabulary of up to :data:`ENV_VOCABULARY_SIZE`). For the
+    card games it is :func:`make_tiny_model` itself (same files)."""
+    corpus = env_vocabulary_corpus(env_id)
+    if not corpus:
+        return make_tiny_model(arch, out_dir, seed=seed)
+    return make_tiny_model(arch, out_dir, seed=seed, extra_corpus=corpus, vocab_size=ENV_VOCABULARY_SIZE)

@@ -201,6 +201,38 @@ def tokenizer_corpus(seed: int = 0, examples_per_prompt: int = 60) -> list[str]:
     return texts
 
 
+def env_vocabulary_corpus(env_id: str, repeats: int = 4) -> list[str]:
+    """Texts that teach the tiny tokenizer an environment's own words, [] where the default corpus
+    covers them (the card games).
+
+    ALFWorld names every object and receptacle by its type (``sidetable 1``, ``peppershaker 2``):
+    the default corpus knows a few, so most names split into single letters (``sidetable``: 5
+    tokens), which a tiny model fails to copy whole out of the admissible commands (it answered
+    ``go to 1``). This corpus is every object and receptacle type of alfworld's public constants
+    (``alfworld.gen.constants``: the task's vocabulary, no game's content) in the command forms of
+    the game.
+    """
+    if not env_id.endswith("ALFWorld-v0"):
+        return []
+    from gym_cards.alfworld.engine import import_alfworld
+
+    import_alfworld()  # keeps ~/.cache clean
+    from alfworld.gen import constants
+
+    objects = sorted({name.lower() for name in constants.OBJECTS})
+    receptacles = sorted({name.lower() for name in constants.RECEPTACLES})
+    texts = []
+    for number, receptacle in enumerate(receptacles):
+        texts += [f"go to {receptacle} {number % 9 + 1}", f"open {receptacle} 1", f"close {receptacle} 2",
+                  f"examine {receptacle} 1", f"You arrive at {receptacle} 1. On the {receptacle} 1, you see nothing."]
+    for number, name in enumerate(objects):
+        receptacle = receptacles[number % len(receptacles)]
+        texts += [f"take {name} {number % 9 + 1} from {receptacle} 1", f"move {name} 1 to {receptacle} 2",
+                  f"put {name} 1 in/on {receptacle} 1", f"a {name} 2, and a {name} 3",
+                  f"Your task is to: put some {name} on {receptacle}."]
+    return texts * repeats
+
+
 def train_tokenizer(
     arch: str, *, seed: int = 0, vocab_size: int = 1024, corpus: Sequence[str] | None = None
 ) -> PreTrainedTokenizerFast:

@@ -22,7 +22,7 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path, clock: StageClock | 
     Built once per run directory (`run_dir/base_model`); a resumed run reuses it. `clock` times
     and announces the stages (alignment, SFT).
     """
-    from vlm_agent.demo.tiny_models import make_tiny_model
+    from vlm_agent.demo.tiny_models import make_tiny_model_for_env
     from vlm_agent.training.sft import VLMSFTConfig, run_sft
 
     base_dir = run_dir / "base_model"
@@ -37,7 +37,7 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path, clock: StageClock | 
         with clock.stage("alignment", f"teaching a tiny model to read {config.env_id}'s image ({steps})"):
             start = run_alignment(warm_start_alignment(config, str(run_dir / "aligned_model"))).model_dir
     else:
-        start = make_tiny_model(config.tiny_arch, run_dir / "tiny_random_model", seed=config.seed)
+        start = make_tiny_model_for_env(config.tiny_arch, run_dir / "tiny_random_model", config.env_id, seed=config.seed)
     sft_config = VLMSFTConfig(
         model_name_or_path=str(start),
         env_id=config.env_id,
@@ -48,6 +48,7 @@ def prepare_base_model(config: VLMPPOConfig, run_dir: Path, clock: StageClock | 
         wrong_action_rate=config.sft_wrong_action_rate,
         use_cot=config.use_cot,
         show_state=config.show_state,
+        history_steps=config.history_steps,
         seed=config.seed,
         output_dir=str(base_dir),
         progress_bar=config.progress_bar,

@@ -98,14 +98,19 @@ class EvalConfig:
     invalid_action: Optional[str] = field(
         default=None,
         metadata={"help": "Unusable answers: random (a random legal move, the paper) or penalty "
-                  "(invalid_action_fallback and -invalid_action_penalty reward). Default: as the policy "
-                  "was trained, else random."},
+                  "(invalid_action_fallback and -invalid_action_penalty reward) or nothing (ALFWorld: "
+                  "the paper's 'nothing happens, reward -1'). Default: as the policy was trained, else random."},
     )
     invalid_action_penalty: Optional[float] = field(
         default=None, metadata={"help": "Reward subtracted for an unusable answer in penalty mode (>= 0)."}
     )
     invalid_action_fallback: Optional[int] = field(
         default=None, metadata={"help": "Index of the legal action an unusable answer plays in penalty mode."}
+    )
+    history_steps: Optional[int] = field(
+        default=None,
+        metadata={"help": "Earlier steps of the episode the prompt recalls (K). Default: as the policy was "
+                  "trained, else 0."},
     )
 
     # > API methods (openai:, gemini:)
@@ -176,6 +181,8 @@ class EvalConfig:
             fail("max_retries", "must not be negative", "set --max_retries to 0 or more")
         if self.invalid_action_fallback is not None and self.invalid_action_fallback < 0:
             fail("invalid_action_fallback", "must not be negative", "use a legal action's index")
+        if self.history_steps is not None and self.history_steps < 0:
+            fail("history_steps", "must not be negative", "set --history_steps to 0 or more")
         try:
             self.agent_settings()
         except ValueError as error:
@@ -187,5 +194,5 @@ class EvalConfig:
             cot=self.cot, show_state=self.show_state, temperature=self.temperature,
             max_new_tokens=self.max_new_tokens, invalid_action=self.invalid_action,
             invalid_action_penalty=self.invalid_action_penalty,
-            invalid_action_fallback=self.invalid_action_fallback,
+            invalid_action_fallback=self.invalid_action_fallback, history_steps=self.history_steps,
         )

@@ -37,6 +37,7 @@ matplotlib only when a plot is written.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,6 +74,7 @@ def evaluate_agent(
     prompt_template: PromptTemplate | None = None,
     progress: bool = True,
     name: str | None = None,
+    history_steps: int = 0,
 ) -> EvalResult:
     """Play ``episodes`` held-out episodes of ``env_id`` with ``agent`` and summarise them.
 
@@ -104,6 +106,8 @@ def evaluate_agent(
             :func:`vlm_agent.prompting.templates.load_prompt_template`).
         progress: Show a tqdm bar over episodes (False: tqdm is not imported).
         name: Row name of the result; default ``agent.name``.
+        history_steps: Earlier steps of the episode each prompt recalls (K; ignored when
+            ``prompt_template`` is given: the template's own ``history_steps`` counts).
 
     Returns:
         The :class:`EvalResult`, with per-episode records in episode order.
@@ -117,7 +121,7 @@ def evaluate_agent(
     validate_env_id(env_id)
     policy = _invalid_action_policy(invalid_policy)
     if prompt_template is None:
-        prompt_template = prompt_for(env_id, cot=cot, show_state=show_state)
+        prompt_template = prompt_for(env_id, cot=cot, show_state=show_state, history_steps=history_steps)
     envs = [make_env(env_id, env_kwargs) for _ in range(min(num_envs, episodes))]
     usage_before = agent.usage()
     records: list[EpisodeRecord | None] = [None] * episodes
@@ -164,10 +168,10 @@ def _invalid_action_policy(policy: Any) -> Any:
 
     if isinstance(policy, InvalidActionPolicy):
         return policy
-    if policy not in ("random", "penalty"):
+    if policy not in ("random", "penalty", "nothing"):
         raise ValueError(
             f"unknown invalid-action policy {policy!r}: use 'random' (a random legal move, as in "
-            "the paper), 'penalty', or a vlm_agent.prompting.invalid_actions.InvalidActionPolicy"
+            "the paper), 'penalty', 'nothing', or a vlm_agent.prompting.invalid_actions.InvalidActionPolicy"
         )
     return InvalidActionPolicy(mode=policy)
 
@@ -193,7 +197,8 @@ def _prompt_template_of(settings: AgentSettings, env_id: str, explicit: AgentSet
         return None
     from vlm_agent.prompting.templates import template_from_mapping
 
-    return template_from_mapping(template, source="saved prompt_template")
+    return dataclasses.replace(template_from_mapping(template, source="saved prompt_template"),
+                               history_steps=settings.history_steps or 0)
 
 
 def method_settings(method: str, config: EvalConfig) -> AgentSettings:
@@ -217,15 +222,19 @@ def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
         :func:`write_results`).
     """
     from vlm_agent.evaluation.method_spec import build_agent, default_labels
-    from vlm_agent.rollout.environments import check_env
+    from vlm_agent.rollout.environments import check_env, check_invalid_action
 
     for env_id in config.env_ids:
         check_env(env_id, config.env_kwargs)  # before any agent (a local model) is built (checks the id too)
     labels = default_labels(config.methods)
     explicit = config.agent_settings()
     results: list[EvalResult] = []
+    settings_of = {method: method_settings(method, config) for method in config.methods}
+    for env_id in config.env_ids:  # a rule the env cannot play is refused before any agent is built
+        for settings in settings_of.values():
+            check_invalid_action(env_id, settings.invalid_action)
     for method, label in zip(config.methods, labels):
-        settings = method_settings(method, config)
+        settings = settings_of[method]
         agent = build_agent(method, config, settings=settings)
         try:
             for env_id in config.env_ids:
@@ -234,7 +243,7 @@ def run_eval(config: EvalConfig) -> tuple[list[EvalResult], dict[str, Path]]:
                     invalid_policy=_invalid_action_policy_of(settings), num_envs=config.num_envs,
                     env_kwargs=config.env_kwargs, show_state=settings.show_state,
                     prompt_template=_prompt_template_of(settings, env_id, explicit),
-                    progress=config.progress, name=label,
+                    progress=config.progress, name=label, history_steps=settings.history_steps,
                 ))
         finally:
             agent.close()

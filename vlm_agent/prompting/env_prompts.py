@@ -162,7 +162,7 @@ def known_env_ids() -> tuple[str, ...]:
     return tuple(_BUILT_IN)
 
 
-def prompt_for(env_id: str, *, cot: bool = True, show_state: bool = False) -> PromptTemplate:
+def prompt_for(env_id: str, *, cot: bool = True, show_state: bool = False, history_steps: int = 0) -> PromptTemplate:
     """The built-in prompt template for a registered environment.
 
     Args:
@@ -170,6 +170,8 @@ def prompt_for(env_id: str, *, cot: bool = True, show_state: bool = False) -> Pr
         cot: Chain of thought (read-outs, thoughts, action) or the action-only ablation.
         show_state: Card games only: also show ``describe()``'s text (which names the cards, so
             the image becomes unnecessary). ALFWorld always shows its text observation.
+        history_steps: Earlier steps of the episode the prompt recalls (K; 0: none, the paper's
+            prompts). Image-only prompts recall the actions alone.
 
     Raises:
         ValueError: An unknown id (the message lists the known ones and how to add a template).
@@ -192,6 +194,7 @@ def prompt_for(env_id: str, *, cot: bool = True, show_state: bool = False) -> Pr
         readout=built_in.readout if cot else (),
         action_hint=built_in.action_hint,
         legal_actions_separator=built_in.legal_actions_separator,
+        history_steps=history_steps,
     )
 
 

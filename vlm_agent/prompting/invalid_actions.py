@@ -1,5 +1,7 @@
-"""What an unusable answer executes: the paper's random legal action, or a fallback with a reward
-penalty (:class:`InvalidActionPolicy`), applied by :func:`resolve_action`. The one place this
+"""What an unusable answer executes: the paper's random legal action (card games), the paper's
+"nothing happens" (ALFWorld: the env is stepped with an inadmissible action, changes nothing and
+pays -1), or a fallback with a reward penalty (:class:`InvalidActionPolicy`), applied by
+:func:`resolve_action`. The one place this
 rule lives: :mod:`vlm_agent.rollout.loop` calls it for training, evaluation and demonstrations alike.
 """
 
@@ -14,6 +16,9 @@ import numpy as np
 
 from vlm_agent.prompting.parsing import ParsedAction, _validate_legal_actions
 
+INVALID_ACTION_MODES = ("random", "penalty", "nothing")
+"""The modes of :class:`InvalidActionPolicy`."""
+
 
 @dataclass(frozen=True)
 class InvalidActionPolicy:
@@ -22,21 +27,24 @@ class InvalidActionPolicy:
     Attributes:
         mode: ``"random"``: a uniformly random legal action and no reward change, as the paper's
             card-game code did (it hides bad answers behind lucky moves). ``"penalty"``: the
-            ``fallback`` action, and ``-penalty`` added to the step's reward (the paper's ALFWorld
-            code subtracted 1 for an inadmissible command: ``mode="penalty", penalty=1.0``).
+            ``fallback`` action, and ``-penalty`` added to the step's reward. ``"nothing"``: the
+            paper's ALFWorld rule, "nothing happens, reward -1": the environment is stepped with
+            an action past its legal list (index ``len(legal_actions)``), which an env that
+            accepts inadmissible commands (``gym_cards/ALFWorld-v0``) answers with "Nothing
+            happens." and its own -1; the reward is not adjusted further.
         fallback: The action taken in ``"penalty"`` mode: an index into the legal actions, or an
             action text that must be legal at that step (e.g. ``"look"`` for ALFWorld).
         penalty: Non-negative amount subtracted from the reward in ``"penalty"`` mode; unused in
             ``"random"`` mode.
     """
 
-    mode: Literal["random", "penalty"] = "random"
+    mode: Literal["random", "penalty", "nothing"] = "random"
     fallback: int | str = 0
     penalty: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("random", "penalty"):
-            raise ValueError(f"InvalidActionPolicy.mode must be 'random' or 'penalty', got {self.mode!r}")
+        if self.mode not in INVALID_ACTION_MODES:
+            raise ValueError(f"InvalidActionPolicy.mode must be one of {INVALID_ACTION_MODES}, got {self.mode!r}")
         if isinstance(self.fallback, bool) or not isinstance(self.fallback, (int, str)):
             raise TypeError(
                 f"InvalidActionPolicy.fallback must be an action index (int) or an action text (str), "
@@ -77,7 +85,8 @@ class ResolvedAction(NamedTuple):
     """The action actually executed for one answer; unpacks as ``index, invalid, reward_adjustment``.
 
     Attributes:
-        index: Index into the legal actions, always in ``range(len(legal_actions))``.
+        index: Index into the legal actions, in ``range(len(legal_actions))``; only the
+            ``"nothing"`` rule gives ``len(legal_actions)``, an inadmissible action.
         invalid: True when the answer was unusable and the policy chose the action; callers
             compute the invalid-answer rate from it.
         reward_adjustment: Added to the env's reward for this step (``-penalty`` or ``0.0``).
@@ -117,4 +126,6 @@ def resolve_action(
         return ResolvedAction(parsed.index, False, 0.0)
     if policy.mode == "random":
         return ResolvedAction(int(rng.integers(len(legal_actions))), True, 0.0)
+    if policy.mode == "nothing":
+        return ResolvedAction(len(legal_actions), True, 0.0)
     return ResolvedAction(policy.fallback_index(legal_actions), True, -float(policy.penalty))

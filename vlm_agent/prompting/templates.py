@@ -27,6 +27,53 @@ ReadoutValue = str | int | float | Sequence[str | int | float]
 
 _RESPONSE_FORMAT_INTRO = "Your response should be a valid json file in the following format:"
 
+INADMISSIBLE_ACTION_TEXT = "(an unusable answer: nothing happened)"
+"""What a history entry says the agent did when its answer executed no action (see
+:func:`history_action`)."""
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One earlier step of the running episode, as the prompt's memory shows it.
+
+    Attributes:
+        observation: The env's text description of the state the agent acted in (``describe()``).
+        action: The action executed there (:func:`history_action`).
+    """
+
+    observation: str
+    action: str
+
+
+def history_action(legal_actions: Sequence[str], index: int) -> str:
+    """The text a history entry gives for executed action ``index``: the legal action's text, or
+    :data:`INADMISSIBLE_ACTION_TEXT` for an index past the list (the "nothing happens" rule)."""
+    return str(legal_actions[index]) if 0 <= index < len(legal_actions) else INADMISSIBLE_ACTION_TEXT
+
+
+def render_history(history: Sequence[HistoryEntry], state_text: str, *, with_observations: bool) -> str:
+    """The memory block that opens a prompt: the last steps of the episode, oldest first.
+
+    The one place the history is written into a prompt. ``with_observations`` False (image-only
+    prompts, which must not receive the state as text) lists the actions alone. Paragraphs that
+    an observation ends with and the current state text ends with too (ALFWorld's task sentence)
+    are left out of the entry: they are in the prompt once already.
+    """
+    if not history:
+        return ""
+    if not with_observations:
+        actions = ", ".join(f"'{entry.action}'" for entry in history)
+        return f"Your last {len(history)} action{'s' if len(history) > 1 else ''}, oldest first: {actions}.\n"
+    current = [part.strip() for part in state_text.split("\n\n")]
+    lines = [f"Your last {len(history)} step{'s' if len(history) > 1 else ''}, oldest first:"]
+    for number, entry in enumerate(history, start=1):
+        parts = [part.strip() for part in entry.observation.split("\n\n")]
+        while len(parts) > 1 and current and parts[-1] == current[-1]:
+            parts.pop()
+        observation = " ".join(" ".join(parts).split())
+        lines.append(f"{number}. Observation: {observation} Action: {entry.action}")
+    return "\n".join(lines) + "\n"
+
 
 @dataclass(frozen=True)
 class ReadoutField:
@@ -99,6 +146,8 @@ class PromptTemplate:
             legal actions joined with "or" (``"-" or "+"``) when there are at most
             four, else ``"{one of the legal actions}"``.
         legal_actions_separator: Between the quoted actions of ``{legal_actions}``.
+        history_steps: How many earlier steps of the episode the prompt recalls (K, 0: none):
+            :func:`render_history`'s block, filled by the loop (:mod:`vlm_agent.rollout.loop`).
     """
 
     env_id: str
@@ -108,6 +157,7 @@ class PromptTemplate:
     readout: tuple[ReadoutField, ...] = ()
     action_hint: str | None = None
     legal_actions_separator: str = ", "
+    history_steps: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.env_id, str) or not self.env_id.strip():
@@ -134,6 +184,14 @@ class PromptTemplate:
             raise ValueError(f"template for {self.env_id}: action_hint must be a non-empty string or null")
         if not isinstance(self.legal_actions_separator, str):
             raise ValueError(f"template for {self.env_id}: legal_actions_separator must be a string")
+        if isinstance(self.history_steps, bool) or not isinstance(self.history_steps, int) or self.history_steps < 0:
+            raise ValueError(f"template for {self.env_id}: history_steps must be an integer >= 0, "
+                             f"got {self.history_steps!r}")
+
+    @property
+    def shows_state(self) -> bool:
+        """True when the instruction writes the state's text (``{state}``) into the prompt."""
+        return any(name == "state" for _, name, _, _ in string.Formatter().parse(self.instruction))
 
     @property
     def answer_keys(self) -> tuple[str, ...]:
@@ -142,20 +200,25 @@ class PromptTemplate:
             return (ACTION_KEY,)
         return (*(f.key for f in self.readout), THOUGHTS_KEY, ACTION_KEY)
 
-    def render(self, state_text: str, legal_actions: Sequence[str]) -> str:
+    def render(self, state_text: str, legal_actions: Sequence[str], history: Sequence[HistoryEntry] = ()) -> str:
         """The user message text for one step.
 
         Args:
             state_text: The env's text description of the state (``env.unwrapped.describe()``);
                 shown only where the instruction has ``{state}``.
             legal_actions: The text actions legal now (``env.unwrapped.legal_actions()``).
+            history: The episode's earlier steps, oldest first; the last :attr:`history_steps` of
+                them open the prompt (:func:`render_history`; observations only where the
+                instruction shows the state).
         """
         if not isinstance(state_text, str):
             raise TypeError(f"state_text must be a str (env.unwrapped.describe()), got {type(state_text).__name__}")
         actions = _checked_actions(legal_actions)
         quoted = self.legal_actions_separator.join(f"'{action}'" for action in actions)
         instruction = self.instruction.format(state=state_text, legal_actions=f"[{quoted}]")
-        return f"{instruction.rstrip()} {_RESPONSE_FORMAT_INTRO}\n{self._format_block(actions)}"
+        recalled = list(history)[-self.history_steps:] if self.history_steps else []
+        memory = render_history(recalled, state_text, with_observations=self.shows_state)
+        return f"{memory}{instruction.rstrip()} {_RESPONSE_FORMAT_INTRO}\n{self._format_block(actions)}"
 
     def _format_block(self, legal_actions: Sequence[str]) -> str:
         if self.action_hint is not None:

@@ -21,6 +21,7 @@ import torch
 
 from vlm_agent.models.batching import PolicySample
 from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
+from vlm_agent.prompting.templates import HistoryEntry, history_action
 from vlm_agent.rollout.engine import RolloutEngine
 from vlm_agent.rollout.env_state import (
     EnvStateError,
@@ -166,7 +167,7 @@ class RolloutCollector:
                         "answer": s.text,
                         "parsed_action": legal[s.parsed.index] if s.parsed.index is not None else None,
                         "parse_error": s.parsed.error,
-                        "executed_action": legal[s.action.index],
+                        "executed_action": history_action(legal, s.action.index),
                         "reward": float(s.reward),
                     }
                 )
@@ -226,6 +227,9 @@ class RolloutCollector:
             "episode_returns": [float(r) for r, _, _ in progress],
             "episode_lengths": [int(length) for _, length, _ in progress],
             "episode_invalid": [int(bad) for _, _, bad in progress],
+            # The prompt's memory of each running episode (empty lists without history_steps).
+            "episode_history": [[[entry.observation, entry.action] for entry in self.loop.history(i)]
+                                for i in range(self.num_envs)],
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -258,10 +262,12 @@ class RolloutCollector:
                     "resume with the same environment version and env_kwargs"
                 )
             restored.append((observation, log))
+        histories = state.get("episode_history") or [[] for _ in range(self.num_envs)]
         for i, (observation, log) in enumerate(restored):
             self.schedule.restore(i, log)
             self.loop.restore(i, observation, float(state["episode_returns"][i]), int(state["episode_lengths"][i]),
-                              int(state["episode_invalid"][i]))
+                              int(state["episode_invalid"][i]),
+                              [HistoryEntry(str(text), str(action)) for text, action in histories[i]])
 
     def close(self) -> None:
         self.loop.close()

@@ -27,6 +27,11 @@ import numpy as np
 #: Keyword arguments `gymnasium.make` itself takes (besides the env constructor's).
 MAKE_OPTIONS = frozenset({"max_episode_steps", "disable_env_checker"})
 
+#: Environments whose `step` takes an action past the legal list as an inadmissible command that
+#: changes nothing and costs -1 (docs/CONTRACTS.md): the only ones the "nothing" rule for unusable
+#: answers (`InvalidActionPolicy(mode="nothing")`, the paper's ALFWorld rule) can play.
+NOTHING_HAPPENS_ENVS = frozenset({"gym_cards/ALFWorld-v0"})
+
 #: The key of the image in a mapping observation.
 IMAGE_KEY = "image"
 
@@ -110,6 +115,16 @@ def validate_env_id(env_id: str) -> None:
         suggestion = close[0] if close else None
     hint = f"did you mean {suggestion!r}? " if suggestion else ""
     raise ValueError(f"unknown environment id {env_id!r}: {hint}known gym_cards ids: {', '.join(known)}")
+
+
+def check_invalid_action(env_id: str, mode: str) -> None:
+    """ValueError (one line) when the invalid-answer rule ``mode`` cannot play ``env_id``: the
+    "nothing" rule needs an env of :data:`NOTHING_HAPPENS_ENVS`."""
+    if mode == "nothing" and env_id not in NOTHING_HAPPENS_ENVS:
+        raise ValueError(
+            f"invalid_action 'nothing' (nothing happens, reward -1) needs an environment that accepts an "
+            f"inadmissible command ({', '.join(sorted(NOTHING_HAPPENS_ENVS))}); {env_id} does not: use 'random' or 'penalty'"
+        )
 
 
 def check_env(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:

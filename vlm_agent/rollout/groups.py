@@ -27,6 +27,7 @@ import torch
 
 from vlm_agent.models.batching import PolicySample
 from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
+from vlm_agent.prompting.templates import history_action
 from vlm_agent.rollout.agent import AgentInput
 from vlm_agent.rollout.collector import RolloutStats
 from vlm_agent.rollout.engine import RolloutEngine
@@ -139,7 +140,7 @@ class GroupCollector:
                 stats.sample_logs.append({
                     "step": step_index, "env": s.slot, "prompt": s.agent_input.prompt, "answer": s.text,
                     "parsed_action": legal[s.parsed.index] if s.parsed.index is not None else None,
-                    "parse_error": s.parsed.error, "executed_action": legal[s.action.index], "reward": float(s.reward),
+                    "parse_error": s.parsed.error, "executed_action": history_action(legal, s.action.index), "reward": float(s.reward),
                 })
             if on_step is not None:
                 on_step(len(steps))

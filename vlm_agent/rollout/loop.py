@@ -5,9 +5,10 @@ comparison (:mod:`vlm_agent.evaluation.evaluate`) and SFT's demonstrations
 (:mod:`vlm_agent.training.sft`) all play the environments through :class:`AgentLoop`; evaluation
 is the loop without learning. Each step of :meth:`AgentLoop.step`:
 
-1. every running environment's image, prompt (the template rendered with ``describe()`` and
-   ``legal_actions()``) and, for agents that read it, the expert move go to the agent in one batch
-   (:class:`~vlm_agent.rollout.agent.AgentInput`);
+1. every running environment's image, prompt (the template rendered with ``describe()``,
+   ``legal_actions()`` and the episode's memory: its last ``history_steps`` steps, each the state's
+   text and the action executed there, emptied when an episode starts) and, for agents that read
+   it, the expert move go to the agent in one batch (:class:`~vlm_agent.rollout.agent.AgentInput`);
 2. each answer is parsed (:func:`vlm_agent.prompting.parsing.parse_action`) and an unusable one is
    resolved by the run's :class:`~vlm_agent.prompting.invalid_actions.InvalidActionPolicy`: the
    only place the invalid-answer rule is applied;
@@ -40,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -50,12 +51,10 @@ from vlm_agent.prompting.invalid_actions import (
     resolve_action,
 )
 from vlm_agent.prompting.parsing import ParsedAction, parse_action
+from vlm_agent.prompting.templates import HistoryEntry, PromptTemplate, history_action
 from vlm_agent.rollout.agent import Agent, AgentInput
-from vlm_agent.rollout.env_state import EpisodeLog, game_of, rng_state
-from vlm_agent.rollout.environments import observation_image, validate_env_id
-
-if TYPE_CHECKING:
-    from vlm_agent.prompting.templates import PromptTemplate
+from vlm_agent.rollout.env_state import EpisodeLog, action_text, game_of, rng_state
+from vlm_agent.rollout.environments import check_invalid_action, observation_image, validate_env_id
 
 EVAL_SEED_OFFSET = 1_000_000_000
 """Added to every evaluation seed so that evaluation episodes never reuse a training seed."""
@@ -276,6 +275,7 @@ class _Episode:
     episode_return: float = 0.0
     length: int = 0
     invalid_steps: int = 0
+    history: list[HistoryEntry] = field(default_factory=list)
 
 
 @dataclass
@@ -296,6 +296,10 @@ class AgentLoop:
     _episodes: list[_Episode | None] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        for env in self.envs:
+            spec = getattr(env, "spec", None)
+            if spec is not None:
+                check_invalid_action(spec.id, self.invalid_policy.mode)
         self._episodes = [None] * len(self.envs)
         for slot in range(len(self.envs)):
             self._start(slot)
@@ -323,13 +327,22 @@ class AgentLoop:
             raise ValueError(f"environment {slot} has no running episode")
         return episode.episode_return, episode.length, episode.invalid_steps
 
-    def restore(self, slot: int, observation: Any, episode_return: float, length: int, invalid_steps: int) -> None:
-        """Environment ``slot`` continues an episode restored by replay: its observation and counters."""
+    def history(self, slot: int) -> list[HistoryEntry]:
+        """The memory of environment ``slot``'s running episode (at most ``history_steps`` entries)."""
+        episode = self._episodes[slot]
+        if episode is None:
+            raise ValueError(f"environment {slot} has no running episode")
+        return list(episode.history)
+
+    def restore(self, slot: int, observation: Any, episode_return: float, length: int, invalid_steps: int,
+                history: Sequence[HistoryEntry] = ()) -> None:
+        """Environment ``slot`` continues an episode restored by replay: its observation, counters and memory."""
         episode = self._episodes[slot]
         if episode is None:
             raise ValueError(f"environment {slot} has no running episode")
         episode.observation = observation
         episode.episode_return, episode.length, episode.invalid_steps = episode_return, length, invalid_steps
+        episode.history = list(history)
 
     def observe(self, slots: Sequence[int] | None = None, *, with_expert: bool = False) -> list[AgentInput]:
         """The agent's view of each environment in ``slots`` (default: every running one)."""
@@ -342,7 +355,7 @@ class AgentLoop:
         legal_actions = list(unwrapped.legal_actions())
         return AgentInput(
             image=observation_image(observation),  # an image array, or a mapping's "image" (ALFWorld)
-            prompt=self.prompt_template.render(unwrapped.describe(), legal_actions),
+            prompt=self.prompt_template.render(unwrapped.describe(), legal_actions, self._episodes[slot].history),
             legal_actions=legal_actions,
             expert_action=int(unwrapped.expert_action()) if with_expert else None,
             info=dict(info) if with_expert else None,
@@ -369,9 +382,13 @@ class AgentLoop:
                                     self._episodes[slot].start.rescue_rng)
             steps.append(Step(slot, agent_input, answer, text, parsed, action, 0.0, False, False))
         for step in steps:
-            self.schedule.record(step.slot, step.action.index, step.agent_input.legal_actions[step.action.index])
+            self.schedule.record(step.slot, step.action.index, action_text(self.envs[step.slot], step.action.index))
         for step in steps:
             episode = self._episodes[step.slot]
+            if self.prompt_template.history_steps:
+                entry = HistoryEntry(self.envs[step.slot].unwrapped.describe(),
+                                     history_action(step.agent_input.legal_actions, step.action.index))
+                episode.history = [*episode.history, entry][-self.prompt_template.history_steps:]
             observation, reward, terminated, truncated, info = self.envs[step.slot].step(step.action.index)
             step.reward = float(reward) + step.action.reward_adjustment
             step.terminated, step.truncated, step.info = bool(terminated), bool(truncated), info

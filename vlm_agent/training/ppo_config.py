@@ -24,7 +24,7 @@ from vlm_agent.rollout.environments import EnvKwargs
 #: Names accepted by `report_to`, besides "none".
 REPORT_TARGETS = ("tensorboard", "wandb")
 #: What to do when the model's answer names no legal action (see `vlm_agent.prompting.parsing`).
-INVALID_ACTION_CHOICES = ("random", "penalty")
+INVALID_ACTION_CHOICES = ("random", "penalty", "nothing")
 #: What `rollout_engine` chooses from (vlm_agent.rollout.engine, vlm_agent.rollout.vllm_engine).
 ROLLOUT_ENGINES = ("hf", "vllm")
 ALGORITHMS = ("ppo", "grpo", "dr_grpo", "rloo", "gigpo")
@@ -104,6 +104,7 @@ class VLMPPOConfig:
             "are image-only; use this for models that cannot read the images, e.g. the tiny CPU models)."
         },
     )
+    history_steps: int = field(default=0, metadata={"help": "Earlier steps of the episode the prompt recalls (K): the env's text observation and the action executed, oldest first, emptied when an episode starts (image-only prompts recall the actions alone). 0: none (the paper's prompts; the card games' default); paper_alfworld.yaml uses 2."})
     cot_scale: float = field(
         default=0.5,
         metadata={
@@ -152,7 +153,8 @@ class VLMPPOConfig:
         metadata={
             "help": "When the answer names no single legal action: 'random' (the paper's card games: a uniformly "
             "random legal action, reward unchanged) or 'penalty' (legal action `invalid_action_fallback` and "
-            "`invalid_action_penalty` subtracted from the reward, as the paper's ALFWorld code)."
+            "`invalid_action_penalty` subtracted from the reward) or 'nothing' (ALFWorld only, the paper's ALFWorld rule: "
+            "the answer runs as an inadmissible command, nothing happens and the env pays -1)."
         },
     )
     invalid_action_penalty: float = field(
@@ -361,7 +363,7 @@ class VLMPPOConfig:
             if not (value > 0 and math.isfinite(value)):
                 fail(name, "must be a positive finite number", f"set --{name} above 0")
         for name in ("vf_coef", "ent_coef", "kl_coef", "min_learning_rate", "weight_decay", "sft_learning_rate",
-                     "invalid_action_penalty", "invalid_action_fallback", "final_eval_episodes"):
+                     "invalid_action_penalty", "invalid_action_fallback", "final_eval_episodes", "history_steps"):
             if getattr(self, name) < 0:
                 fail(name, "must not be negative", f"set --{name} to 0 or more")
         if self.kv_cache not in KV_CACHES:
@@ -395,6 +397,12 @@ class VLMPPOConfig:
             fail("loss_aggregation", "is not an aggregation", f"choose one of {LOSS_AGGREGATIONS}")
         if self.invalid_action not in INVALID_ACTION_CHOICES:
             fail("invalid_action", "is not a policy", f"choose one of {INVALID_ACTION_CHOICES}")
+        from vlm_agent.rollout.environments import check_invalid_action
+
+        try:
+            check_invalid_action(self.env_id, self.invalid_action)
+        except ValueError as error:
+            fail("invalid_action", "cannot play this env", str(error))
         if self.lr_scheduler not in ("cosine", "constant"):
             fail("lr_scheduler", "is not a schedule", "choose cosine or constant")
         if "/" not in self.env_id or not self.env_id.endswith(tuple(f"-v{i}" for i in range(10))):
@@ -446,7 +454,7 @@ class VLMPPOConfig:
             temperature=self.temperature, max_new_tokens=self.max_new_tokens,
             invalid_action=self.invalid_action,
             invalid_action_penalty=self.invalid_action_penalty,
-            invalid_action_fallback=self.invalid_action_fallback,
+            invalid_action_fallback=self.invalid_action_fallback, history_steps=self.history_steps,
         )
 
     @property

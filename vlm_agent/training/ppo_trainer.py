@@ -189,7 +189,8 @@ class VLMPPOTrainer(RunCheckpoints):
         invalid_policy = InvalidActionPolicy(
             mode=config.invalid_action, fallback=config.invalid_action_fallback, penalty=config.invalid_action_penalty
         )
-        prompt_template = prompt_for(config.env_id, cot=config.use_cot, show_state=config.show_state)
+        prompt_template = prompt_for(config.env_id, cot=config.use_cot, show_state=config.show_state,
+                                     history_steps=config.history_steps)
         self.engine = make_rollout_engine(config, policy, self.rng, self.run_dir)
         if config.critic_free:
             # Whole groups per process, every (round, process, group) its own reset seed.

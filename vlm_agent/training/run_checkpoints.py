@@ -33,7 +33,7 @@ from vlm_agent.training.run_logs import truncate_metrics
 #: `vlm_agent.training.run_config.RESUME_OVERRIDABLE`.
 RESUME_KEYS = [
     "tiny_arch", "env_id", "num_envs", "num_steps", "use_lora", "lora_r", "lora_alpha",
-    "lora_target_modules", "use_cot", "show_state", "seed", "env_kwargs", "algorithm", "group_size",
+    "lora_target_modules", "use_cot", "show_state", "seed", "env_kwargs", "algorithm", "group_size", "history_steps",
 ]
 
 

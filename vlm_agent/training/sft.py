@@ -54,6 +54,9 @@ class VLMSFTConfig:
     show_state: bool = field(
         default=False, metadata={"help": "Put the env's text description of the state in the prompt (see VLMPPOConfig)."}
     )
+    history_steps: int = field(default=0, metadata={
+        "help": "Earlier steps each demonstration's prompt recalls (K; see VLMPPOConfig.history_steps): train "
+                "with the K the policy will play with."})
     epochs: float = field(default=3.0, metadata={"help": "Training epochs over the demonstrations."})
     learning_rate: float = field(default=3e-3, metadata={"help": "AdamW learning rate (tiny models: ~3e-3; 7B LoRA: ~2e-5)."})
     batch_size: int = field(default=8, metadata={"help": "Demonstrations per optimizer step."})
@@ -77,6 +80,8 @@ class VLMSFTConfig:
             raise ValueError(
                 f"VLMSFTConfig.wrong_action_rate={self.wrong_action_rate} must lie in [0, 1]; e.g. --wrong_action_rate 0.3"
             )
+        if self.history_steps < 0:
+            raise ValueError(f"VLMSFTConfig.history_steps={self.history_steps} must be >= 0; e.g. --history_steps 2")
         if self.language_only and self.use_lora:
             raise ValueError("VLMSFTConfig: language_only and use_lora exclude each other (LoRA already freezes the base)")
         if self.epochs <= 0 or self.learning_rate <= 0 or self.batch_size < 1:
@@ -125,6 +130,7 @@ def build_demonstrations(
     show_state: bool = False,
     template: Any = None,
     env_kwargs: dict[str, Any] | None = None,
+    history_steps: int = 0,
 ) -> list[Demonstration]:
     """Play episodes and record `num_demos` (image, prompt, answer) triples.
 
@@ -136,6 +142,7 @@ def build_demonstrations(
     built-in prompt of `env_id` (then `use_cot` and `show_state` are the template's business).
     `env_kwargs` go to `gym.make` (ALFWorld: `data_path`, `task_types`, `split` choose the games the
     expert plays). Observations may be images or mappings holding one (ALFWorld's ``"image"``).
+    `history_steps`: each prompt recalls the episode's last K steps (the moves played), as in training.
     """
     from vlm_agent.prompting.env_prompts import prompt_for
     from vlm_agent.prompting.invalid_actions import InvalidActionPolicy
@@ -144,7 +151,7 @@ def build_demonstrations(
 
     check_env(env_id, env_kwargs)
     if template is None:
-        template = prompt_for(env_id, cot=use_cot, show_state=show_state)
+        template = prompt_for(env_id, cot=use_cot, show_state=show_state, history_steps=history_steps)
     demonstrator = Demonstrator(template, np.random.default_rng(seed), wrong_action_rate)
     # Episode i resets with seed + i; the loop runs until enough demonstrations are recorded.
     loop = AgentLoop([make_env(env_id, env_kwargs)], template, InvalidActionPolicy("random"),
@@ -246,6 +253,7 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
     demos = build_demonstrations(
         config.env_id, config.num_demos, seed=config.seed, use_cot=config.use_cot,
         wrong_action_rate=config.wrong_action_rate, show_state=config.show_state, env_kwargs=config.env_kwargs,
+        history_steps=config.history_steps,
     )
     dataset = demonstrations_dataset(demos)
     processor = load_processor(model_path)
@@ -304,7 +312,7 @@ def run_sft(config: VLMSFTConfig) -> SFTResult:
 
     # The prompt the model was taught; `vlm-agent eval` uses it unless told otherwise.
     write_agent_settings(output_dir, AgentSettings(env_id=config.env_id, cot=config.use_cot,
-                                                   show_state=config.show_state))
+                                                   show_state=config.show_state, history_steps=config.history_steps))
     return SFTResult(model_dir=output_dir, losses=losses, num_demos=len(demos), wrong_actions=wrong)
 
 

@@ -72,7 +72,9 @@ class StageClock:
         self.prefix = prefix
         self.stream = stream
         self.started = time.perf_counter()
+        self.cpu_started = time.process_time()
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}
         self.current: str | None = None
 
     def elapsed(self) -> float:
@@ -90,23 +92,28 @@ class StageClock:
         check_signals()
         self.say(f"{name}: {what}" if what else f"{name} ...")
         self.current = name
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         yield
         check_signals()  # a Ctrl-C that library code swallowed stops here at the latest
         self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+        self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - cpu_started
         self.current = None
         self.say(f"{name} done in {self.seconds[name]:.0f} s")
 
     def summary(self) -> str:
-        """`Time by stage: alignment 61 s, SFT 209 s, ...; total 540 s (9.0 minutes)`."""
+        """`Time by stage: alignment 61 s, SFT 209 s, ...; total 540 s (9.0 minutes; 412 CPU seconds in this process)`."""
         stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in self.seconds.items())
         total = self.elapsed()
-        return f"Time by stage: {stages or 'none'}; total {total:.0f} s ({total / 60:.1f} minutes)"
+        cpu = time.process_time() - self.cpu_started
+        return (f"Time by stage: {stages or 'none'}; total {total:.0f} s ({total / 60:.1f} minutes; "
+                f"{cpu:.0f} CPU seconds in this process)")
 
     def write(self, path: str | Path) -> Path:
         """The stages' seconds, the total and the machine, as JSON (`timings.json` in a run folder)."""
         path = Path(path)
         record = {"stages": {name: round(seconds, 1) for name, seconds in self.seconds.items()},
-                  "total_seconds": round(self.elapsed(), 1), "machine": machine_summary()}
+                  "total_seconds": round(self.elapsed(), 1),
+                  "cpu_seconds": {name: round(seconds, 1) for name, seconds in self.cpu_seconds.items()},
+                  "total_cpu_seconds": round(time.process_time() - self.cpu_started, 1), "machine": machine_summary()}
         path.write_text(json.dumps(record, indent=1) + "\n")
         return path
