@@ -349,7 +349,8 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
 
 def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -> None:
     """Success of training episodes against environment steps, one line per algorithm (mean over seeds,
-    band min-max), each setting a panel, the warm start's held-out level dashed."""
+    band min-max; at each step the update whose rollout covered it), each setting a panel, the warm
+    start's held-out level dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -362,22 +363,17 @@ def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -
     figure, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.2), squeeze=False)
     for axis, name in zip(axes[0], names):
         top = max(_number(p["global_step"]) for p in curves if p["setting"] == name)
-        grid = np.linspace(top / 8, top, 8)
+        grid = np.linspace(top / 16, top, 16)
         for index, algorithm in enumerate(ALGORITHMS):
             per_seed = []
             for seed in sorted({p["seed"] for p in curves if p["setting"] == name and p["algorithm"] == algorithm}):
                 points = [p for p in curves if p["setting"] == name and p["algorithm"] == algorithm and p["seed"] == seed]
                 steps = np.array([_number(p["global_step"]) for p in points])
-                wins = np.array([_number(p["success_rate"]) * _number(p["episodes"]) for p in points])
-                counts = np.array([_number(p["episodes"]) for p in points])
-                wins, counts = np.nan_to_num(wins), np.nan_to_num(counts)
-                # Success of the episodes that ended in each eighth of the budget.
-                edges = np.concatenate([[0], grid])
-                rates = []
-                for low, high in zip(edges[:-1], edges[1:]):
-                    inside = (steps > low) & (steps <= high)
-                    rates.append(wins[inside].sum() / counts[inside].sum() if counts[inside].sum() else np.nan)
-                per_seed.append(rates)
+                rates = np.array([_number(p["success_rate"]) for p in points])
+                # At step g: the success of the update whose rollout covered g (updates differ in size
+                # between algorithms; the last update stands for the steps after it).
+                covering = np.minimum(np.searchsorted(steps, grid), len(steps) - 1)
+                per_seed.append(rates[covering])
             if not per_seed:
                 continue
             values = 100 * np.array(per_seed, dtype=float)

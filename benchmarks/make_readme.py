@@ -173,6 +173,20 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         command="python -m benchmarks.ppo_learning --alfworld --history-steps 0 2",
     ),
     BenchmarkSection(
+        name="algorithms",
+        title="PPO, GRPO, RLOO and GiGPO side by side (tiny VLM on CPU)",
+        measures=(
+            "The four algorithms at equal environment-step budgets from the same SFT warm start, NumberLine "
+            "from the image alone: held-out success with 95% intervals per seed, the mean gain over the warm "
+            "start, time and peak memory per run, GiGPO's anchor share, and the success of training episodes "
+            "against environment steps (mean over seeds, band min-max). PPO collects 16 envs x 16 steps per "
+            "update with a value head; the critic-free algorithms play rounds of 16 groups x 4 episodes "
+            "without one (more envs per round, so more generation memory: their peak RSS is higher although "
+            "no value head is built)."
+        ),
+        command="python -m benchmarks.algorithms --settings numberline_image",
+    ),
+    BenchmarkSection(
         name="cnn_rl_baseline",
         title="CNN + RL baseline (PPO on pixels)",
         measures=(

@@ -1,0 +1,49 @@
+"""benchmarks/algorithms.py: rows of concurrent runs merge into one results folder, and the report
+and plot are built from the CSVs alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks import algorithms
+
+
+def row(algorithm: str, seed: str, success: float) -> dict:
+    return {"setting": "numberline_image", "env_id": "gym_cards/NumberLine-v0", "algorithm": algorithm,
+            "seed": seed, "env_steps": 64, "updates": 2, "after_success": success, "after_ci_low": success - 0.1,
+            "after_ci_high": success + 0.1, "after_invalid": 0.0, "after_return": 0.0, "eval_episodes": 8,
+            "train_seconds": 1.0, "seconds_per_update": 0.5, "anchor_share": "" if algorithm == "ppo" else 0.5,
+            "value_head_parameters": 10 if algorithm == "ppo" else 0, "peak_rss_mb": 100.0, "warm_start": ""}
+
+
+def curve(algorithm: str, seed: str, steps: list[int], rates: list[float]) -> list[dict]:
+    return [{"setting": "numberline_image", "algorithm": algorithm, "seed": seed, "global_step": step,
+             "success_rate": rate, "episodes": 4} for step, rate in zip(steps, rates)]
+
+
+def test_runs_writing_one_folder_keep_each_others_rows(tmp_path: Path) -> None:
+    rows_path, curves_path = tmp_path / "algorithms.csv", tmp_path / "algorithms_curves.csv"
+    # Two benchmarks started from the same (empty) folder, each with its own run.
+    algorithms.save_rows(rows_path, curves_path, [row("ppo", "0", 0.9)], curve("ppo", "0", [32, 64], [0.5, 0.9]))
+    algorithms.save_rows(rows_path, curves_path, [row("gigpo", "0", 0.7)], curve("gigpo", "0", [40], [0.7]))
+    assert sorted(r["algorithm"] for r in algorithms.read_csv(rows_path)) == ["gigpo", "ppo"]
+    assert len(algorithms.read_csv(curves_path)) == 3
+    # A rerun of a run replaces its row and its curve.
+    merged, curves = algorithms.save_rows(rows_path, curves_path, [row("ppo", "0", 0.5)],
+                                          curve("ppo", "0", [64], [0.5]))
+    assert sorted((r["algorithm"], float(r["after_success"])) for r in merged) == [("gigpo", 0.7), ("ppo", 0.5)]
+    assert [(p["algorithm"], p["global_step"]) for p in curves] == [("gigpo", "40"), ("ppo", 64)]
+
+
+def test_the_report_is_built_from_the_csvs(tmp_path: Path) -> None:
+    rows = [row("gigpo", "1", 0.6), row("ppo", "0", 0.9), row("gigpo", "0", 0.8), row("warm start", "", 0.5)]
+    curves = curve("ppo", "0", [32, 64], [0.5, 0.9]) + curve("gigpo", "0", [40, 70], [0.6, 0.8]) \
+        + curve("gigpo", "1", [30, 64], [0.5, 0.6])
+    algorithms.save_rows(tmp_path / "algorithms.csv", tmp_path / "algorithms_curves.csv", rows, curves)
+    assert algorithms.main(["--report-only", "--out-dir", str(tmp_path)]) == 0
+    page = (tmp_path / "algorithms.md").read_text()
+    table = [line.split(" | ")[0:2] for line in page.splitlines() if line.startswith("| ") and "[" in line]
+    assert table == [["| warm start", ""], ["| ppo", "0"], ["| gigpo", "0"], ["| gigpo", "1"]]
+    assert "| gigpo | 70.0 | +20.0 | 2 |" in page and "| ppo | 90.0 | +40.0 | 1 |" in page
+    assert "rounds of 16 groups x 4 episodes" in page
+    assert (tmp_path / "algorithms.png").stat().st_size > 0
