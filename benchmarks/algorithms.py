@@ -232,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     rows_path = args.out_dir / f"{stem(args)}.csv"
     curves_path = args.out_dir / f"{stem(args)}_curves.csv"
     rows, curves = read_csv(rows_path), read_csv(curves_path)
+    replaced = frozenset() if args.resume else frozenset(args.settings)
     if not args.report_only:
         for name in args.settings:
             setting = SETTINGS[name]
@@ -242,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             if ("warm start", "") not in done:
                 print(f"[algorithms] {setting.label}: warm start", flush=True)
                 rows.append(warm_start_row(args, setting))
-                rows, curves = save_rows(rows_path, curves_path, rows, curves)
+                rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
             # Seed-major: an interrupted benchmark has every algorithm at the first seeds.
             for seed in args.seeds:
                 for algorithm in args.algorithms:
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                     for point in row.pop("curve"):
                         curves.append({"setting": name, "algorithm": algorithm, "seed": str(seed), **point})
                     rows.append(row)
-                    rows, curves = save_rows(rows_path, curves_path, rows, curves)
+                    rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
                     write_report(rows, curves, args)
     write_report(rows, curves, args)
     return 0
@@ -262,21 +263,26 @@ def main(argv: list[str] | None = None) -> int:
 CURVE_FIELDS = ["setting", "algorithm", "seed", "global_step", "success_rate", "episodes"]
 
 
-def save_rows(rows_path: Path, curves_path: Path, rows: list[dict[str, Any]],
-              curves: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def save_rows(rows_path: Path, curves_path: Path, rows: list[dict[str, Any]], curves: list[dict[str, Any]],
+              replaced_settings: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Write ``rows`` and ``curves`` merged with what is on disk now, under a lock: several
     ``--resume`` benchmarks may run at once into one results folder (each run's rows replace the
-    file's rows of the same setting, algorithm and seed). Returns the merged rows and curves."""
+    file's rows of the same setting, algorithm and seed; the file's rows of ``replaced_settings``,
+    the settings a run without ``--resume`` measures anew, are all dropped). Returns the merged rows
+    and curves."""
     import fcntl
 
     def key(row: dict[str, Any]) -> tuple[str, str, str]:
         return str(row["setting"]), str(row["algorithm"]), str(row["seed"])
 
+    def kept(row: dict[str, Any]) -> bool:
+        return row["setting"] not in replaced_settings and key(row) not in mine
+
     with open(rows_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         mine = {key(row) for row in rows}
-        merged_rows = [row for row in read_csv(rows_path) if key(row) not in mine] + rows
-        merged_curves = [point for point in read_csv(curves_path) if key(point) not in mine] + curves
+        merged_rows = [row for row in read_csv(rows_path) if kept(row)] + rows
+        merged_curves = [point for point in read_csv(curves_path) if kept(point)] + curves
         write_csv(rows_path, merged_rows, FIELDS)
         write_csv(curves_path, merged_curves, CURVE_FIELDS)
     return merged_rows, merged_curves

@@ -35,6 +35,17 @@ def test_runs_writing_one_folder_keep_each_others_rows(tmp_path: Path) -> None:
     assert [(p["algorithm"], p["global_step"]) for p in curves] == [("gigpo", "40"), ("ppo", 64)]
 
 
+def test_a_run_without_resume_replaces_every_row_of_its_setting(tmp_path: Path) -> None:
+    rows_path, curves_path = tmp_path / "algorithms.csv", tmp_path / "algorithms_curves.csv"
+    algorithms.save_rows(rows_path, curves_path, [row("ppo", "0", 0.9), row("ppo", "1", 0.8)],
+                         curve("ppo", "1", [32], [0.8]))
+    # A rerun of seed 0 alone, without --resume: seed 1's row and curve from the earlier run go.
+    merged, curves = algorithms.save_rows(rows_path, curves_path, [row("ppo", "0", 0.7)], [],
+                                          frozenset({"numberline_image"}))
+    assert [(r["seed"], float(r["after_success"])) for r in algorithms.read_csv(rows_path)] == [("0", 0.7)]
+    assert [r["seed"] for r in merged] == ["0"] and curves == [] and algorithms.read_csv(curves_path) == []
+
+
 def test_the_report_is_built_from_the_csvs(tmp_path: Path) -> None:
     rows = [row("gigpo", "1", 0.6), row("ppo", "0", 0.9), row("gigpo", "0", 0.8), row("warm start", "", 0.5)]
     curves = curve("ppo", "0", [32, 64], [0.5, 0.9]) + curve("gigpo", "0", [40, 70], [0.6, 0.8]) \
