@@ -18,11 +18,13 @@ This module also defines the result-file conventions that the benchmark scripts 
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.metadata
 import os
 import platform
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -292,6 +294,17 @@ def source_commit() -> str:
 
 
 _HEADING = re.compile(r"^(#{1,6})(\s)", re.MULTILINE)
+
+
+def write_csv_results(path: Path, columns: Sequence[str], rows: list[dict[str, Any]], float_format: str) -> Path:
+    """Write a benchmark's CSV result: a header of ``columns``, then each row with its floats
+    formatted by ``float_format`` (e.g. ``".4f"``); returns ``path``."""
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: format(v, float_format) if isinstance(v, float) else v for k, v in row.items()})
+    return path
 
 
 def write_markdown_results(path: Path, table: list[str], note: str, command: str) -> Path:

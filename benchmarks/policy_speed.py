@@ -19,7 +19,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.make_readme import RESULTS_DIR, machine_description
+from benchmarks.make_readme import RESULTS_DIR, machine_description, write_csv_results
 
 RESULT_NAME = "policy_speed"
 COLUMNS = (
@@ -103,11 +102,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, argv: Se
     """Write ``policy_speed.{md,csv}`` into ``args.out_dir``; returns the Markdown path."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"{RESULT_NAME}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in row.items()})
+    write_csv_results(out / f"{RESULT_NAME}.csv", COLUMNS, rows, ".4f")
     lines = [
         (
             "| arch | batch | new tokens | act (s) | act CPU (s) | act, recomputed scores (s) | act speedup "

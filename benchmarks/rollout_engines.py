@@ -26,7 +26,6 @@ Usage (from the repository root; needs ``bash .ci/make-vllm-venv`` for the vLLM 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 import time
@@ -34,7 +33,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.make_readme import RESULTS_DIR, write_markdown_results
+from benchmarks.make_readme import (
+    RESULTS_DIR,
+    write_csv_results,
+    write_markdown_results,
+)
 
 RESULT_NAME = "rollout_engines"
 COLUMNS = ("engine", "num_envs", "steps", "env_steps", "seconds", "env_steps_per_s", "generated_tokens",
@@ -97,11 +100,7 @@ def write_results(rows: list[dict[str, Any]], args: argparse.Namespace, model_la
     """Write ``rollout_engines.{md,csv}`` into ``args.out_dir``; returns the Markdown path."""
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / f"{RESULT_NAME}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(COLUMNS))
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: f"{v:.6g}" if isinstance(v, float) else v for k, v in row.items()})
+    write_csv_results(out / f"{RESULT_NAME}.csv", COLUMNS, rows, ".6g")
     lines = [("| engine | env steps | seconds | env steps/s | generated tokens | tokens/s | mean abs delta log p "
               "| KL(engine, trainer) |"), "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
