@@ -21,7 +21,11 @@ Three stages, like LLaVA's (projector first, then the language model):
    word space: ``emb(' "current number') + emb('1')`` (each normalised). The vision tower and the
    language model stay frozen. ``projector_fit`` first sets the projector's output layer by least
    squares to those targets (:func:`fit_projector`), which the gradient steps find slowly where a
-   value shows in a few pixels (a card's rank).
+   value shows in a few pixels (a card's rank). ``quiet_image_tokens`` also sends every other
+   image token to zero, so the language model can only read each field from its slot (not learn
+   the training images' states by heart from the rest, which failed on unseen states);
+   ``ordered_slot_targets`` keeps the order and count of a value's tokens (digits one by one:
+   '14', '11') in its target.
 2. **Language model** (``language_steps``): the language model's layers learn the read-out with
    the word embeddings and the vision side frozen, so the tokens written in stage 1 keep their
    meaning while the language model learns to look them up (``output_norm_lr_factor``: the
