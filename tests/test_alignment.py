@@ -342,7 +342,7 @@ def test_quiet_ordered_alignment_reads_unseen_pairs_of_the_long_line_and_not_con
     two-token numbers, read on (current, target) pairs that no training image shows."""
     config = VLMAlignConfig(env_ids=["gym_cards/NumberLine-v0"], env_kwargs={"max_position": 20},
                             projector_fit=True, projector_steps=0, quiet_image_tokens=True, ordered_slot_targets=True,
-                            output_norm_lr_factor=10.0, language_steps=600, eval_examples=100, seed=2,
+                            output_norm_lr_factor=10.0, language_steps=1000, eval_examples=100, seed=2,
                             output_dir=str(tmp_path / "a"), progress_bar=False)
     result = run_alignment(config)
     image, blank, other = result.accuracy
