@@ -50,6 +50,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
     parser.add_argument("--projector-fit", action="store_true",
                         help="Stage 1 starts with the least-squares fit of the projector's output layer.")
+    parser.add_argument("--quiet-image-tokens", action="store_true",
+                        help="Stage 1 also sends the image tokens that hold no read-out slot to zero "
+                             "(VLMAlignConfig.quiet_image_tokens).")
+    parser.add_argument("--ordered-slot-targets", action="store_true",
+                        help="Stage 1 keeps the order and count of a value's tokens ('14', '11') in its slot target "
+                             "(VLMAlignConfig.ordered_slot_targets).")
     parser.add_argument("--language-steps", type=int, default=defaults.language_steps)
     parser.add_argument("--full-steps", type=int, default=defaults.full_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -84,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         config = VLMAlignConfig(
             tiny_arch=args.arch, env_ids=list(args.envs), env_kwargs=args.env_kwargs, num_examples=args.num_examples,
             projector_steps=args.projector_steps, projector_fit=args.projector_fit,
+            quiet_image_tokens=args.quiet_image_tokens, ordered_slot_targets=args.ordered_slot_targets,
             language_steps=args.language_steps, full_steps=args.full_steps,
             learning_rate=args.learning_rate, output_norm_lr_factor=args.output_norm_lr_factor,
             eval_examples=args.eval_examples, seed=seed,
@@ -131,7 +138,10 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
         (f"Tiny `{config.tiny_arch}` (random init, built offline) with {vision.image_size} px images, "
          f"vision width {vision.width} x {vision.depth} layers, patch 14; aligned on {config.num_examples} state images "
          f"per env: {'the least-squares fit of the projector output layer and ' if config.projector_fit else ''}"
-         f"{config.projector_steps} steps of the projector (read-out slots), {config.language_steps} steps "
+         f"{config.projector_steps} steps of the projector (read-out slots"
+         f"{'; the other image tokens sent to zero' if config.quiet_image_tokens else ''}"
+         f"{'; a value token order kept in its target' if config.ordered_slot_targets else ''}), "
+         f"{config.language_steps} steps "
          f"of the language model's layers (its final norm at {config.output_norm_lr_factor:g}x the learning rate), "
          f"{config.full_steps} of the whole model (batch {config.batch_size}, lr {config.learning_rate:g}), one alignment per seed ({', '.join(map(str, results))}: the tiny model, "
          f"the images and the batches); env options {args.env_kwargs}; {seconds / 60:.1f} minutes in all, measurement "

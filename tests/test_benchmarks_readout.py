@@ -48,3 +48,18 @@ def test_tiny_vlm_readout_reports_unseen_states_controls_and_the_models_identity
     markdown = (tmp_path / "tiny_vlm_readout_quick.md").read_text()
     assert "| other state |" in markdown and '{"max_position": 9}' in markdown
     assert "Command: `python -m benchmarks.tiny_vlm_readout --quick --seeds 0" in markdown
+
+
+def test_tiny_vlm_readout_passes_the_stage_one_options_and_says_so(tmp_path: Path, torch_single_thread: None) -> None:
+    """--quiet-image-tokens --ordered-slot-targets reach the alignment (its summary) and the results text."""
+    import json
+
+    from benchmarks import tiny_vlm_readout
+
+    assert tiny_vlm_readout.main(["--quick", "--seeds", "0", "--projector-fit", "--quiet-image-tokens",
+                                  "--ordered-slot-targets", "--work-dir", str(tmp_path / "w"),
+                                  "--out-dir", str(tmp_path)]) == 0
+    config = json.loads((tmp_path / "w" / "aligned_seed0" / "align_summary.json").read_text())["config"]
+    assert config["quiet_image_tokens"] is True and config["ordered_slot_targets"] is True
+    markdown = (tmp_path / "tiny_vlm_readout_quick.md").read_text()
+    assert "the other image tokens sent to zero" in markdown and "a value token order kept" in markdown
