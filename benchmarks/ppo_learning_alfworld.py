@@ -9,8 +9,11 @@ unusable answers, on the train games and on the held-out `valid_unseen` games. T
 action is an admissible command as text (the task, as in the paper); an unusable answer is
 played by `--invalid-action` (default `nothing`: the paper's "nothing happens, reward -1").
 
-Every row is written to `benchmarks/results/ppo_learning_alfworld.csv` (a run with some K values
-keeps the rows of the others), and the Markdown next to it is generated from the CSV alone: the
+`--alfworld-data-path DIR` trains on other train games (e.g. many made by `gym-cards
+alfworld-generate --split train`): the SFT, PPO and the train-game evaluation play them, the held-out
+evaluation still plays the shipped valid_unseen games. Every row is written to
+`benchmarks/results/ppo_learning_alfworld.csv` (a run replaces the rows of its own train games and K
+and keeps the others), and the Markdown next to it is generated from the CSV alone: the
 tables, the targets' verdicts and the commands that made the rows.
 """
 
