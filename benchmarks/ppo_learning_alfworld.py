@@ -195,7 +195,7 @@ def run_one(args: argparse.Namespace, history_steps: int, max_new_tokens: int = 
         mini_batch_size=8 if args.num_envs * args.num_steps % 8 == 0 else 1, gradient_accumulation_steps=1,
         learning_rate=args.alfworld_ppo_lr, min_learning_rate=args.alfworld_ppo_lr / 10, max_grad_norm=1.0,
         value_head_learning_rate=1e-3, use_lora=False, save_every=1000,
-        output_dir=str(args.work_dir / f"ALFWorld_ppo_K{history_steps}{_data_tag(args)}"), progress_bar=False,
+        output_dir=str(args.work_dir / f"ppo__{warm_dir.name}"), progress_bar=False,  # one per warm start
         log_samples=2,
     )
     ppo_started = time.perf_counter()
