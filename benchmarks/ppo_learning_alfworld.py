@@ -9,8 +9,11 @@ unusable answers, on the train games and on the held-out `valid_unseen` games. T
 action is an admissible command as text (the task, as in the paper); an unusable answer is
 played by `--invalid-action` (default `nothing`: the paper's "nothing happens, reward -1").
 
-Every row is written to `benchmarks/results/ppo_learning_alfworld.csv` (a run with some K values
-keeps the rows of the others), and the Markdown next to it is generated from the CSV alone: the
+`--alfworld-data-path DIR` trains on other train games (e.g. many made by `gym-cards
+alfworld-generate --split train`): the SFT, PPO and the train-game evaluation play them, the held-out
+evaluation still plays the shipped valid_unseen games. Every row is written to
+`benchmarks/results/ppo_learning_alfworld.csv` (a run replaces the rows of its own train games and K
+and keeps the others), and the Markdown next to it is generated from the CSV alone: the
 tables, the targets' verdicts and the commands that made the rows.
 """
 
@@ -43,6 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--alfworld-ppo-lr", type=float, default=5e-5, help="ALFWorld rows: PPO learning rate.")
     parser.add_argument("--alfworld-sft-epochs", type=float, default=None,
                         help="ALFWorld rows: SFT epochs (default --sft-epochs).")
+    parser.add_argument("--alfworld-data-path", type=Path, default=None,
+                        help="ALFWorld rows: folder of the train games (the env's data_path, e.g. made by "
+                             "`gym-cards alfworld-generate --split train`) for the SFT, PPO and the train-game "
+                             "evaluation (default: the shipped games). The held-out evaluation always plays the "
+                             "shipped valid_unseen games.")
 
 
 def stem(args: argparse.Namespace) -> str:
@@ -50,10 +58,45 @@ def stem(args: argparse.Namespace) -> str:
 
 
 def env_kwargs(args: argparse.Namespace, split: str) -> dict[str, Any]:
+    """The env options of a split: `--alfworld-data-path` (if given) chooses the train games only."""
     kwargs: dict[str, Any] = {"split": split, "max_episode_steps": args.alfworld_max_steps}
     if args.alfworld_task_types:
         kwargs["task_types"] = list(args.alfworld_task_types)
+    if split == "train" and args.alfworld_data_path is not None:
+        kwargs["data_path"] = str(args.alfworld_data_path)
     return kwargs
+
+
+def train_games(args: argparse.Namespace) -> tuple[str, int]:
+    """The train games' folder label ('shipped' or the given path) and how many games of the task types it holds.
+
+    A `--alfworld-data-path` without playable train games exits with one line.
+    """
+    from gym_cards.alfworld.env import collect_game_files, resolve_games_root
+    from gym_cards.alfworld.tasks import resolve_task_types
+
+    data_path = None if args.alfworld_data_path is None else str(args.alfworld_data_path)
+    try:
+        root = resolve_games_root(data_path, "train")
+        games = collect_game_files(root, resolve_task_types(args.alfworld_task_types or None))
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"error: --alfworld-data-path: {error}") from None
+    if not games:
+        raise SystemExit(f"error: --alfworld-data-path: no train games of types {args.alfworld_task_types or 'all'} "
+                         f"under {root!r}.")
+    return ("shipped" if data_path is None else data_path), len(games)
+
+
+def _data_label(row: dict[str, Any]) -> str:
+    """The train games of a row (rows written before `data_path` was recorded played the shipped games)."""
+    return row.get("data_path") or "shipped"
+
+
+def _data_tag(args: argparse.Namespace) -> str:
+    """A file-name tag of the train games folder ('' for the shipped games)."""
+    if args.alfworld_data_path is None:
+        return ""
+    return "__data-" + "".join(c if c.isalnum() or c in "-_" else "_" for c in str(args.alfworld_data_path).strip("/"))
 
 
 def evaluate(policy: Any, args: argparse.Namespace, split: str, history_steps: int) -> dict[str, float]:
@@ -112,7 +155,7 @@ def warm_start(args: argparse.Namespace, history_steps: int) -> tuple[Path, floa
     epochs = args.alfworld_sft_epochs if args.alfworld_sft_epochs is not None else args.sft_epochs
     types = "-".join(args.alfworld_task_types or ["all"])
     name = (f"ALFWorld__action_only__vocab__K{history_steps}__{types}__max{args.alfworld_max_steps}__demos{args.sft_demos}"
-            f"_ep{epochs:g}_lr{args.sft_lr:g}_wrong{args.wrong_action_rate:g}_seed{args.seed}")
+            f"_ep{epochs:g}_lr{args.sft_lr:g}_wrong{args.wrong_action_rate:g}_seed{args.seed}{_data_tag(args)}")
     out = args.work_dir / name
     if (out / "sft_summary.json").is_file():
         return out, 0.0
@@ -135,6 +178,7 @@ def run_one(args: argparse.Namespace, history_steps: int, max_new_tokens: int = 
     from vlm_agent.training.ppo_config import VLMPPOConfig
     from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
+    data_label, num_train_games = train_games(args)
     warm_dir, sft_seconds = warm_start(args, history_steps)
     summary = json.loads((warm_dir / "sft_summary.json").read_text())
     settings = GenerationSettings(temperature=0.2, max_new_tokens=max_new_tokens, cot_scale=0.2)
@@ -151,7 +195,8 @@ def run_one(args: argparse.Namespace, history_steps: int, max_new_tokens: int = 
         mini_batch_size=8 if args.num_envs * args.num_steps % 8 == 0 else 1, gradient_accumulation_steps=1,
         learning_rate=args.alfworld_ppo_lr, min_learning_rate=args.alfworld_ppo_lr / 10, max_grad_norm=1.0,
         value_head_learning_rate=1e-3, use_lora=False, save_every=1000,
-        output_dir=str(args.work_dir / f"ALFWorld_ppo_K{history_steps}"), progress_bar=False, log_samples=2,
+        output_dir=str(args.work_dir / f"ppo__{warm_dir.name}"), progress_bar=False,  # one per warm start
+        log_samples=2,
     )
     ppo_started = time.perf_counter()
     trainer = VLMPPOTrainer(config)
@@ -163,6 +208,8 @@ def run_one(args: argparse.Namespace, history_steps: int, max_new_tokens: int = 
     for split, games in SPLITS:
         rows.append({
             "history_steps": history_steps, "split": split, "games": games,
+            "data_path": data_label,  # the run's train games (held-out games: always the shipped valid_unseen)
+            "train_games": num_train_games,
             "task_types": " ".join(args.alfworld_task_types or ["all"]), "max_episode_steps": args.alfworld_max_steps,
             "invalid_action": args.invalid_action, "wrong_action_rate": args.wrong_action_rate,
             "sft_demos": summary["num_demos"], "sft_epochs": summary["config"]["epochs"],
@@ -172,7 +219,7 @@ def run_one(args: argparse.Namespace, history_steps: int, max_new_tokens: int = 
             "sft_seconds": round(sft_seconds, 1), "ppo_seconds": round(ppo_seconds, 1), "command": command,
         })
         print(json.dumps(rows[-1]), flush=True)
-    curve = [{"history_steps": history_steps, "update": m["update"], "global_step": m["global_step"],
+    curve = [{"history_steps": history_steps, "data_path": data_label, "update": m["update"], "global_step": m["global_step"],
               "success_rate": m["charts/success_rate"], "invalid_action_rate": m["charts/invalid_action_rate"],
               "episode_return": m["charts/episode_return"]} for m in trainer.history]
     return rows, curve
@@ -186,21 +233,29 @@ def run_alfworld(args: argparse.Namespace) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, curves_path = args.out_dir / f"{stem(args)}.csv", args.out_dir / f"{stem(args)}_curves.csv"
+    train_games(args)  # a bad --alfworld-data-path stops here, before any training
     for history_steps in args.history_steps:
         rows, curve = run_one(args, history_steps)
         with open(args.work_dir / f".{stem(args)}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # runs of other K values may write the same files at the same time
-            _merge(args, csv_path, curves_path, history_steps, rows, curve)
+            _merge(args, csv_path, curves_path, history_steps, train_games(args)[0], rows, curve)
     return 0
 
 
-def _merge(args: argparse.Namespace, csv_path: Path, curves_path: Path, history_steps: int,
+def _key(row: dict[str, Any]) -> tuple[str, int]:
+    """Rows and curves are one run's per (train games, K); the shipped games' runs come first."""
+    label = _data_label(row)
+    return ("" if label == "shipped" else label), int(float(row["history_steps"]))
+
+
+def _merge(args: argparse.Namespace, csv_path: Path, curves_path: Path, history_steps: int, data_label: str,
            rows: list[dict[str, Any]], curve: list[dict[str, Any]]) -> None:
-    """Replace K's rows and curve in the CSVs (keeping the other K values') and rewrite the Markdown."""
-    old_rows = [r for r in read_csv(csv_path) if int(float(r["history_steps"])) != history_steps]
-    old_curve = [c for c in read_csv(curves_path) if int(float(c["history_steps"])) != history_steps]
-    write_csv(csv_path, sorted(old_rows + rows, key=lambda r: int(float(r["history_steps"]))))
-    write_csv(curves_path, sorted(old_curve + curve, key=lambda c: int(float(c["history_steps"]))))
+    """Replace the rows and curve of (train games, K) in the CSVs (keeping the others) and rewrite the Markdown."""
+    key = _key({"data_path": data_label, "history_steps": history_steps})
+    old_rows = [r for r in read_csv(csv_path) if _key(r) != key]
+    old_curve = [c for c in read_csv(curves_path) if _key(c) != key]
+    write_csv(csv_path, sorted(old_rows + rows, key=lambda r: _key(r)))
+    write_csv(curves_path, sorted(old_curve + curve, key=_key))
     write_markdown(args.out_dir / f"{stem(args)}.md", read_csv(csv_path), read_csv(curves_path))
 
 
@@ -226,35 +281,46 @@ def _pct(row: dict[str, Any], key: str) -> str:
 def verdicts(rows: list[dict[str, Any]]) -> list[str]:
     """The issue's targets, checked on the rows (each line says yes or no and the numbers)."""
     lines = []
-    by = {(int(float(r["history_steps"])), r["split"]): r for r in rows}
-    for k in sorted({key[0] for key in by}):
-        train, held = by.get((k, "train")), by.get((k, "eval"))
+    by = {(*_key(r), r["split"]): r for r in rows}
+    for data, k in sorted({key[:2] for key in by}):
+        train, held = by.get((data, k, "train")), by.get((data, k, "eval"))
         if train is None or held is None:
             continue
         separated = float(train["after_success_low"]) > float(train["before_success_high"])
         lines.append(
-            f"- K = {k}: train-game success after PPO above the warm start with non-overlapping 95% intervals: "
+            f"- K = {k}{_games_note(train)}: train-game success after PPO above the warm start with non-overlapping 95% intervals: "
             f"**{'yes' if separated else 'no'}** ({_pct(train, 'before_success')} -> {_pct(train, 'after_success')}); "
             f"held-out success above 0: **{'yes' if float(held['after_success']) > 0 else 'no'}** "
             f"({_pct(held, 'after_success')}); unusable answers after PPO below {100 * MAX_UNUSABLE_AFTER:.0f}%: "
             f"**{'yes' if max(float(train['after_invalid']), float(held['after_invalid'])) < MAX_UNUSABLE_AFTER else 'no'}** "
             f"({100 * float(train['after_invalid']):.1f}% train, {100 * float(held['after_invalid']):.1f}% held-out)."
         )
-    ks = sorted({key[0] for key in by})
-    if 0 in ks and len(ks) > 1:
-        for k in (k for k in ks if k > 0):
+    for data in sorted({key[0] for key in by}):
+        ks = sorted({key[1] for key in by if key[0] == data})
+        for k in (k for k in ks if k > 0 and 0 in ks):
             for split, games in SPLITS:
-                a, b = by.get((0, split)), by.get((k, split))
+                a, b = by.get((data, 0, split)), by.get((data, k, split))
                 if a is None or b is None:
                     continue
                 apart = (float(b["after_success_low"]) > float(a["after_success_high"])
                          or float(a["after_success_low"]) > float(b["after_success_high"]))
                 lines.append(
-                    f"- History, {games}: K = {k} {_pct(b, 'after_success')} vs K = 0 {_pct(a, 'after_success')} success "
+                    f"- History, {games}{_games_note(a)}: K = {k} {_pct(b, 'after_success')} vs K = 0 {_pct(a, 'after_success')} success "
                     f"after PPO; goal-condition {_pct(b, 'after_goal')} vs {_pct(a, 'after_goal')}: "
                     f"{'the success intervals do not overlap' if apart else 'the success intervals overlap (no measurable difference)'}."
                 )
     return lines
+
+
+def _train_games_cell(row: dict[str, Any]) -> str:
+    """'shipped' or 'FOLDER (N games)': the train games of a row's run."""
+    count = row.get("train_games")
+    return _data_label(row) + (f" ({int(float(count))} games)" if count not in (None, "") else "")
+
+
+def _games_note(row: dict[str, Any]) -> str:
+    """'' for a run on the shipped train games, else ', train games FOLDER (N games)'."""
+    return "" if _data_label(row) == "shipped" else f", train games {_train_games_cell(row)}"
 
 
 def write_markdown(path: Path, rows: list[dict[str, Any]], curves: list[dict[str, Any]]) -> None:
@@ -272,34 +338,38 @@ def write_markdown(path: Path, rows: list[dict[str, Any]], curves: list[dict[str
         "goal-condition rate in % with 95% intervals (Wilson; normal for the mean goal-condition rate), "
         "sampled at T = 0.2; 'unusable' is the share of steps whose answer named no admissible command.",
         "",
-        "| K | games | success: warm start | success: after PPO | goal-condition: warm start | goal-condition: after PPO | unusable: warm start -> after | episodes |",
-        "|---|---|---|---|---|---|---|---|",
+        "'Train games' is the folder of the games the run's SFT and PPO used (`--alfworld-data-path`; 'shipped': "
+        "the package's games); the held-out games are always the shipped valid_unseen games.",
+        "",
+        "| K | train games | games | success: warm start | success: after PPO | goal-condition: warm start | goal-condition: after PPO | unusable: warm start -> after | episodes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {int(float(row['history_steps']))} | {row['games']} | {_pct(row, 'before_success')} | "
+            f"| {int(float(row['history_steps']))} | {_train_games_cell(row)} | {row['games']} | {_pct(row, 'before_success')} | "
             f"{_pct(row, 'after_success')} | {_pct(row, 'before_goal')} | {_pct(row, 'after_goal')} | "
             f"{100 * float(row['before_invalid']):.1f}% -> {100 * float(row['after_invalid']):.1f}% | "
             f"{int(float(row['after_episodes']))} |"
         )
     lines += ["", "## Targets", "", *verdicts(rows), "", "## Settings and cost of each run", "",
-              "| K | task types | max steps | unusable-answer rule | wrong labels | SFT demos x epochs (last loss) | PPO env steps (updates, lr) | SFT minutes | PPO minutes |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "| K | train games | task types | max steps | unusable-answer rule | wrong labels | SFT demos x epochs (last loss) | PPO env steps (updates, lr) | SFT minutes | PPO minutes |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         if row["split"] != "train":
             continue
         loss = f"{float(row['sft_last_loss']):.3f}" if row["sft_last_loss"] not in ("", None) else "-"
         sft_minutes = f"{float(row['sft_seconds']) / 60:.1f}" if float(row["sft_seconds"]) else "cached"
         lines.append(
-            f"| {int(float(row['history_steps']))} | {row['task_types']} | {row['max_episode_steps']} | "
+            f"| {int(float(row['history_steps']))} | {_train_games_cell(row)} | {row['task_types']} | {row['max_episode_steps']} | "
             f"{row['invalid_action']} | {100 * float(row['wrong_action_rate']):.0f}% | {row['sft_demos']} x "
             f"{float(row['sft_epochs']):g} ({loss}) | {row['ppo_env_steps']} ({row['ppo_updates']}, {row['ppo_lr']}) | "
             f"{sft_minutes} | {float(row['ppo_seconds']) / 60:.1f} |"
         )
     lines += ["", "Training curve (success and unusable answers of the training episodes, per update):", ""]
-    for k in sorted({int(float(c["history_steps"])) for c in curves}):
-        points = [c for c in curves if int(float(c["history_steps"])) == k]
-        lines.append(f"- K = {k}: " + ", ".join(
+    for data, k in sorted({_key(c) for c in curves}):
+        points = [c for c in curves if _key(c) == (data, k)]
+        note = f" (train games {data})" if data else ""
+        lines.append(f"- K = {k}{note}: " + ", ".join(
             f"{c['update']}: {float(c['success_rate']):.2f} / {float(c['invalid_action_rate']):.2f}" for c in points))
     lines += ["", "Commands:", ""]
     for command in dict.fromkeys(row["command"] for row in rows):

@@ -69,7 +69,7 @@ def test_the_alfworld_page_is_generated_from_the_csv_rows_with_the_targets_check
     alf.write_markdown(tmp_path / "rows.md", alf.read_csv(tmp_path / "rows.csv"), [])
     page = (tmp_path / "rows.md").read_text()
     assert "nothing here is written by hand" in page
-    assert "| 0 | train games | 20.0 [10.0, 30.0] | 70.0 [50.0, 85.0] |" in page
+    assert "| 0 | shipped | train games | 20.0 [10.0, 30.0] | 70.0 [50.0, 85.0] |" in page
     assert ("- K = 0: train-game success after PPO above the warm start with non-overlapping 95% intervals: **yes**"
             in page)
     assert "held-out success above 0: **yes**" in page and "below 20%: **yes**" in page
@@ -77,3 +77,48 @@ def test_the_alfworld_page_is_generated_from_the_csv_rows_with_the_targets_check
     assert "K = 2 25.0 [10.0, 40.0] vs K = 0 70.0 [50.0, 85.0] success after PPO" in page
     assert "the success intervals do not overlap" in page
     assert "`python -m benchmarks.ppo_learning --alfworld K2`" in page
+    # A run on other train games is a row of its own, checked on its own and compared with no run of other games.
+    other = [dict(r, data_path="runs/games", train_games=200) for r in rows[:2]]
+    other[0].update(after_success_low=0.1, command="python -m benchmarks.ppo_learning --alfworld other")
+    alf.write_csv(tmp_path / "rows.csv", rows + other)
+    alf.write_markdown(tmp_path / "rows.md", alf.read_csv(tmp_path / "rows.csv"), [])
+    page = (tmp_path / "rows.md").read_text()
+    assert "| 0 | runs/games (200 games) | train games | 20.0 [10.0, 30.0] | 70.0 [10.0, 85.0] |" in page
+    assert ("- K = 0, train games runs/games (200 games): train-game success after PPO above the warm start with "
+            "non-overlapping 95% intervals: **no**") in page
+    assert page.count("- History, train games") == 1
+
+
+def test_the_alfworld_data_path_chooses_the_train_games_and_the_held_out_games_stay_shipped(tmp_path: Path) -> None:
+    import shutil
+
+    from benchmarks import ppo_learning, ppo_learning_alfworld as alf
+    from gym_cards.alfworld.env import PACK_DIR
+    from vlm_agent.rollout.loop import make_env
+
+    games = tmp_path / "games" / "json_2.1.1" / "train"
+    shutil.copytree(Path(PACK_DIR) / "json_2.1.1" / "train", games)
+    args = ppo_learning.parse_args(["--alfworld", "--alfworld-task-types", "pick", "--alfworld-data-path",
+                                    str(tmp_path / "games")])
+    train, held_out = alf.env_kwargs(args, "train"), alf.env_kwargs(args, "eval")
+    assert train["data_path"] == str(tmp_path / "games") and "data_path" not in held_out
+    for kwargs, root in ((train, games), (held_out, Path(PACK_DIR) / "json_2.1.1" / "valid_unseen")):
+        env = make_env(alf.ALFWORLD, kwargs)  # as the benchmark's SFT, PPO and evaluation make it
+        assert env.unwrapped.games_root == str(root)
+        env.close()
+    assert alf.train_games(args) == (str(tmp_path / "games"), 4)  # the shipped pack has 4 pick games
+    # The warm start of other games is another cache entry, and the rows of (games, K) replace only their own.
+    assert alf._data_tag(args) and not alf._data_tag(ppo_learning.parse_args(["--alfworld"]))
+    assert alf._key({"history_steps": "0"}) != alf._key({"history_steps": "0", "data_path": str(tmp_path / "games")})
+    assert alf._key({"history_steps": "0"}) == alf._key({"history_steps": "0", "data_path": "shipped"})
+
+
+def test_a_missing_alfworld_data_path_stops_in_one_line_before_any_training(tmp_path: Path) -> None:
+    from benchmarks import ppo_learning
+
+    with pytest.raises(SystemExit) as stop:
+        ppo_learning.main(["--alfworld", "--alfworld-data-path", str(tmp_path / "nowhere"),
+                           "--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path / "out")])
+    message = str(stop.value.code)
+    assert message.startswith("error: --alfworld-data-path:") and "nowhere" in message and "\n" not in message
+    assert not (tmp_path / "out" / "ppo_learning_alfworld.csv").exists()
