@@ -71,6 +71,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loss-aggregation", default="step", choices=["step", "episode"],
                         help="Critic-free algorithms: each step alike or each episode alike (see vlm_agent.algorithms.group).")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="Peak learning rate of every run.")
+    parser.add_argument("--temperature", type=float, default=0.2,
+                        help="Sampling temperature of the training rollouts (held-out episodes always sample at 0.2).")
     parser.add_argument("--eval-episodes", type=int, default=150)
     parser.add_argument("--sft-demos", type=int, default=512)
     parser.add_argument("--sft-epochs", type=float, default=12.0)
@@ -106,7 +108,7 @@ def config_for(args: argparse.Namespace, setting: Setting, algorithm: str, seed:
     num_envs = args.num_envs if algorithm == "ppo" else args.groups * args.group_size
     return VLMPPOConfig(
         model_name_or_path=str(model_dir), device="cpu", env_id=setting.env_id, seed=seed, algorithm=algorithm,
-        group_size=args.group_size, use_cot=True, show_state=setting.show_state, cot_scale=0.5, temperature=0.2,
+        group_size=args.group_size, use_cot=True, show_state=setting.show_state, cot_scale=0.5, temperature=args.temperature,
         max_new_tokens=64, num_envs=num_envs, num_steps=args.num_steps, total_timesteps=args.env_steps,
         gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_range_value=0.2, ppo_epochs=2,
         mini_batch_size=16 if num_envs * args.num_steps % 16 == 0 else 4, gradient_accumulation_steps=1,
@@ -155,8 +157,9 @@ def run_one(args: argparse.Namespace) -> int:
         "after_invalid": after.invalid_rate, "after_return": after.mean_return, "eval_episodes": after.episodes,
         "train_seconds": round(seconds, 1),
         "seconds_per_update": round(sum(m["perf/update_seconds"] for m in history) / max(1, len(history)), 2),
-        "anchor_share": (sum(m.get("charts/anchor_share", 0.0) for m in history) / len(history)
-                         if history and "charts/anchor_share" in history[0] else ""),
+        "anchor_share": mean_metric(history, "charts/anchor_share"),
+        "informative_share": mean_metric(history, "charts/informative_share"),
+        "temperature": args.temperature,
         "value_head_parameters": sum(p.numel() for p in trainer.policy.value_head.parameters())
         if trainer.policy.value_head is not None else 0,
         "peak_rss_mb": peak_rss_mb(),
@@ -165,6 +168,12 @@ def run_one(args: argparse.Namespace) -> int:
     }
     print("ROW " + json.dumps(row), flush=True)
     return 0
+
+
+def mean_metric(history: list[dict[str, Any]], name: str) -> float | str:
+    """The mean of a metric over a run's updates; "" when the run does not log it (PPO's group shares)."""
+    values = [m[name] for m in history if name in m]
+    return sum(values) / len(values) if values else ""
 
 
 def peak_rss_mb() -> float | str:
@@ -197,12 +206,14 @@ def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]
             "env_steps": 0, "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
             "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
             "eval_episodes": result.episodes, "train_seconds": "", "seconds_per_update": "", "anchor_share": "",
+            "informative_share": "", "temperature": "",
             "value_head_parameters": "", "peak_rss_mb": "", "warm_start": str(model_dir)}
 
 
 FIELDS = ["setting", "env_id", "algorithm", "seed", "env_steps", "updates", "after_success", "after_ci_low",
           "after_ci_high", "after_invalid", "after_return", "eval_episodes", "train_seconds", "seconds_per_update",
-          "anchor_share", "value_head_parameters", "peak_rss_mb", "warm_start"]
+          "anchor_share", "informative_share", "temperature", "value_head_parameters", "peak_rss_mb",
+          "warm_start"]
 
 
 def stem(args: argparse.Namespace) -> str:
@@ -293,6 +304,7 @@ def run_child(args: argparse.Namespace, setting: str, algorithm: str, seed: int)
     command = [sys.executable, "-m", "benchmarks.algorithms", "--run-one", setting, algorithm, str(seed),
                "--env-steps", str(args.env_steps), "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
                "--group-size", str(args.group_size), "--groups", str(args.groups), "--learning-rate", str(args.learning_rate),
+               "--temperature", str(args.temperature),
                "--loss-aggregation", args.loss_aggregation, "--eval-episodes", str(args.eval_episodes),
                "--sft-demos", str(args.sft_demos), "--sft-epochs", str(args.sft_epochs),
                "--warm-start-seed", str(args.warm_start_seed), "--work-dir", str(args.work_dir)]
@@ -308,6 +320,10 @@ def _number(value: Any) -> float:
     return float(value) if value not in ("", None) else float("nan")
 
 
+def _percent(value: Any) -> str:
+    return "" if value in ("", None) else f"{100 * _number(value):.0f}%"
+
+
 def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """The Markdown summary (per setting: warm start, then each algorithm's seeds and mean) and the plot."""
     lines = [
@@ -318,7 +334,11 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         f"intervals on {args.eval_episodes} episodes (seeds 10^9 + i), sampling at T=0.2, peak learning rate "
         f"{args.learning_rate:g}. PPO: {args.num_envs} envs x {args.num_steps} steps per update with a value head; "
         f"GRPO / RLOO / GiGPO: rounds of {args.groups} groups x {args.group_size} episodes from the same initial "
-        "state, no value head. Time per update and peak memory (VmHWM of the run's process) are the run's own.",
+        "state, no value head. Time per update and peak memory (VmHWM of the run's process) are the run's own. "
+        "T: the sampling temperature of the run's training rollouts. Informative steps: the share of a "
+        "critic-free run's training steps whose group's episode returns were not all equal (the steps GRPO and "
+        "RLOO learn from; near-greedy sampling makes a group's episodes alike). Anchor share: GiGPO's steps in an "
+        "anchor-state group larger than one.",
         "",
     ]
     for name, setting in SETTINGS.items():
@@ -328,15 +348,17 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         if not subset:
             continue
         lines += [f"## {setting.label}", "",
-                  "| algorithm | seed | held-out success | invalid | env steps | updates | s / update | peak RSS (MB) "
-                  "| anchor share |", "|---|---|---|---|---|---|---|---|---|"]
+                  "| algorithm | seed | T | held-out success | invalid | env steps | updates | s / update "
+                  "| peak RSS (MB) | informative steps | anchor share |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in subset:
-            share = "" if row["anchor_share"] in ("", None) else f"{100 * _number(row['anchor_share']):.0f}%"
             lines.append(
-                f"| {row['algorithm']} | {row['seed']} | {100 * _number(row['after_success']):.1f} "
+                f"| {row['algorithm']} | {row['seed']} | {row.get('temperature') or ''} | "
+                f"{100 * _number(row['after_success']):.1f} "
                 f"[{100 * _number(row['after_ci_low']):.1f}, {100 * _number(row['after_ci_high']):.1f}] | "
                 f"{100 * _number(row['after_invalid']):.1f}% | {row['env_steps']} | {row['updates']} | "
-                f"{row['seconds_per_update'] or '-'} | {row.get('peak_rss_mb') or '-'} | {share} |"
+                f"{row['seconds_per_update'] or '-'} | {row.get('peak_rss_mb') or '-'} | "
+                f"{_percent(row.get('informative_share'))} | {_percent(row.get('anchor_share'))} |"
             )
         warm = next((row for row in subset if row["algorithm"] == "warm start"), None)
         lines += ["", "| algorithm | mean held-out success over seeds | gain over the warm start (points) | seeds |",
