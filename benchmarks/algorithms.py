@@ -11,13 +11,23 @@ of environment steps, at 3 seeds. Settings:
 
 PPO collects 16 envs x 16 steps per update; the critic-free algorithms play rounds of 16 groups x 4
 episodes (the G episodes of a group start from the same state), each round until its episodes end,
-and stop when they have taken as many environment steps as PPO. Many groups per round matter more
-than large groups here: each update then sees 16 start states, as PPO's 16 envs do (with 2 or 4
-groups of 8, GiGPO and GRPO did not rise above their warm start at this budget; rerun with
-``--groups 2 --group-size 8``). Every run is a subprocess, so that
-its peak memory (``VmHWM``) is its own. Held-out success (seeds 10^9 + ...) of
-the warm start and of each trained policy, with Wilson 95% intervals; the learning curve is the
-success of training episodes against environment steps, averaged over seeds (band: min-max).
+and stop when they have taken as many environment steps as PPO. Every run is a subprocess, so that
+its peak memory (``VmHWM``) is its own. Held-out success (seeds 10^9 + ...) of the warm start and of
+each trained policy, with Wilson 95% intervals; the learning curve is the success of training
+episodes against environment steps, averaged over seeds (band: min-max).
+
+What the critic-free algorithms need from the warm start: episodes of a group that differ. Their
+signal comes only from groups whose returns are not all equal (``informative_share`` in the
+results). Sampling at T=0.2 makes a confident warm start's G episodes alike. Earlier rows of this
+benchmark (``git log`` of its results) came from a 12-epoch warm start of an older alignment that
+won 68%; from it GRPO and RLOO did not learn (-2.2 and -9.8 points at 3 seeds, GiGPO +7.1, with 2 or
+4 groups of 8 no better; their groups' informative share was not measured then). Since issue 28's
+alignment the 12-epoch warm start wins every training episode (GRPO: 0% informative steps in 10
+rounds), so it leaves nothing to learn. The 6-epoch warm start used now (``--sft-epochs 6``) is less
+sure of its moves, its groups differ (98-100% informative steps in the first rounds), and every
+algorithm learns. Hotter sampling is not the way here: at T=1.0 every answer of that warm start was
+unusable in the first round (``--temperature`` sets the training rollouts' temperature; held-out
+episodes always sample at 0.2).
 
 Writes ``benchmarks/results/algorithms.{md,csv,png}`` and ``algorithms_curves.csv``; rows are
 written as runs finish (a rerun of a setting replaces its rows).
@@ -48,11 +58,14 @@ class Setting:
     env_id: str
     show_state: bool
     label: str
+    sft_epochs: float  # of its warm start (``--sft-epochs`` overrides it for every setting)
 
 
 SETTINGS = {
-    "numberline_image": Setting("numberline_image", "gym_cards/NumberLine-v0", False, "NumberLine, image only"),
-    "ezpoints_text": Setting("ezpoints_text", "gym_cards/EZPoints-v0", True, "EZPoints, state as text + image"),
+    "numberline_image": Setting("numberline_image", "gym_cards/NumberLine-v0", False, "NumberLine, image only",
+                                 6.0),
+    "ezpoints_text": Setting("ezpoints_text", "gym_cards/EZPoints-v0", True, "EZPoints, state as text + image",
+                              12.0),
 }
 
 
@@ -75,7 +88,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="Sampling temperature of the training rollouts (held-out episodes always sample at 0.2).")
     parser.add_argument("--eval-episodes", type=int, default=150)
     parser.add_argument("--sft-demos", type=int, default=512)
-    parser.add_argument("--sft-epochs", type=float, default=12.0)
+    parser.add_argument("--sft-epochs", type=float, default=None,
+                        help="SFT epochs of every setting's warm start (default: the setting's own, 6 for NumberLine, "
+                             "12 for EZPoints).")
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: every stage in a few minutes.")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/algorithms"))
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
@@ -90,13 +105,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def warm_start_args(args: argparse.Namespace) -> argparse.Namespace:
+def warm_start_args(args: argparse.Namespace, setting: Setting) -> argparse.Namespace:
     """The arguments benchmarks/ppo_learning.py's warm starts take (its cache is shared)."""
     from benchmarks import ppo_learning
 
     shared = ppo_learning.parse_args(["--quick"] if args.quick else [])
     shared.seed = args.warm_start_seed
-    shared.sft_demos, shared.sft_epochs = args.sft_demos, args.sft_epochs
+    shared.sft_demos = args.sft_demos
+    shared.sft_epochs = setting.sft_epochs if args.sft_epochs is None else args.sft_epochs
     shared.eval_episodes = args.eval_episodes
     shared.work_dir = Path("runs/ppo_learning")
     return shared
@@ -139,7 +155,7 @@ def run_one(args: argparse.Namespace) -> int:
     setting, algorithm, seed = SETTINGS[args.run_one[0]], args.run_one[1], int(args.run_one[2])
     from benchmarks import ppo_learning
 
-    model_dir = ppo_learning.warm_start(warm_start_args(args), setting.env_id, True, setting.show_state)
+    model_dir = ppo_learning.warm_start(warm_start_args(args, setting), setting.env_id, True, setting.show_state)
     run_dir = args.work_dir / f"{setting.name}__{algorithm}__{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -198,7 +214,7 @@ def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]
     from vlm_agent.models.settings import GenerationSettings
 
     torch.set_num_threads(1)
-    model_dir = ppo_learning.warm_start(warm_start_args(args), setting.env_id, True, setting.show_state)
+    model_dir = ppo_learning.warm_start(warm_start_args(args, setting), setting.env_id, True, setting.show_state)
     policy = VLMPolicy.from_model(ModelSettings(str(model_dir), use_lora=False, device="cpu"),
                                   GenerationSettings(temperature=0.2, max_new_tokens=64, cot_scale=0.5), seed=0)
     result = evaluate(policy, args, setting, "warm start")
@@ -306,8 +322,10 @@ def run_child(args: argparse.Namespace, setting: str, algorithm: str, seed: int)
                "--group-size", str(args.group_size), "--groups", str(args.groups), "--learning-rate", str(args.learning_rate),
                "--temperature", str(args.temperature),
                "--loss-aggregation", args.loss_aggregation, "--eval-episodes", str(args.eval_episodes),
-               "--sft-demos", str(args.sft_demos), "--sft-epochs", str(args.sft_epochs),
+               "--sft-demos", str(args.sft_demos),
                "--warm-start-seed", str(args.warm_start_seed), "--work-dir", str(args.work_dir)]
+    if args.sft_epochs is not None:
+        command += ["--sft-epochs", str(args.sft_epochs)]
     if args.quick:
         command.append("--quick")
     result = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
@@ -347,8 +365,11 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
                         key=lambda row: (order.index(row["algorithm"]), str(row["seed"])))
         if not subset:
             continue
-        lines += [f"## {setting.label}", "",
-                  "| algorithm | seed | T | held-out success | invalid | env steps | updates | s / update "
+        warm = next((row for row in subset if row["algorithm"] == "warm start"), None)
+        lines += [f"## {setting.label}", ""]
+        if warm is not None and warm.get("warm_start"):
+            lines += [f"Warm start: `{Path(warm['warm_start']).name}` (its SFT settings are in the name).", ""]
+        lines += ["| algorithm | seed | T | held-out success | invalid | env steps | updates | s / update "
                   "| peak RSS (MB) | informative steps | anchor share |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in subset:
@@ -360,7 +381,6 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
                 f"{row['seconds_per_update'] or '-'} | {row.get('peak_rss_mb') or '-'} | "
                 f"{_percent(row.get('informative_share'))} | {_percent(row.get('anchor_share'))} |"
             )
-        warm = next((row for row in subset if row["algorithm"] == "warm start"), None)
         lines += ["", "| algorithm | mean held-out success over seeds | gain over the warm start (points) | seeds |",
                   "|---|---|---|---|"]
         for algorithm in ALGORITHMS:
