@@ -44,12 +44,13 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 ALGORITHMS = ("ppo", "grpo", "rloo", "gigpo")
+EVAL_TEMPERATURE = 0.2  # held-out episodes sample at the paper's temperature, whatever the training rollouts used
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--work-dir", type=Path, default=Path("runs/algorithms"))
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--report-only", action="store_true", help="Rebuild the Markdown and PNG from the CSVs.")
+    parser.add_argument("--add-controls", action="store_true",
+                        help="Fill the blank-image and other-state controls of image-only rows that lack them, from "
+                             "each run's saved policy in --work-dir, then rebuild the report.")
     parser.add_argument("--resume", action="store_true",
                         help="Keep the rows already written and run only the missing (setting, algorithm, seed) runs.")
     parser.add_argument("--run-one", nargs=3, metavar=("SETTING", "ALGORITHM", "SEED"), help=argparse.SUPPRESS)
@@ -134,13 +138,54 @@ def config_for(args: argparse.Namespace, setting: Setting, algorithm: str, seed:
     )
 
 
-def evaluate(policy: Any, args: argparse.Namespace, setting: Setting, label: str) -> Any:
+def evaluate(policy: Any, args: argparse.Namespace, setting: Setting, label: str, control: str | None = None) -> Any:
+    """Held-out episodes of ``policy``; ``control="blank"`` shows it frames of the background colour,
+    ``"other state"`` the image of another state (frames of held-out read-out states), same prompts."""
+    from vlm_agent.agents.blank import BlankImages, OtherStateImages
     from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.demo.readout import held_out_examples
     from vlm_agent.evaluation.evaluate import evaluate_agent
 
+    if policy.settings.temperature != EVAL_TEMPERATURE:  # a run trained at another --temperature
+        policy.settings = replace(policy.settings, temperature=EVAL_TEMPERATURE)
     agent = LocalHFAgent(policy.eval(), name=label, seed=0)
+    if control == "blank":
+        agent = BlankImages(agent)
+    elif control == "other state":
+        frames = held_out_examples(setting.env_id, 64, seed=1)
+        agent = OtherStateImages(agent, [example.image for example in frames], seed=0)
     return evaluate_agent(agent, setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
                           num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
+
+
+def control_values(policy: Any, args: argparse.Namespace, setting: Setting, label: str) -> dict[str, Any]:
+    """The image-only controls of a trained policy: held-out success shown blank frames and shown
+    another state's frame (empty for a setting that gives the state as text)."""
+    if setting.show_state:
+        return {"blank_success": "", "other_success": ""}
+    return {"blank_success": evaluate(policy, args, setting, label, "blank").success_rate,
+            "other_success": evaluate(policy, args, setting, label, "other state").success_rate}
+
+
+def add_controls(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Fill the controls of trained rows that lack them, from each run's saved policy."""
+    import torch
+
+    from vlm_agent.models.policy import VLMPolicy
+
+    torch.set_num_threads(1)
+    for row in rows:
+        setting = SETTINGS[row["setting"]]
+        if row["algorithm"] == "warm start" or setting.show_state or row.get("blank_success") not in ("", None):
+            continue
+        policy_dir = args.work_dir / f"{setting.name}__{row['algorithm']}__{row['seed']}" / "policy"
+        if not policy_dir.is_dir():
+            print(f"[algorithms] no saved policy for {row['algorithm']} seed {row['seed']} in {policy_dir}", flush=True)
+            continue
+        print(f"[algorithms] controls of {setting.label}: {row['algorithm']} seed {row['seed']}", flush=True)
+        policy = VLMPolicy.from_pretrained(policy_dir, device="cpu", is_trainable=False)
+        row.update(control_values(policy, args, setting, row["algorithm"]))
+    return rows
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -165,12 +210,14 @@ def run_one(args: argparse.Namespace) -> int:
     trainer.train()
     seconds = time.perf_counter() - started
     after = evaluate(trainer.policy, args, setting, algorithm)
+    controls = control_values(trainer.policy, args, setting, algorithm)
     history = trainer.history
     row = {
         "setting": setting.name, "env_id": setting.env_id, "algorithm": algorithm, "seed": seed,
         "env_steps": trainer.global_step, "updates": trainer.update,
         "after_success": after.success_rate, "after_ci_low": after.ci95[0], "after_ci_high": after.ci95[1],
         "after_invalid": after.invalid_rate, "after_return": after.mean_return, "eval_episodes": after.episodes,
+        **controls,
         "train_seconds": round(seconds, 1),
         "seconds_per_update": round(sum(m["perf/update_seconds"] for m in history) / max(1, len(history)), 2),
         "anchor_share": mean_metric(history, "charts/anchor_share"),
@@ -216,18 +263,32 @@ def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]
     torch.set_num_threads(1)
     model_dir = ppo_learning.warm_start(warm_start_args(args, setting), setting.env_id, True, setting.show_state)
     policy = VLMPolicy.from_model(ModelSettings(str(model_dir), use_lora=False, device="cpu"),
-                                  GenerationSettings(temperature=0.2, max_new_tokens=64, cot_scale=0.5), seed=0)
+                                  GenerationSettings(temperature=EVAL_TEMPERATURE, max_new_tokens=64, cot_scale=0.5), seed=0)
     result = evaluate(policy, args, setting, "warm start")
     return {"setting": setting.name, "env_id": setting.env_id, "algorithm": "warm start", "seed": "",
             "env_steps": 0, "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
             "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
-            "eval_episodes": result.episodes, "train_seconds": "", "seconds_per_update": "", "anchor_share": "",
+            "eval_episodes": result.episodes, "blank_success": "", "other_success": "", "train_seconds": "",
+            "seconds_per_update": "", "anchor_share": "",
             "informative_share": "", "temperature": "",
             "value_head_parameters": "", "peak_rss_mb": "", "warm_start": str(model_dir)}
 
 
+def random_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
+    """Uniformly random legal actions on the same held-out episodes: the level that reading nothing gives."""
+    from vlm_agent.agents.simple import RandomAgent
+    from vlm_agent.evaluation.evaluate import evaluate_agent
+
+    result = evaluate_agent(RandomAgent(seed=0), setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
+                            num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
+    return {"setting": setting.name, "env_id": setting.env_id, "algorithm": "random", "seed": "", "env_steps": 0,
+            "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
+            "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
+            "eval_episodes": result.episodes}
+
+
 FIELDS = ["setting", "env_id", "algorithm", "seed", "env_steps", "updates", "after_success", "after_ci_low",
-          "after_ci_high", "after_invalid", "after_return", "eval_episodes", "train_seconds", "seconds_per_update",
+          "after_ci_high", "after_invalid", "after_return", "eval_episodes", "blank_success", "other_success", "train_seconds", "seconds_per_update",
           "anchor_share", "informative_share", "temperature", "value_head_parameters", "peak_rss_mb",
           "warm_start"]
 
@@ -260,7 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     curves_path = args.out_dir / f"{stem(args)}_curves.csv"
     rows, curves = read_csv(rows_path), read_csv(curves_path)
     replaced = frozenset() if args.resume else frozenset(args.settings)
-    if not args.report_only:
+    if args.add_controls:
+        rows, curves = save_rows(rows_path, curves_path, add_controls(args, rows), curves)
+    elif not args.report_only:
         for name in args.settings:
             setting = SETTINGS[name]
             if not args.resume:
@@ -270,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
             if ("warm start", "") not in done:
                 print(f"[algorithms] {setting.label}: warm start", flush=True)
                 rows.append(warm_start_row(args, setting))
+                rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
+            if ("random", "") not in done:
+                rows.append(random_row(args, setting))
                 rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
             # Seed-major: an interrupted benchmark has every algorithm at the first seeds.
             for seed in args.seeds:
@@ -338,6 +404,10 @@ def _number(value: Any) -> float:
     return float(value) if value not in ("", None) else float("nan")
 
 
+def _success(value: Any) -> str:
+    return "-" if value in ("", None) else f"{100 * _number(value):.1f}"
+
+
 def _percent(value: Any) -> str:
     return "" if value in ("", None) else f"{100 * _number(value):.0f}%"
 
@@ -353,6 +423,9 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         f"{args.learning_rate:g}. PPO: {args.num_envs} envs x {args.num_steps} steps per update with a value head; "
         f"GRPO / RLOO / GiGPO: rounds of {args.groups} groups x {args.group_size} episodes from the same initial "
         "state, no value head. Time per update and peak memory (VmHWM of the run's process) are the run's own. "
+        "Blank image / other state: the controls of image-only runs, the trained policy's held-out "
+        "success shown frames of the background colour, or another state's frame, with the same prompts (a policy "
+        "that reads the image falls towards random play there). "
         "T: the sampling temperature of the run's training rollouts. Informative steps: the share of a "
         "critic-free run's training steps whose group's episode returns were not all equal (the steps GRPO and "
         "RLOO learn from; near-greedy sampling makes a group's episodes alike). Anchor share: GiGPO's steps in an "
@@ -360,7 +433,7 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         "",
     ]
     for name, setting in SETTINGS.items():
-        order = ["warm start", *ALGORITHMS]
+        order = ["random", "warm start", *ALGORITHMS]
         subset = sorted((row for row in rows if row["setting"] == name),
                         key=lambda row: (order.index(row["algorithm"]), str(row["seed"])))
         if not subset:
@@ -377,6 +450,7 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
                 f"| {row['algorithm']} | {row['seed']} | {row.get('temperature') or ''} | "
                 f"{100 * _number(row['after_success']):.1f} "
                 f"[{100 * _number(row['after_ci_low']):.1f}, {100 * _number(row['after_ci_high']):.1f}] | "
+                f"{_success(row.get('blank_success'))} | {_success(row.get('other_success'))} | "
                 f"{100 * _number(row['after_invalid']):.1f}% | {row['env_steps']} | {row['updates']} | "
                 f"{row['seconds_per_update'] or '-'} | {row.get('peak_rss_mb') or '-'} | "
                 f"{_percent(row.get('informative_share'))} | {_percent(row.get('anchor_share'))} |"
@@ -432,6 +506,10 @@ def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -
         if warm is not None:
             axis.axhline(100 * _number(warm["after_success"]), linestyle="--", color="grey", linewidth=1,
                          label="warm start (held out)")
+        chance = next((row for row in rows if row["setting"] == name and row["algorithm"] == "random"), None)
+        if chance is not None:
+            axis.axhline(100 * _number(chance["after_success"]), linestyle=":", color="black", linewidth=1,
+                         label="random play (held out)")
         axis.set_title(SETTINGS[name].label)
         axis.set_xlabel("environment steps")
         axis.set_ylabel("success of training episodes (%)")
