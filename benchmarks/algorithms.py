@@ -281,7 +281,8 @@ def random_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
 
     result = evaluate_agent(RandomAgent(seed=0), setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
                             num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
-    return {"setting": setting.name, "env_id": setting.env_id, "algorithm": "random", "seed": "", "env_steps": 0,
+    return {**dict.fromkeys(FIELDS, ""), "setting": setting.name, "env_id": setting.env_id, "algorithm": "random",
+            "seed": "", "env_steps": 0,
             "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
             "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
             "eval_episodes": result.episodes}
