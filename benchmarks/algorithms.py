@@ -168,15 +168,16 @@ def control_values(policy: Any, args: argparse.Namespace, setting: Setting, labe
 
 
 def add_controls(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Fill the controls of trained rows that lack them, from each run's saved policy."""
+    """The trained image-only rows that lack controls, with them filled from each run's saved policy."""
     import torch
 
     from vlm_agent.models.policy import VLMPolicy
 
     torch.set_num_threads(1)
+    filled = []
     for row in rows:
         setting = SETTINGS[row["setting"]]
-        if row["algorithm"] == "warm start" or setting.show_state or row.get("blank_success") not in ("", None):
+        if row["algorithm"] not in ALGORITHMS or setting.show_state or row.get("blank_success") not in ("", None):
             continue
         policy_dir = args.work_dir / f"{setting.name}__{row['algorithm']}__{row['seed']}" / "policy"
         if not policy_dir.is_dir():
@@ -184,8 +185,8 @@ def add_controls(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[d
             continue
         print(f"[algorithms] controls of {setting.label}: {row['algorithm']} seed {row['seed']}", flush=True)
         policy = VLMPolicy.from_pretrained(policy_dir, device="cpu", is_trainable=False)
-        row.update(control_values(policy, args, setting, row["algorithm"]))
-    return rows
+        filled.append({**row, **control_values(policy, args, setting, row["algorithm"])})
+    return filled
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -322,8 +323,19 @@ def main(argv: list[str] | None = None) -> int:
     curves_path = args.out_dir / f"{stem(args)}_curves.csv"
     rows, curves = read_csv(rows_path), read_csv(curves_path)
     replaced = frozenset() if args.resume else frozenset(args.settings)
+    # The rows and curve points this invocation measured: only these replace rows in the file, so
+    # that benchmarks running at once into one folder keep each other's rows.
+    mine: list[dict[str, Any]] = []
+    mine_curves: list[dict[str, Any]] = []
+
+    def save(row: dict[str, Any], points: list[dict[str, Any]] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        mine.append(row)
+        mine_curves.extend(points)
+        return save_rows(rows_path, curves_path, mine, mine_curves, replaced)
+
     if args.add_controls:
-        rows, curves = save_rows(rows_path, curves_path, add_controls(args, rows), curves)
+        for row in add_controls(args, rows):
+            rows, curves = save(row)
     elif not args.report_only:
         for name in args.settings:
             setting = SETTINGS[name]
@@ -333,11 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             done = {(row["algorithm"], str(row["seed"])) for row in rows if row["setting"] == name}
             if ("warm start", "") not in done:
                 print(f"[algorithms] {setting.label}: warm start", flush=True)
-                rows.append(warm_start_row(args, setting))
-                rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
+                rows, curves = save(warm_start_row(args, setting))
             if ("random", "") not in done:
-                rows.append(random_row(args, setting))
-                rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
+                rows, curves = save(random_row(args, setting))
             # Seed-major: an interrupted benchmark has every algorithm at the first seeds.
             for seed in args.seeds:
                 for algorithm in args.algorithms:
@@ -345,10 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     print(f"[algorithms] {setting.label}: {algorithm} seed {seed}", flush=True)
                     row = run_child(args, name, algorithm, seed)
-                    for point in row.pop("curve"):
-                        curves.append({"setting": name, "algorithm": algorithm, "seed": str(seed), **point})
-                    rows.append(row)
-                    rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
+                    points = [{"setting": name, "algorithm": algorithm, "seed": str(seed), **point}
+                              for point in row.pop("curve")]
+                    rows, curves = save(row, points)
                     write_report(rows, curves, args)
     write_report(rows, curves, args)
     return 0
@@ -359,24 +368,25 @@ CURVE_FIELDS = ["setting", "algorithm", "seed", "global_step", "success_rate", "
 
 def save_rows(rows_path: Path, curves_path: Path, rows: list[dict[str, Any]], curves: list[dict[str, Any]],
               replaced_settings: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Write ``rows`` and ``curves`` merged with what is on disk now, under a lock: several
-    ``--resume`` benchmarks may run at once into one results folder (each run's rows replace the
-    file's rows of the same setting, algorithm and seed; the file's rows of ``replaced_settings``,
-    the settings a run without ``--resume`` measures anew, are all dropped). Returns the merged rows
-    and curves."""
+    """Write the ``rows`` and ``curves`` one benchmark measured merged with what is on disk now, under
+    a lock: several ``--resume`` benchmarks may run at once into one results folder. Each given row
+    replaces the file's row of the same setting, algorithm and seed, each key's given curve points
+    that key's points (a row given without points, e.g. with its controls added, keeps its curve);
+    the file's rows of ``replaced_settings``, the settings a run without ``--resume`` measures anew,
+    are all dropped. Returns the merged rows and curves."""
     import fcntl
 
     def key(row: dict[str, Any]) -> tuple[str, str, str]:
         return str(row["setting"]), str(row["algorithm"]), str(row["seed"])
 
-    def kept(row: dict[str, Any]) -> bool:
-        return row["setting"] not in replaced_settings and key(row) not in mine
+    def kept(row: dict[str, Any], given: set[tuple[str, str, str]]) -> bool:
+        return row["setting"] not in replaced_settings and key(row) not in given
 
     with open(rows_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        mine = {key(row) for row in rows}
-        merged_rows = [row for row in read_csv(rows_path) if kept(row)] + rows
-        merged_curves = [point for point in read_csv(curves_path) if kept(point)] + curves
+        given_rows, given_curves = {key(row) for row in rows}, {key(point) for point in curves}
+        merged_rows = [row for row in read_csv(rows_path) if kept(row, given_rows)] + rows
+        merged_curves = [point for point in read_csv(curves_path) if kept(point, given_curves)] + curves
         write_csv(rows_path, merged_rows, FIELDS)
         write_csv(curves_path, merged_curves, CURVE_FIELDS)
     return merged_rows, merged_curves

@@ -61,3 +61,14 @@ def test_the_report_is_built_from_the_csvs(tmp_path: Path) -> None:
     assert "| gigpo | 70.0 | +20.0 | 2 |" in page and "| ppo | 90.0 | +40.0 | 1 |" in page
     assert "rounds of 16 groups x 4 episodes" in page
     assert (tmp_path / "algorithms.png").stat().st_size > 0
+
+
+def test_a_row_given_without_curve_points_keeps_its_curve(tmp_path: Path) -> None:
+    # --add-controls writes a run's row again, with its controls, while another benchmark adds a run.
+    rows_path, curves_path = tmp_path / "algorithms.csv", tmp_path / "algorithms_curves.csv"
+    algorithms.save_rows(rows_path, curves_path, [row("ppo", "0", 0.9)], curve("ppo", "0", [32, 64], [0.5, 0.9]))
+    algorithms.save_rows(rows_path, curves_path, [row("gigpo", "0", 0.7)], curve("gigpo", "0", [40], [0.7]))
+    with_controls = {**row("ppo", "0", 0.9), "blank_success": 0.5, "other_success": 0.55}
+    merged, curves = algorithms.save_rows(rows_path, curves_path, [with_controls], [])
+    assert {(r["algorithm"], r["blank_success"]) for r in merged} == {("gigpo", ""), ("ppo", 0.5)}
+    assert sorted((p["algorithm"], p["global_step"]) for p in curves) == [("gigpo", "40"), ("ppo", "32"), ("ppo", "64")]
