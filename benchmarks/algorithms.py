@@ -11,13 +11,23 @@ of environment steps, at 3 seeds. Settings:
 
 PPO collects 16 envs x 16 steps per update; the critic-free algorithms play rounds of 16 groups x 4
 episodes (the G episodes of a group start from the same state), each round until its episodes end,
-and stop when they have taken as many environment steps as PPO. Many groups per round matter more
-than large groups here: each update then sees 16 start states, as PPO's 16 envs do (with 2 or 4
-groups of 8, GiGPO and GRPO did not rise above their warm start at this budget; rerun with
-``--groups 2 --group-size 8``). Every run is a subprocess, so that
-its peak memory (``VmHWM``) is its own. Held-out success (seeds 10^9 + ...) of
-the warm start and of each trained policy, with Wilson 95% intervals; the learning curve is the
-success of training episodes against environment steps, averaged over seeds (band: min-max).
+and stop when they have taken as many environment steps as PPO. Every run is a subprocess, so that
+its peak memory (``VmHWM``) is its own. Held-out success (seeds 10^9 + ...) of the warm start and of
+each trained policy, with Wilson 95% intervals; the learning curve is the success of training
+episodes against environment steps, averaged over seeds (band: min-max).
+
+What the critic-free algorithms need from the warm start: episodes of a group that differ. Their
+signal comes only from groups whose returns are not all equal (``informative_share`` in the
+results). Sampling at T=0.2 makes a confident warm start's G episodes alike. Earlier rows of this
+benchmark (``git log`` of its results) came from a 12-epoch warm start of an older alignment that
+won 68%; from it GRPO and RLOO did not learn (-2.2 and -9.8 points at 3 seeds, GiGPO +7.1, with 2 or
+4 groups of 8 no better; their groups' informative share was not measured then). Since issue 28's
+alignment the 12-epoch warm start wins every training episode (GRPO: 0% informative steps in 10
+rounds), so it leaves nothing to learn. The 6-epoch warm start used now (``--sft-epochs 6``) is less
+sure of its moves, its groups differ (98-100% informative steps in the first rounds), and every
+algorithm learns. Hotter sampling is not the way here: at T=1.0 every answer of that warm start was
+unusable in the first round (``--temperature`` sets the training rollouts' temperature; held-out
+episodes always sample at 0.2).
 
 Writes ``benchmarks/results/algorithms.{md,csv,png}`` and ``algorithms_curves.csv``; rows are
 written as runs finish (a rerun of a setting replaces its rows).
@@ -34,12 +44,13 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 DEFAULT_OUT_DIR = Path(__file__).resolve().parent / "results"
 ALGORITHMS = ("ppo", "grpo", "rloo", "gigpo")
+EVAL_TEMPERATURE = 0.2  # held-out episodes sample at the paper's temperature, whatever the training rollouts used
 
 
 @dataclass(frozen=True)
@@ -48,11 +59,14 @@ class Setting:
     env_id: str
     show_state: bool
     label: str
+    sft_epochs: float  # of its warm start (``--sft-epochs`` overrides it for every setting)
 
 
 SETTINGS = {
-    "numberline_image": Setting("numberline_image", "gym_cards/NumberLine-v0", False, "NumberLine, image only"),
-    "ezpoints_text": Setting("ezpoints_text", "gym_cards/EZPoints-v0", True, "EZPoints, state as text + image"),
+    "numberline_image": Setting("numberline_image", "gym_cards/NumberLine-v0", False, "NumberLine, image only",
+                                 6.0),
+    "ezpoints_text": Setting("ezpoints_text", "gym_cards/EZPoints-v0", True, "EZPoints, state as text + image",
+                              12.0),
 }
 
 
@@ -71,13 +85,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--loss-aggregation", default="step", choices=["step", "episode"],
                         help="Critic-free algorithms: each step alike or each episode alike (see vlm_agent.algorithms.group).")
     parser.add_argument("--learning-rate", type=float, default=5e-5, help="Peak learning rate of every run.")
+    parser.add_argument("--temperature", type=float, default=0.2,
+                        help="Sampling temperature of the training rollouts (held-out episodes always sample at 0.2).")
     parser.add_argument("--eval-episodes", type=int, default=150)
     parser.add_argument("--sft-demos", type=int, default=512)
-    parser.add_argument("--sft-epochs", type=float, default=12.0)
+    parser.add_argument("--sft-epochs", type=float, default=None,
+                        help="SFT epochs of every setting's warm start (default: the setting's own, 6 for NumberLine, "
+                             "12 for EZPoints).")
     parser.add_argument("--quick", action="store_true", help="Tiny sizes: every stage in a few minutes.")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/algorithms"))
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
     parser.add_argument("--report-only", action="store_true", help="Rebuild the Markdown and PNG from the CSVs.")
+    parser.add_argument("--add-controls", action="store_true",
+                        help="Fill the blank-image and other-state controls of image-only rows that lack them, from "
+                             "each run's saved policy in --work-dir, then rebuild the report.")
     parser.add_argument("--resume", action="store_true",
                         help="Keep the rows already written and run only the missing (setting, algorithm, seed) runs.")
     parser.add_argument("--run-one", nargs=3, metavar=("SETTING", "ALGORITHM", "SEED"), help=argparse.SUPPRESS)
@@ -88,13 +109,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def warm_start_args(args: argparse.Namespace) -> argparse.Namespace:
+def warm_start_args(args: argparse.Namespace, setting: Setting) -> argparse.Namespace:
     """The arguments benchmarks/ppo_learning.py's warm starts take (its cache is shared)."""
     from benchmarks import ppo_learning
 
     shared = ppo_learning.parse_args(["--quick"] if args.quick else [])
     shared.seed = args.warm_start_seed
-    shared.sft_demos, shared.sft_epochs = args.sft_demos, args.sft_epochs
+    shared.sft_demos = args.sft_demos
+    shared.sft_epochs = setting.sft_epochs if args.sft_epochs is None else args.sft_epochs
     shared.eval_episodes = args.eval_episodes
     shared.work_dir = Path("runs/ppo_learning")
     return shared
@@ -106,7 +128,7 @@ def config_for(args: argparse.Namespace, setting: Setting, algorithm: str, seed:
     num_envs = args.num_envs if algorithm == "ppo" else args.groups * args.group_size
     return VLMPPOConfig(
         model_name_or_path=str(model_dir), device="cpu", env_id=setting.env_id, seed=seed, algorithm=algorithm,
-        group_size=args.group_size, use_cot=True, show_state=setting.show_state, cot_scale=0.5, temperature=0.2,
+        group_size=args.group_size, use_cot=True, show_state=setting.show_state, cot_scale=0.5, temperature=args.temperature,
         max_new_tokens=64, num_envs=num_envs, num_steps=args.num_steps, total_timesteps=args.env_steps,
         gamma=0.9, gae_lambda=0.95, clip_range=0.2, clip_range_value=0.2, ppo_epochs=2,
         mini_batch_size=16 if num_envs * args.num_steps % 16 == 0 else 4, gradient_accumulation_steps=1,
@@ -116,13 +138,55 @@ def config_for(args: argparse.Namespace, setting: Setting, algorithm: str, seed:
     )
 
 
-def evaluate(policy: Any, args: argparse.Namespace, setting: Setting, label: str) -> Any:
+def evaluate(policy: Any, args: argparse.Namespace, setting: Setting, label: str, control: str | None = None) -> Any:
+    """Held-out episodes of ``policy``; ``control="blank"`` shows it frames of the background colour,
+    ``"other state"`` the image of another state (frames of held-out read-out states), same prompts."""
+    from vlm_agent.agents.blank import BlankImages, OtherStateImages
     from vlm_agent.agents.local_hf import LocalHFAgent
+    from vlm_agent.demo.readout import held_out_examples
     from vlm_agent.evaluation.evaluate import evaluate_agent
 
+    if policy.settings.temperature != EVAL_TEMPERATURE:  # a run trained at another --temperature
+        policy.settings = replace(policy.settings, temperature=EVAL_TEMPERATURE)
     agent = LocalHFAgent(policy.eval(), name=label, seed=0)
+    if control == "blank":
+        agent = BlankImages(agent)
+    elif control == "other state":
+        frames = held_out_examples(setting.env_id, 64, seed=1)
+        agent = OtherStateImages(agent, [example.image for example in frames], seed=0)
     return evaluate_agent(agent, setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
                           num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
+
+
+def control_values(policy: Any, args: argparse.Namespace, setting: Setting, label: str) -> dict[str, Any]:
+    """The image-only controls of a trained policy: held-out success shown blank frames and shown
+    another state's frame (empty for a setting that gives the state as text)."""
+    if setting.show_state:
+        return {"blank_success": "", "other_success": ""}
+    return {"blank_success": evaluate(policy, args, setting, label, "blank").success_rate,
+            "other_success": evaluate(policy, args, setting, label, "other state").success_rate}
+
+
+def add_controls(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The trained image-only rows that lack controls, with them filled from each run's saved policy."""
+    import torch
+
+    from vlm_agent.models.policy import VLMPolicy
+
+    torch.set_num_threads(1)
+    filled = []
+    for row in rows:
+        setting = SETTINGS[row["setting"]]
+        if row["algorithm"] not in ALGORITHMS or setting.show_state or row.get("blank_success") not in ("", None):
+            continue
+        policy_dir = args.work_dir / f"{setting.name}__{row['algorithm']}__{row['seed']}" / "policy"
+        if not policy_dir.is_dir():
+            print(f"[algorithms] no saved policy for {row['algorithm']} seed {row['seed']} in {policy_dir}", flush=True)
+            continue
+        print(f"[algorithms] controls of {setting.label}: {row['algorithm']} seed {row['seed']}", flush=True)
+        policy = VLMPolicy.from_pretrained(policy_dir, device="cpu", is_trainable=False)
+        filled.append({**row, **control_values(policy, args, setting, row["algorithm"])})
+    return filled
 
 
 def run_one(args: argparse.Namespace) -> int:
@@ -137,7 +201,7 @@ def run_one(args: argparse.Namespace) -> int:
     setting, algorithm, seed = SETTINGS[args.run_one[0]], args.run_one[1], int(args.run_one[2])
     from benchmarks import ppo_learning
 
-    model_dir = ppo_learning.warm_start(warm_start_args(args), setting.env_id, True, setting.show_state)
+    model_dir = ppo_learning.warm_start(warm_start_args(args, setting), setting.env_id, True, setting.show_state)
     run_dir = args.work_dir / f"{setting.name}__{algorithm}__{seed}"
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -147,16 +211,19 @@ def run_one(args: argparse.Namespace) -> int:
     trainer.train()
     seconds = time.perf_counter() - started
     after = evaluate(trainer.policy, args, setting, algorithm)
+    controls = control_values(trainer.policy, args, setting, algorithm)
     history = trainer.history
     row = {
         "setting": setting.name, "env_id": setting.env_id, "algorithm": algorithm, "seed": seed,
         "env_steps": trainer.global_step, "updates": trainer.update,
         "after_success": after.success_rate, "after_ci_low": after.ci95[0], "after_ci_high": after.ci95[1],
         "after_invalid": after.invalid_rate, "after_return": after.mean_return, "eval_episodes": after.episodes,
+        **controls,
         "train_seconds": round(seconds, 1),
         "seconds_per_update": round(sum(m["perf/update_seconds"] for m in history) / max(1, len(history)), 2),
-        "anchor_share": (sum(m.get("charts/anchor_share", 0.0) for m in history) / len(history)
-                         if history and "charts/anchor_share" in history[0] else ""),
+        "anchor_share": mean_metric(history, "charts/anchor_share"),
+        "informative_share": mean_metric(history, "charts/informative_share"),
+        "temperature": args.temperature,
         "value_head_parameters": sum(p.numel() for p in trainer.policy.value_head.parameters())
         if trainer.policy.value_head is not None else 0,
         "peak_rss_mb": peak_rss_mb(),
@@ -165,6 +232,12 @@ def run_one(args: argparse.Namespace) -> int:
     }
     print("ROW " + json.dumps(row), flush=True)
     return 0
+
+
+def mean_metric(history: list[dict[str, Any]], name: str) -> float | str:
+    """The mean of a metric over a run's updates; "" when the run does not log it (PPO's group shares)."""
+    values = [m[name] for m in history if name in m]
+    return sum(values) / len(values) if values else ""
 
 
 def peak_rss_mb() -> float | str:
@@ -189,20 +262,37 @@ def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]
     from vlm_agent.models.settings import GenerationSettings
 
     torch.set_num_threads(1)
-    model_dir = ppo_learning.warm_start(warm_start_args(args), setting.env_id, True, setting.show_state)
+    model_dir = ppo_learning.warm_start(warm_start_args(args, setting), setting.env_id, True, setting.show_state)
     policy = VLMPolicy.from_model(ModelSettings(str(model_dir), use_lora=False, device="cpu"),
-                                  GenerationSettings(temperature=0.2, max_new_tokens=64, cot_scale=0.5), seed=0)
+                                  GenerationSettings(temperature=EVAL_TEMPERATURE, max_new_tokens=64, cot_scale=0.5), seed=0)
     result = evaluate(policy, args, setting, "warm start")
     return {"setting": setting.name, "env_id": setting.env_id, "algorithm": "warm start", "seed": "",
             "env_steps": 0, "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
             "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
-            "eval_episodes": result.episodes, "train_seconds": "", "seconds_per_update": "", "anchor_share": "",
+            "eval_episodes": result.episodes, "blank_success": "", "other_success": "", "train_seconds": "",
+            "seconds_per_update": "", "anchor_share": "",
+            "informative_share": "", "temperature": "",
             "value_head_parameters": "", "peak_rss_mb": "", "warm_start": str(model_dir)}
 
 
+def random_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
+    """Uniformly random legal actions on the same held-out episodes: the level that reading nothing gives."""
+    from vlm_agent.agents.simple import RandomAgent
+    from vlm_agent.evaluation.evaluate import evaluate_agent
+
+    result = evaluate_agent(RandomAgent(seed=0), setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
+                            num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
+    return {**dict.fromkeys(FIELDS, ""), "setting": setting.name, "env_id": setting.env_id, "algorithm": "random",
+            "seed": "", "env_steps": 0,
+            "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
+            "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
+            "eval_episodes": result.episodes}
+
+
 FIELDS = ["setting", "env_id", "algorithm", "seed", "env_steps", "updates", "after_success", "after_ci_low",
-          "after_ci_high", "after_invalid", "after_return", "eval_episodes", "train_seconds", "seconds_per_update",
-          "anchor_share", "value_head_parameters", "peak_rss_mb", "warm_start"]
+          "after_ci_high", "after_invalid", "after_return", "eval_episodes", "blank_success", "other_success", "train_seconds", "seconds_per_update",
+          "anchor_share", "informative_share", "temperature", "value_head_parameters", "peak_rss_mb",
+          "warm_start"]
 
 
 def stem(args: argparse.Namespace) -> str:
@@ -233,7 +323,20 @@ def main(argv: list[str] | None = None) -> int:
     curves_path = args.out_dir / f"{stem(args)}_curves.csv"
     rows, curves = read_csv(rows_path), read_csv(curves_path)
     replaced = frozenset() if args.resume else frozenset(args.settings)
-    if not args.report_only:
+    # The rows and curve points this invocation measured: only these replace rows in the file, so
+    # that benchmarks running at once into one folder keep each other's rows.
+    mine: list[dict[str, Any]] = []
+    mine_curves: list[dict[str, Any]] = []
+
+    def save(row: dict[str, Any], points: list[dict[str, Any]] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        mine.append(row)
+        mine_curves.extend(points)
+        return save_rows(rows_path, curves_path, mine, mine_curves, replaced)
+
+    if args.add_controls:
+        for row in add_controls(args, rows):
+            rows, curves = save(row)
+    elif not args.report_only:
         for name in args.settings:
             setting = SETTINGS[name]
             if not args.resume:
@@ -242,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
             done = {(row["algorithm"], str(row["seed"])) for row in rows if row["setting"] == name}
             if ("warm start", "") not in done:
                 print(f"[algorithms] {setting.label}: warm start", flush=True)
-                rows.append(warm_start_row(args, setting))
-                rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
+                rows, curves = save(warm_start_row(args, setting))
+            if ("random", "") not in done:
+                rows, curves = save(random_row(args, setting))
             # Seed-major: an interrupted benchmark has every algorithm at the first seeds.
             for seed in args.seeds:
                 for algorithm in args.algorithms:
@@ -251,10 +355,9 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     print(f"[algorithms] {setting.label}: {algorithm} seed {seed}", flush=True)
                     row = run_child(args, name, algorithm, seed)
-                    for point in row.pop("curve"):
-                        curves.append({"setting": name, "algorithm": algorithm, "seed": str(seed), **point})
-                    rows.append(row)
-                    rows, curves = save_rows(rows_path, curves_path, rows, curves, replaced)
+                    points = [{"setting": name, "algorithm": algorithm, "seed": str(seed), **point}
+                              for point in row.pop("curve")]
+                    rows, curves = save(row, points)
                     write_report(rows, curves, args)
     write_report(rows, curves, args)
     return 0
@@ -265,24 +368,25 @@ CURVE_FIELDS = ["setting", "algorithm", "seed", "global_step", "success_rate", "
 
 def save_rows(rows_path: Path, curves_path: Path, rows: list[dict[str, Any]], curves: list[dict[str, Any]],
               replaced_settings: frozenset[str] = frozenset()) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Write ``rows`` and ``curves`` merged with what is on disk now, under a lock: several
-    ``--resume`` benchmarks may run at once into one results folder (each run's rows replace the
-    file's rows of the same setting, algorithm and seed; the file's rows of ``replaced_settings``,
-    the settings a run without ``--resume`` measures anew, are all dropped). Returns the merged rows
-    and curves."""
+    """Write the ``rows`` and ``curves`` one benchmark measured merged with what is on disk now, under
+    a lock: several ``--resume`` benchmarks may run at once into one results folder. Each given row
+    replaces the file's row of the same setting, algorithm and seed, each key's given curve points
+    that key's points (a row given without points, e.g. with its controls added, keeps its curve);
+    the file's rows of ``replaced_settings``, the settings a run without ``--resume`` measures anew,
+    are all dropped. Returns the merged rows and curves."""
     import fcntl
 
     def key(row: dict[str, Any]) -> tuple[str, str, str]:
         return str(row["setting"]), str(row["algorithm"]), str(row["seed"])
 
-    def kept(row: dict[str, Any]) -> bool:
-        return row["setting"] not in replaced_settings and key(row) not in mine
+    def kept(row: dict[str, Any], given: set[tuple[str, str, str]]) -> bool:
+        return row["setting"] not in replaced_settings and key(row) not in given
 
     with open(rows_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        mine = {key(row) for row in rows}
-        merged_rows = [row for row in read_csv(rows_path) if kept(row)] + rows
-        merged_curves = [point for point in read_csv(curves_path) if kept(point)] + curves
+        given_rows, given_curves = {key(row) for row in rows}, {key(point) for point in curves}
+        merged_rows = [row for row in read_csv(rows_path) if kept(row, given_rows)] + rows
+        merged_curves = [point for point in read_csv(curves_path) if kept(point, given_curves)] + curves
         write_csv(rows_path, merged_rows, FIELDS)
         write_csv(curves_path, merged_curves, CURVE_FIELDS)
     return merged_rows, merged_curves
@@ -293,9 +397,12 @@ def run_child(args: argparse.Namespace, setting: str, algorithm: str, seed: int)
     command = [sys.executable, "-m", "benchmarks.algorithms", "--run-one", setting, algorithm, str(seed),
                "--env-steps", str(args.env_steps), "--num-envs", str(args.num_envs), "--num-steps", str(args.num_steps),
                "--group-size", str(args.group_size), "--groups", str(args.groups), "--learning-rate", str(args.learning_rate),
+               "--temperature", str(args.temperature),
                "--loss-aggregation", args.loss_aggregation, "--eval-episodes", str(args.eval_episodes),
-               "--sft-demos", str(args.sft_demos), "--sft-epochs", str(args.sft_epochs),
+               "--sft-demos", str(args.sft_demos),
                "--warm-start-seed", str(args.warm_start_seed), "--work-dir", str(args.work_dir)]
+    if args.sft_epochs is not None:
+        command += ["--sft-epochs", str(args.sft_epochs)]
     if args.quick:
         command.append("--quick")
     result = subprocess.run(command, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
@@ -308,6 +415,14 @@ def _number(value: Any) -> float:
     return float(value) if value not in ("", None) else float("nan")
 
 
+def _success(value: Any) -> str:
+    return "-" if value in ("", None) else f"{100 * _number(value):.1f}"
+
+
+def _percent(value: Any) -> str:
+    return "" if value in ("", None) else f"{100 * _number(value):.0f}%"
+
+
 def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args: argparse.Namespace) -> None:
     """The Markdown summary (per setting: warm start, then each algorithm's seeds and mean) and the plot."""
     lines = [
@@ -318,27 +433,39 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         f"intervals on {args.eval_episodes} episodes (seeds 10^9 + i), sampling at T=0.2, peak learning rate "
         f"{args.learning_rate:g}. PPO: {args.num_envs} envs x {args.num_steps} steps per update with a value head; "
         f"GRPO / RLOO / GiGPO: rounds of {args.groups} groups x {args.group_size} episodes from the same initial "
-        "state, no value head. Time per update and peak memory (VmHWM of the run's process) are the run's own.",
+        "state, no value head. Time per update and peak memory (VmHWM of the run's process) are the run's own. "
+        "Blank image / other state: the controls of image-only runs, the trained policy's held-out "
+        "success shown frames of the background colour, or another state's frame, with the same prompts (a policy "
+        "that reads the image falls towards random play there). "
+        "T: the sampling temperature of the run's training rollouts. Informative steps: the share of a "
+        "critic-free run's training steps whose group's episode returns were not all equal (the steps GRPO and "
+        "RLOO learn from; near-greedy sampling makes a group's episodes alike). Anchor share: GiGPO's steps in an "
+        "anchor-state group larger than one.",
         "",
     ]
     for name, setting in SETTINGS.items():
-        order = ["warm start", *ALGORITHMS]
+        order = ["random", "warm start", *ALGORITHMS]
         subset = sorted((row for row in rows if row["setting"] == name),
                         key=lambda row: (order.index(row["algorithm"]), str(row["seed"])))
         if not subset:
             continue
-        lines += [f"## {setting.label}", "",
-                  "| algorithm | seed | held-out success | invalid | env steps | updates | s / update | peak RSS (MB) "
-                  "| anchor share |", "|---|---|---|---|---|---|---|---|---|"]
-        for row in subset:
-            share = "" if row["anchor_share"] in ("", None) else f"{100 * _number(row['anchor_share']):.0f}%"
-            lines.append(
-                f"| {row['algorithm']} | {row['seed']} | {100 * _number(row['after_success']):.1f} "
-                f"[{100 * _number(row['after_ci_low']):.1f}, {100 * _number(row['after_ci_high']):.1f}] | "
-                f"{100 * _number(row['after_invalid']):.1f}% | {row['env_steps']} | {row['updates']} | "
-                f"{row['seconds_per_update'] or '-'} | {row.get('peak_rss_mb') or '-'} | {share} |"
-            )
         warm = next((row for row in subset if row["algorithm"] == "warm start"), None)
+        lines += [f"## {setting.label}", ""]
+        if warm is not None and warm.get("warm_start"):
+            lines += [f"Warm start: `{Path(warm['warm_start']).name}` (its SFT settings are in the name).", ""]
+        lines += ["| algorithm | seed | T | held-out success | invalid | env steps | updates | s / update "
+                  "| peak RSS (MB) | informative steps | anchor share |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for row in subset:
+            lines.append(
+                f"| {row['algorithm']} | {row['seed']} | {row.get('temperature') or ''} | "
+                f"{100 * _number(row['after_success']):.1f} "
+                f"[{100 * _number(row['after_ci_low']):.1f}, {100 * _number(row['after_ci_high']):.1f}] | "
+                f"{_success(row.get('blank_success'))} | {_success(row.get('other_success'))} | "
+                f"{100 * _number(row['after_invalid']):.1f}% | {row['env_steps']} | {row['updates']} | "
+                f"{row['seconds_per_update'] or '-'} | {row.get('peak_rss_mb') or '-'} | "
+                f"{_percent(row.get('informative_share'))} | {_percent(row.get('anchor_share'))} |"
+            )
         lines += ["", "| algorithm | mean held-out success over seeds | gain over the warm start (points) | seeds |",
                   "|---|---|---|---|"]
         for algorithm in ALGORITHMS:
@@ -390,6 +517,10 @@ def plot(rows: list[dict[str, Any]], curves: list[dict[str, Any]], path: Path) -
         if warm is not None:
             axis.axhline(100 * _number(warm["after_success"]), linestyle="--", color="grey", linewidth=1,
                          label="warm start (held out)")
+        chance = next((row for row in rows if row["setting"] == name and row["algorithm"] == "random"), None)
+        if chance is not None:
+            axis.axhline(100 * _number(chance["after_success"]), linestyle=":", color="black", linewidth=1,
+                         label="random play (held out)")
         axis.set_title(SETTINGS[name].label)
         axis.set_xlabel("environment steps")
         axis.set_ylabel("success of training episodes (%)")

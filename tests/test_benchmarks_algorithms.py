@@ -47,14 +47,28 @@ def test_a_run_without_resume_replaces_every_row_of_its_setting(tmp_path: Path) 
 
 
 def test_the_report_is_built_from_the_csvs(tmp_path: Path) -> None:
-    rows = [row("gigpo", "1", 0.6), row("ppo", "0", 0.9), row("gigpo", "0", 0.8), row("warm start", "", 0.5)]
+    rows = [row("gigpo", "1", 0.6), row("ppo", "0", 0.9), row("gigpo", "0", 0.8), row("warm start", "", 0.5),
+            row("random", "", 0.4)]
+    rows[1].update(blank_success=0.45, other_success=0.5)
     curves = curve("ppo", "0", [32, 64], [0.5, 0.9]) + curve("gigpo", "0", [40, 70], [0.6, 0.8]) \
         + curve("gigpo", "1", [30, 64], [0.5, 0.6])
     algorithms.save_rows(tmp_path / "algorithms.csv", tmp_path / "algorithms_curves.csv", rows, curves)
     assert algorithms.main(["--report-only", "--out-dir", str(tmp_path)]) == 0
     page = (tmp_path / "algorithms.md").read_text()
     table = [line.split(" | ")[0:2] for line in page.splitlines() if line.startswith("| ") and "[" in line]
-    assert table == [["| warm start", ""], ["| ppo", "0"], ["| gigpo", "0"], ["| gigpo", "1"]]
+    assert table == [["| random", ""], ["| warm start", ""], ["| ppo", "0"], ["| gigpo", "0"], ["| gigpo", "1"]]
+    assert "| 90.0 [80.0, 100.0] | 45.0 | 50.0 |" in page  # PPO's controls: blank image, other state
     assert "| gigpo | 70.0 | +20.0 | 2 |" in page and "| ppo | 90.0 | +40.0 | 1 |" in page
     assert "rounds of 16 groups x 4 episodes" in page
     assert (tmp_path / "algorithms.png").stat().st_size > 0
+
+
+def test_a_row_given_without_curve_points_keeps_its_curve(tmp_path: Path) -> None:
+    # --add-controls writes a run's row again, with its controls, while another benchmark adds a run.
+    rows_path, curves_path = tmp_path / "algorithms.csv", tmp_path / "algorithms_curves.csv"
+    algorithms.save_rows(rows_path, curves_path, [row("ppo", "0", 0.9)], curve("ppo", "0", [32, 64], [0.5, 0.9]))
+    algorithms.save_rows(rows_path, curves_path, [row("gigpo", "0", 0.7)], curve("gigpo", "0", [40], [0.7]))
+    with_controls = {**row("ppo", "0", 0.9), "blank_success": 0.5, "other_success": 0.55}
+    merged, curves = algorithms.save_rows(rows_path, curves_path, [with_controls], [])
+    assert {(r["algorithm"], r["blank_success"]) for r in merged} == {("gigpo", ""), ("ppo", 0.5)}
+    assert sorted((p["algorithm"], p["global_step"]) for p in curves) == [("gigpo", "40"), ("ppo", "32"), ("ppo", "64")]

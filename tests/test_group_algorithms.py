@@ -15,6 +15,7 @@ from vlm_agent.algorithms.group import (
     GiGPO,
     anchor_ids,
     anchor_share,
+    informative_share,
     discounted_returns,
     episode_mean_weights,
     gigpo_advantages,
@@ -78,6 +79,17 @@ def test_the_same_state_in_two_groups_is_two_anchors() -> None:
     anchors = anchor_ids(t([0, 1], torch.long), ["a", "a"])
     assert anchors.tolist() == [0, 1]
     assert anchor_share(t([0, 1], torch.long), ["a", "a"]) == 0.0
+
+
+def test_informative_share_counts_the_steps_of_groups_whose_returns_differ() -> None:
+    # Group 0: episodes 0 (2 steps, return 1) and 1 (1 step, return 1): equal returns.
+    # Group 1: episodes 2 (1 step, return 1) and 3 (2 steps, return -1): they differ.
+    # Group 2: one episode of 1 step: a group of one teaches nothing.
+    rewards = t([0.0, 1.0, 1.0, 1.0, -1.0, 0.0, 1.0])
+    group = t([0, 0, 0, 1, 1, 1, 2], torch.long)
+    trajectory = t([0, 0, 1, 2, 3, 3, 4], torch.long)
+    assert informative_share(rewards, group, trajectory) == pytest.approx(3 / 7)
+    assert informative_share(t([]), t([], torch.long), t([], torch.long)) == 0.0
 
 
 def test_gigpo_adds_omega_times_the_step_advantage() -> None:

@@ -243,3 +243,17 @@ def anchor_share(group: torch.Tensor, state_keys: Sequence[str]) -> float:
     anchors = anchor_ids(group, state_keys)
     _, _, size = group_mean_std(torch.zeros(len(anchors)), anchors)
     return float((size > 1).double().mean())
+
+
+def informative_share(rewards: torch.Tensor, group: torch.Tensor, trajectory: torch.Tensor) -> float:
+    """The share of steps whose group's episode returns are not all equal: the steps that get a
+    non-zero episode-level advantage from GRPO or RLOO. A group whose G episodes all return the
+    same (likely when sampling is near-greedy) teaches them nothing; DAPO (Yu et al. 2025, arXiv
+    2503.14476, "dynamic sampling") drops such groups for that reason."""
+    if len(rewards) == 0:
+        return 0.0
+    index, count = _group_index(trajectory)
+    returns = torch.zeros(count, dtype=torch.float64).index_add_(0, index, rewards.double())
+    groups = torch.zeros(count, dtype=torch.long).index_copy_(0, index, group.long())
+    _, std, _ = group_mean_std(returns, groups)
+    return float((std[index] > 0).double().mean())

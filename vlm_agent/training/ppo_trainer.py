@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from vlm_agent.algorithms.base import MiniBatchScores
-from vlm_agent.algorithms.group import GRPO, RLOO, GiGPO, anchor_share
+from vlm_agent.algorithms.group import GRPO, RLOO, GiGPO, anchor_share, informative_share
 from vlm_agent.algorithms.ppo import (
     PPO,
     explained_variance,
@@ -420,6 +420,8 @@ class VLMPPOTrainer(RunCheckpoints):
         if isinstance(rollout, GroupRollout):
             # GiGPO's step-level signal reaches the steps whose state recurs in their group (this process's share).
             metrics["charts/anchor_share"] = anchor_share(rollout.group, rollout.state_keys)
+            # GRPO's and RLOO's episode-level signal reaches only the groups whose returns differ.
+            metrics["charts/informative_share"] = informative_share(rollout.rewards, rollout.group, rollout.trajectory)
         return metrics
 
     def _mean_across_processes(self, value: float) -> float:
