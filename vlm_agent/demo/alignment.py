@@ -262,14 +262,14 @@ class VLMAlignConfig:
                 "to zero, so the slots are all the language model can read in the image: it cannot learn the "
                 "training states by heart from the other tokens and must read each field from its own slot, which "
                 "carries over to unseen states. NumberLine 0..20, held-out (current, target) pairs, fit only, 600 "
-                "language steps, norm factor 10, seed 0: current/target read 40/7% without either option, 58/42% "
-                "with ordered_slot_targets alone, 100/100% with both; seeds 0, 1, 2 with both: 100/100, 100/98, "
-                "100/94% (benchmarks/results/tiny_vlm_readout_line20.md)."})
+                "language steps, norm factor 10, seed 0: current/target read 40/7 percent without either option, 58/42 percent "
+                "with ordered_slot_targets alone, 100/100 percent with both; seeds 0, 1, 2 with both: 100/100, 100/98, "
+                "100/94 percent (benchmarks/results/tiny_vlm_readout_line20.md)."})
     ordered_slot_targets: bool = field(default=False, metadata={
         "help": "Stage 1 writes a value of several tokens as their unit vectors weighted 1, 1/2, ... (order and count "
                 "kept) instead of their normalised mean: with numbers tokenized digit by digit the mean makes '1' and "
                 "'11' one target and '14' the digits 1 and 4 in no order (NumberLine 0..20, seed 0, fit only, 600 "
-                "language steps: states of the training side read 40/42% without it, 59/79% with it)."})
+                "language steps: states of the training side read 40/42 percent without it, 59/79 percent with it)."})
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
