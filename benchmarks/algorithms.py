@@ -453,9 +453,9 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         lines += [f"## {setting.label}", ""]
         if warm is not None and warm.get("warm_start"):
             lines += [f"Warm start: `{Path(warm['warm_start']).name}` (its SFT settings are in the name).", ""]
-        lines += ["| algorithm | seed | T | held-out success | invalid | env steps | updates | s / update "
-                  "| peak RSS (MB) | informative steps | anchor share |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += ["| algorithm | seed | T | held-out success | blank image | other state | invalid | env steps | updates "
+                  "| s / update | peak RSS (MB) | informative steps | anchor share |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for row in subset:
             lines.append(
                 f"| {row['algorithm']} | {row['seed']} | {row.get('temperature') or ''} | "

@@ -58,6 +58,8 @@ def test_the_report_is_built_from_the_csvs(tmp_path: Path) -> None:
     table = [line.split(" | ")[0:2] for line in page.splitlines() if line.startswith("| ") and "[" in line]
     assert table == [["| random", ""], ["| warm start", ""], ["| ppo", "0"], ["| gigpo", "0"], ["| gigpo", "1"]]
     assert "| 90.0 [80.0, 100.0] | 45.0 | 50.0 |" in page  # PPO's controls: blank image, other state
+    header = next(line for line in page.splitlines() if line.startswith("| algorithm | seed |"))
+    assert all(line.count("|") == header.count("|") for line in page.splitlines() if line.startswith("| ppo | 0"))
     assert "| gigpo | 70.0 | +20.0 | 2 |" in page and "| ppo | 90.0 | +40.0 | 1 |" in page
     assert "rounds of 16 groups x 4 episodes" in page
     assert (tmp_path / "algorithms.png").stat().st_size > 0
