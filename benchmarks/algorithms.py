@@ -98,7 +98,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true", help="Rebuild the Markdown and PNG from the CSVs.")
     parser.add_argument("--add-controls", action="store_true",
                         help="Fill the blank-image and other-state controls of image-only rows that lack them, from "
-                             "each run's saved policy in --work-dir, then rebuild the report.")
+                             "each run's saved policy in --work-dir, and missing curves from its metrics.jsonl; "
+                             "then rebuild the report.")
     parser.add_argument("--resume", action="store_true",
                         help="Keep the rows already written and run only the missing (setting, algorithm, seed) runs.")
     parser.add_argument("--run-one", nargs=3, metavar=("SETTING", "ALGORITHM", "SEED"), help=argparse.SUPPRESS)
@@ -189,6 +190,20 @@ def add_controls(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[d
     return filled
 
 
+def missing_curve(args: argparse.Namespace, row: dict[str, Any], curves: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A trained row's curve points read back from its run's ``metrics.jsonl`` when the curves file
+    has none for it (else none: the file's points stay)."""
+    key = (row["setting"], row["algorithm"], str(row["seed"]))
+    if any((p["setting"], p["algorithm"], str(p["seed"])) == key for p in curves):
+        return []
+    metrics = args.work_dir / f"{row['setting']}__{row['algorithm']}__{row['seed']}" / "metrics.jsonl"
+    if not metrics.is_file():
+        return []
+    history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    return [{"setting": row["setting"], "algorithm": row["algorithm"], "seed": str(row["seed"]), **point}
+            for point in curve_points(history)]
+
+
 def run_one(args: argparse.Namespace) -> int:
     """The child process: train one (setting, algorithm, seed) and print its row as JSON."""
     import shutil
@@ -227,11 +242,16 @@ def run_one(args: argparse.Namespace) -> int:
         "value_head_parameters": sum(p.numel() for p in trainer.policy.value_head.parameters())
         if trainer.policy.value_head is not None else 0,
         "peak_rss_mb": peak_rss_mb(),
-        "curve": [{"global_step": m["global_step"], "success_rate": m["charts/success_rate"],
-                   "episodes": m["charts/episodes"]} for m in history],
+        "curve": curve_points(history),
     }
     print("ROW " + json.dumps(row), flush=True)
     return 0
+
+
+def curve_points(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A run's learning curve: the success of each update's training episodes against environment steps."""
+    return [{"global_step": m["global_step"], "success_rate": m["charts/success_rate"], "episodes": m["charts/episodes"]}
+            for m in history]
 
 
 def mean_metric(history: list[dict[str, Any]], name: str) -> float | str:
@@ -322,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     rows_path = args.out_dir / f"{stem(args)}.csv"
     curves_path = args.out_dir / f"{stem(args)}_curves.csv"
     rows, curves = read_csv(rows_path), read_csv(curves_path)
-    replaced = frozenset() if args.resume else frozenset(args.settings)
+    # A run without --resume measures its settings anew; --add-controls only completes rows.
+    replaced = frozenset() if args.resume or args.add_controls or args.report_only else frozenset(args.settings)
     # The rows and curve points this invocation measured: only these replace rows in the file, so
     # that benchmarks running at once into one folder keep each other's rows.
     mine: list[dict[str, Any]] = []
@@ -334,8 +355,12 @@ def main(argv: list[str] | None = None) -> int:
         return save_rows(rows_path, curves_path, mine, mine_curves, replaced)
 
     if args.add_controls:
-        for row in add_controls(args, rows):
-            rows, curves = save(row)
+        filled = {(row["setting"], row["algorithm"], str(row["seed"])): row for row in add_controls(args, rows)}
+        for row in [row for row in rows if row["algorithm"] in ALGORITHMS]:
+            row = filled.get((row["setting"], row["algorithm"], str(row["seed"])), row)
+            points = missing_curve(args, row, curves)
+            if points or row.get("blank_success") not in ("", None):
+                rows, curves = save(row, points)
     elif not args.report_only:
         for name in args.settings:
             setting = SETTINGS[name]
