@@ -74,3 +74,25 @@ def test_a_row_given_without_curve_points_keeps_its_curve(tmp_path: Path) -> Non
     merged, curves = algorithms.save_rows(rows_path, curves_path, [with_controls], [])
     assert {(r["algorithm"], r["blank_success"]) for r in merged} == {("gigpo", ""), ("ppo", 0.5)}
     assert sorted((p["algorithm"], p["global_step"]) for p in curves) == [("gigpo", "40"), ("ppo", "32"), ("ppo", "64")]
+
+
+def test_add_controls_keeps_every_row_and_restores_a_missing_curve(tmp_path: Path) -> None:
+    # Rows that already have their controls, one of them without its curve; the run folder holds its metrics.
+    rows = [{**row("ppo", "0", 0.9), "blank_success": 0.5, "other_success": 0.55}, row("warm start", "", 0.5),
+            {**row("gigpo", "1", 0.8), "blank_success": 0.5, "other_success": 0.6},
+            {**row("ppo", "0", 0.6), "setting": "ezpoints_text"}]
+    algorithms.save_rows(tmp_path / "algorithms.csv", tmp_path / "algorithms_curves.csv", rows,
+                         curve("gigpo", "1", [40], [0.8]))
+    run = tmp_path / "work" / "numberline_image__ppo__0"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(
+        '{"global_step": 32, "charts/success_rate": 0.5, "charts/episodes": 4}\n'
+        '{"global_step": 64, "charts/success_rate": 0.75, "charts/episodes": 4}\n')
+    assert algorithms.main(["--add-controls", "--work-dir", str(tmp_path / "work"), "--out-dir", str(tmp_path)]) == 0
+    kept = algorithms.read_csv(tmp_path / "algorithms.csv")
+    assert sorted((r["setting"], r["algorithm"], r["seed"]) for r in kept) == [
+        ("ezpoints_text", "ppo", "0"), ("numberline_image", "gigpo", "1"), ("numberline_image", "ppo", "0"),
+        ("numberline_image", "warm start", "")]
+    points = algorithms.read_csv(tmp_path / "algorithms_curves.csv")
+    assert sorted((p["algorithm"], p["global_step"], p["success_rate"]) for p in points) == [
+        ("gigpo", "40", "0.8"), ("ppo", "32", "0.5"), ("ppo", "64", "0.75")]
