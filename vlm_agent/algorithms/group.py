@@ -166,9 +166,15 @@ class GroupRolloutTensors(Protocol):
 
 def _per_episode(rollout: GroupRolloutTensors) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(episode returns ``[E]``, their group ids ``[E]``, each step's episode index ``[M]``)."""
-    index, count = _group_index(rollout.trajectory)
-    returns = torch.zeros(count, dtype=torch.float64).index_add_(0, index, rollout.rewards.double())
-    groups = torch.zeros(count, dtype=torch.long).index_copy_(0, index, rollout.group.long())
+    return _episodes(rollout.rewards, rollout.group, rollout.trajectory)
+
+
+def _episodes(rewards: torch.Tensor, group: torch.Tensor,
+              trajectory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`_per_episode` from the ``[M]`` tensors themselves."""
+    index, count = _group_index(trajectory)
+    returns = torch.zeros(count, dtype=torch.float64).index_add_(0, index, rewards.double())
+    groups = torch.zeros(count, dtype=torch.long).index_copy_(0, index, group.long())
     return returns, groups, index
 
 
@@ -252,8 +258,6 @@ def informative_share(rewards: torch.Tensor, group: torch.Tensor, trajectory: to
     2503.14476, "dynamic sampling") drops such groups for that reason."""
     if len(rewards) == 0:
         return 0.0
-    index, count = _group_index(trajectory)
-    returns = torch.zeros(count, dtype=torch.float64).index_add_(0, index, rewards.double())
-    groups = torch.zeros(count, dtype=torch.long).index_copy_(0, index, group.long())
+    returns, groups, index = _episodes(rewards, group, trajectory)
     _, std, _ = group_mean_std(returns, groups)
     return float((std[index] > 0).double().mean())
