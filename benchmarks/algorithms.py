@@ -145,7 +145,6 @@ def evaluate(policy: Any, args: argparse.Namespace, setting: Setting, label: str
     from vlm_agent.agents.blank import BlankImages, OtherStateImages
     from vlm_agent.agents.local_hf import LocalHFAgent
     from vlm_agent.demo.readout import held_out_examples
-    from vlm_agent.evaluation.evaluate import evaluate_agent
 
     if policy.settings.temperature != EVAL_TEMPERATURE:  # a run trained at another --temperature
         policy.settings = replace(policy.settings, temperature=EVAL_TEMPERATURE)
@@ -155,6 +154,13 @@ def evaluate(policy: Any, args: argparse.Namespace, setting: Setting, label: str
     elif control == "other state":
         frames = held_out_examples(setting.env_id, 64, seed=1)
         agent = OtherStateImages(agent, [example.image for example in frames], seed=0)
+    return play(agent, args, setting)
+
+
+def play(agent: Any, args: argparse.Namespace, setting: Setting) -> Any:
+    """``agent`` on the setting's held-out episodes (the same seeds for every row)."""
+    from vlm_agent.evaluation.evaluate import evaluate_agent
+
     return evaluate_agent(agent, setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
                           num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
 
@@ -180,7 +186,7 @@ def add_controls(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[d
         setting = SETTINGS[row["setting"]]
         if row["algorithm"] not in ALGORITHMS or setting.show_state or row.get("blank_success") not in ("", None):
             continue
-        policy_dir = args.work_dir / f"{setting.name}__{row['algorithm']}__{row['seed']}" / "policy"
+        policy_dir = run_folder(args.work_dir, setting.name, row["algorithm"], row["seed"]) / "policy"
         if not policy_dir.is_dir():
             print(f"[algorithms] no saved policy for {row['algorithm']} seed {row['seed']} in {policy_dir}", flush=True)
             continue
@@ -190,13 +196,22 @@ def add_controls(args: argparse.Namespace, rows: list[dict[str, Any]]) -> list[d
     return filled
 
 
+def run_folder(work_dir: Path, setting: str, algorithm: str, seed: Any) -> Path:
+    """The run folder of one (setting, algorithm, seed) training under ``--work-dir``."""
+    return work_dir / f"{setting}__{algorithm}__{seed}"
+
+
+def row_key(row: dict[str, Any]) -> tuple[str, str, str]:
+    """A row's (or curve point's) identity in the results files: setting, algorithm and seed."""
+    return str(row["setting"]), str(row["algorithm"]), str(row["seed"])
+
+
 def missing_curve(args: argparse.Namespace, row: dict[str, Any], curves: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A trained row's curve points read back from its run's ``metrics.jsonl`` when the curves file
     has none for it (else none: the file's points stay)."""
-    key = (row["setting"], row["algorithm"], str(row["seed"]))
-    if any((p["setting"], p["algorithm"], str(p["seed"])) == key for p in curves):
+    if any(row_key(point) == row_key(row) for point in curves):
         return []
-    metrics = args.work_dir / f"{row['setting']}__{row['algorithm']}__{row['seed']}" / "metrics.jsonl"
+    metrics = run_folder(args.work_dir, row["setting"], row["algorithm"], row["seed"]) / "metrics.jsonl"
     if not metrics.is_file():
         return []
     history = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
@@ -217,7 +232,7 @@ def run_one(args: argparse.Namespace) -> int:
     from benchmarks import ppo_learning
 
     model_dir = ppo_learning.warm_start(warm_start_args(args, setting), setting.env_id, True, setting.show_state)
-    run_dir = args.work_dir / f"{setting.name}__{algorithm}__{seed}"
+    run_dir = run_folder(args.work_dir, setting.name, algorithm, seed)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     config = config_for(args, setting, algorithm, seed, model_dir, run_dir)
@@ -231,9 +246,7 @@ def run_one(args: argparse.Namespace) -> int:
     row = {
         "setting": setting.name, "env_id": setting.env_id, "algorithm": algorithm, "seed": seed,
         "env_steps": trainer.global_step, "updates": trainer.update,
-        "after_success": after.success_rate, "after_ci_low": after.ci95[0], "after_ci_high": after.ci95[1],
-        "after_invalid": after.invalid_rate, "after_return": after.mean_return, "eval_episodes": after.episodes,
-        **controls,
+        **held_out_fields(after), **controls,
         "train_seconds": round(seconds, 1),
         "seconds_per_update": round(sum(m["perf/update_seconds"] for m in history) / max(1, len(history)), 2),
         "anchor_share": mean_metric(history, "charts/anchor_share"),
@@ -286,27 +299,23 @@ def warm_start_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]
     policy = VLMPolicy.from_model(ModelSettings(str(model_dir), use_lora=False, device="cpu"),
                                   GenerationSettings(temperature=EVAL_TEMPERATURE, max_new_tokens=64, cot_scale=0.5), seed=0)
     result = evaluate(policy, args, setting, "warm start")
-    return {"setting": setting.name, "env_id": setting.env_id, "algorithm": "warm start", "seed": "",
-            "env_steps": 0, "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
-            "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
-            "eval_episodes": result.episodes, "blank_success": "", "other_success": "", "train_seconds": "",
-            "seconds_per_update": "", "anchor_share": "",
-            "informative_share": "", "temperature": "",
-            "value_head_parameters": "", "peak_rss_mb": "", "warm_start": str(model_dir)}
+    return {**dict.fromkeys(FIELDS, ""), "setting": setting.name, "env_id": setting.env_id, "algorithm": "warm start",
+            "seed": "", "env_steps": 0, "updates": 0, **held_out_fields(result), "warm_start": str(model_dir)}
 
 
 def random_row(args: argparse.Namespace, setting: Setting) -> dict[str, Any]:
     """Uniformly random legal actions on the same held-out episodes: the level that reading nothing gives."""
     from vlm_agent.agents.simple import RandomAgent
-    from vlm_agent.evaluation.evaluate import evaluate_agent
 
-    result = evaluate_agent(RandomAgent(seed=0), setting.env_id, episodes=args.eval_episodes, seed=0, cot=True,
-                            num_envs=min(16, args.eval_episodes), show_state=setting.show_state, progress=False)
+    result = play(RandomAgent(seed=0), args, setting)
     return {**dict.fromkeys(FIELDS, ""), "setting": setting.name, "env_id": setting.env_id, "algorithm": "random",
-            "seed": "", "env_steps": 0,
-            "updates": 0, "after_success": result.success_rate, "after_ci_low": result.ci95[0],
-            "after_ci_high": result.ci95[1], "after_invalid": result.invalid_rate, "after_return": result.mean_return,
-            "eval_episodes": result.episodes}
+            "seed": "", "env_steps": 0, "updates": 0, **held_out_fields(result)}
+
+
+def held_out_fields(result: Any) -> dict[str, Any]:
+    """The columns of a held-out evaluation (`evaluate_agent`'s result) in a row."""
+    return {"after_success": result.success_rate, "after_ci_low": result.ci95[0], "after_ci_high": result.ci95[1],
+            "after_invalid": result.invalid_rate, "after_return": result.mean_return, "eval_episodes": result.episodes}
 
 
 FIELDS = ["setting", "env_id", "algorithm", "seed", "env_steps", "updates", "after_success", "after_ci_low",
@@ -355,9 +364,9 @@ def main(argv: list[str] | None = None) -> int:
         return save_rows(rows_path, curves_path, mine, mine_curves, replaced)
 
     if args.add_controls:
-        filled = {(row["setting"], row["algorithm"], str(row["seed"])): row for row in add_controls(args, rows)}
+        filled = {row_key(row): row for row in add_controls(args, rows)}
         for row in [row for row in rows if row["algorithm"] in ALGORITHMS]:
-            row = filled.get((row["setting"], row["algorithm"], str(row["seed"])), row)
+            row = filled.get(row_key(row), row)
             points = missing_curve(args, row, curves)
             if points or row.get("blank_success") not in ("", None):
                 rows, curves = save(row, points)
@@ -401,15 +410,12 @@ def save_rows(rows_path: Path, curves_path: Path, rows: list[dict[str, Any]], cu
     are all dropped. Returns the merged rows and curves."""
     import fcntl
 
-    def key(row: dict[str, Any]) -> tuple[str, str, str]:
-        return str(row["setting"]), str(row["algorithm"]), str(row["seed"])
-
     def kept(row: dict[str, Any], given: set[tuple[str, str, str]]) -> bool:
-        return row["setting"] not in replaced_settings and key(row) not in given
+        return row["setting"] not in replaced_settings and row_key(row) not in given
 
     with open(rows_path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        given_rows, given_curves = {key(row) for row in rows}, {key(point) for point in curves}
+        given_rows, given_curves = {row_key(row) for row in rows}, {row_key(point) for point in curves}
         merged_rows = [row for row in read_csv(rows_path) if kept(row, given_rows)] + rows
         merged_curves = [point for point in read_csv(curves_path) if kept(point, given_curves)] + curves
         write_csv(rows_path, merged_rows, FIELDS)
@@ -455,7 +461,7 @@ def write_report(rows: list[dict[str, Any]], curves: list[dict[str, Any]], args:
         "",
         "Generated by `python -m benchmarks.algorithms`. Each run starts from the same SFT warm start of its "
         f"setting and trains for the same environment-step budget; held-out success in % with Wilson 95% "
-        f"intervals on {args.eval_episodes} episodes (seeds 10^9 + i), sampling at T=0.2, peak learning rate "
+        f"intervals on {args.eval_episodes} episodes (seeds 10^9 + i), sampling at T={EVAL_TEMPERATURE:g}, peak learning rate "
         f"{args.learning_rate:g}. PPO: {args.num_envs} envs x {args.num_steps} steps per update with a value head; "
         f"GRPO / RLOO / GiGPO: rounds of {args.groups} groups x {args.group_size} episodes from the same initial "
         "state, no value head. Time per update and peak memory (VmHWM of the run's process) are the run's own. "
