@@ -170,15 +170,17 @@ def warm_start(args: argparse.Namespace, history_steps: int) -> tuple[Path, floa
     return out, time.perf_counter() - started
 
 
-def run_one(args: argparse.Namespace, history_steps: int, max_new_tokens: int = 24) -> tuple[list[dict], list[dict]]:
-    """Warm start, evaluate, PPO, evaluate, for memory K = `history_steps`: one row per split and the curve."""
+def run_one(args: argparse.Namespace, history_steps: int, games: tuple[str, int],
+            max_new_tokens: int = 24) -> tuple[list[dict], list[dict]]:
+    """Warm start, evaluate, PPO, evaluate, for memory K = `history_steps` on the train games `games`
+    (:func:`train_games`): one row per split and the curve."""
     from vlm_agent.models.loading import ModelSettings
     from vlm_agent.models.policy import VLMPolicy
     from vlm_agent.models.settings import GenerationSettings
     from vlm_agent.training.ppo_config import VLMPPOConfig
     from vlm_agent.training.ppo_trainer import VLMPPOTrainer
 
-    data_label, num_train_games = train_games(args)
+    data_label, num_train_games = games
     warm_dir, sft_seconds = warm_start(args, history_steps)
     summary = json.loads((warm_dir / "sft_summary.json").read_text())
     settings = GenerationSettings(temperature=0.2, max_new_tokens=max_new_tokens, cot_scale=0.2)
@@ -233,12 +235,12 @@ def run_alfworld(args: argparse.Namespace) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, curves_path = args.out_dir / f"{stem(args)}.csv", args.out_dir / f"{stem(args)}_curves.csv"
-    train_games(args)  # a bad --alfworld-data-path stops here, before any training
+    games = train_games(args)  # a bad --alfworld-data-path stops here, before any training
     for history_steps in args.history_steps:
-        rows, curve = run_one(args, history_steps)
+        rows, curve = run_one(args, history_steps, games)
         with open(args.work_dir / f".{stem(args)}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # runs of other K values may write the same files at the same time
-            _merge(args, csv_path, curves_path, history_steps, train_games(args)[0], rows, curve)
+            _merge(args, csv_path, curves_path, history_steps, games[0], rows, curve)
     return 0
 
 
