@@ -178,15 +178,17 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
         name="algorithms",
         title="PPO, GRPO, RLOO and GiGPO side by side (tiny VLM on CPU)",
         measures=(
-            "The four algorithms at equal environment-step budgets from the same SFT warm start, NumberLine "
-            "from the image alone: held-out success with 95% intervals per seed, the mean gain over the warm "
-            "start, time and peak memory per run, GiGPO's anchor share, and the success of training episodes "
+            "The four algorithms at equal environment-step budgets from the same SFT warm start of each "
+            "setting: NumberLine from the image alone (2048 steps), EZPoints with the state as text (2048 "
+            "steps, and 6144 steps from the same warm start): held-out success with 95% intervals per seed, "
+            "the mean gain over the warm start, time and peak memory per run, GiGPO's anchor share, the "
+            "critic-free runs' informative-step share, and the success of training episodes "
             "against environment steps (mean over seeds, band min-max). PPO collects 16 envs x 16 steps per "
             "update with a value head; the critic-free algorithms play rounds of 16 groups x 4 episodes "
             "without one (more envs per round, so more generation memory: their peak RSS is higher although "
             "no value head is built)."
         ),
-        command="python -m benchmarks.algorithms --settings numberline_image",
+        command="python -m benchmarks.algorithms",
     ),
     BenchmarkSection(
         name="cnn_rl_baseline",

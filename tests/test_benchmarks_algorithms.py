@@ -96,3 +96,17 @@ def test_add_controls_keeps_every_row_and_restores_a_missing_curve(tmp_path: Pat
     points = algorithms.read_csv(tmp_path / "algorithms_curves.csv")
     assert sorted((p["algorithm"], p["global_step"], p["success_rate"]) for p in points) == [
         ("gigpo", "40", "0.8"), ("ppo", "32", "0.5"), ("ppo", "64", "0.75")]
+
+
+def test_each_setting_trains_every_algorithm_for_its_own_budget(tmp_path: Path) -> None:
+    args = algorithms.parse_args([])
+    for name, budget in (("numberline_image", 2048), ("ezpoints_text", 2048), ("ezpoints_text_6k", 6144)):
+        setting = algorithms.SETTINGS[name]
+        for algorithm in algorithms.ALGORITHMS:
+            config = algorithms.config_for(args, setting, algorithm, 0, tmp_path / "model", tmp_path / "run")
+            assert config.total_timesteps == budget, (name, algorithm)
+    # --env-steps sets every setting's budget.
+    override = algorithms.parse_args(["--env-steps", "512"])
+    config = algorithms.config_for(override, algorithms.SETTINGS["ezpoints_text_6k"], "gigpo", 0, tmp_path / "m",
+                                   tmp_path / "r")
+    assert config.total_timesteps == 512
