@@ -56,6 +56,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ordered-slot-targets", action="store_true",
                         help="Stage 1 keeps the order and count of a value's tokens ('14', '11') in its slot target "
                              "(VLMAlignConfig.ordered_slot_targets).")
+    parser.add_argument("--answer-slot-targets", action="store_true",
+                        help="Stage 1 builds a value's target from the tokens its read-out answer writes "
+                             "(VLMAlignConfig.answer_slot_targets: EZPoints' formula '*' is the token ' \"*\"}').")
     parser.add_argument("--language-steps", type=int, default=defaults.language_steps)
     parser.add_argument("--full-steps", type=int, default=defaults.full_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny_arch=args.arch, env_ids=list(args.envs), env_kwargs=args.env_kwargs, num_examples=args.num_examples,
             projector_steps=args.projector_steps, projector_fit=args.projector_fit,
             quiet_image_tokens=args.quiet_image_tokens, ordered_slot_targets=args.ordered_slot_targets,
-            language_steps=args.language_steps, full_steps=args.full_steps,
+            answer_slot_targets=args.answer_slot_targets, language_steps=args.language_steps, full_steps=args.full_steps,
             learning_rate=args.learning_rate, output_norm_lr_factor=args.output_norm_lr_factor,
             eval_examples=args.eval_examples, seed=seed,
             output_dir=str(args.work_dir / f"aligned_seed{seed}"), progress_bar=True,
@@ -140,7 +143,8 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
          f"per env: {'the least-squares fit of the projector output layer and ' if config.projector_fit else ''}"
          f"{config.projector_steps} steps of the projector (read-out slots"
          f"{'; the other image tokens sent to zero' if config.quiet_image_tokens else ''}"
-         f"{'; a value token order kept in its target' if config.ordered_slot_targets else ''}), "
+         f"{'; a value token order kept in its target' if config.ordered_slot_targets else ''}"
+         f"{'; targets from the tokens the answer writes' if config.answer_slot_targets else ''}), "
          f"{config.language_steps} steps "
          f"of the language model's layers (its final norm at {config.output_norm_lr_factor:g}x the learning rate), "
          f"{config.full_steps} of the whole model (batch {config.batch_size}, lr {config.learning_rate:g}), one alignment per seed ({', '.join(map(str, results))}: the tiny model, "

@@ -496,3 +496,52 @@ def test_quiet_and_ordered_stage_one_from_the_command_line(tmp_path: Path, torch
             VLMAlignConfig(**{name: "yes"})  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="need projector_steps > 0 or projector_fit"):
             VLMAlignConfig(**{name: True}, projector_steps=0)
+
+
+def test_answer_slot_targets_use_the_tokens_the_read_out_answer_writes(tmp_path: Path) -> None:
+    """The tiny tokenizer writes EZPoints' formula '*' as the one token ' "*"}' and the empty formula
+    as '"}': answer slot targets are built from those (a bare '*' and '' are not what the answer
+    holds); digits stand alone in an answer, so their targets do not change."""
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    from vlm_agent.demo.readout_slots import answer_spans, answer_word_tokens, slot_target
+    from vlm_agent.models.loading import load_processor
+
+    path = make_tiny_model("qwen2_vl", tmp_path / "m", hidden_size=32, num_layers=1, vision=MINI_VISION)
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch.float32)
+    processor = load_processor(path)
+    tokenizer = processor.tokenizer
+
+    def words(formula: str) -> list[list[str]]:
+        values = {"cards": [2, 10], "current formula": formula}
+        return [[tokenizer.decode([t]) for t in group] for group in answer_word_tokens(tokenizer, values, "current formula", None)]
+
+    assert words("*") == [[' "*"}']] and words("") == [['"}']] and words("7") == [["7"]]
+    assert words("+ 2") == [[' "+'], ["2"]]
+    assert answer_word_tokens(tokenizer, {"cards": [2, 10], "current formula": ""}, "cards", 1) == [
+        tokenizer("10", add_special_tokens=False)["input_ids"]]
+    text, spans = answer_spans({"cards": [2, 10], "current formula": "+ 2"})
+    assert text == '{"cards": [2, 10], "current formula": "+ 2"}'
+    assert text[slice(*spans[("cards", 1)])] == "10" and text[slice(*spans[("current formula", None)])] == "+ 2"
+    with pytest.raises(ValueError, match="needs JSON escapes"):
+        answer_spans({"current formula": 'say "hi"'})
+
+    def target(key: str, index: int | None, value: Any, answer: dict | None, ordered: bool = True) -> Any:
+        return slot_target(model, processor, key, index, value, ordered=ordered, answer=answer)
+
+    line = {"current number": "14", "target number": "3"}
+    for key in line:
+        torch.testing.assert_close(target(key, None, line[key], line), target(key, None, line[key], None))
+    ez = {"cards": [2, 10], "current formula": "*"}
+    torch.testing.assert_close(target("cards", 1, 10, ez), target("cards", 1, 10, None))
+    assert (target("current formula", None, "*", ez) - target("current formula", None, "*", None)).norm() > 0.1
+    empty = {"cards": [2, 10], "current formula": ""}
+    key_only = target("current formula", None, "", None)
+    for ordered in (False, True):  # alone, '' has no token: the name alone, finite (was NaN unordered)
+        assert torch.isfinite(target("current formula", None, "", None, ordered)).all()
+    assert (target("current formula", None, "", empty) - key_only).norm() > 0.1
+    with pytest.raises(ValueError, match="answer_slot_targets must be true or false"):
+        VLMAlignConfig(answer_slot_targets="yes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="need projector_steps > 0 or projector_fit"):
+        VLMAlignConfig(answer_slot_targets=True, projector_steps=0)

@@ -111,13 +111,14 @@ def train_projector(
     seed: int,
     quiet: bool = False,
     ordered: bool = False,
+    answer: bool = False,
     log: Any = None,
 ) -> list[float]:
     """Stage 1: train the projector alone to write each slot's target into its token; returns the losses.
 
     ``quiet``: each image's other tokens are pulled to zero too (``SLOT_DISTANCE_WEIGHT`` x their
-    mean squared norm); ``ordered``: the targets keep a value's token order (see
-    :class:`VLMAlignConfig`)."""
+    mean squared norm); ``ordered``: the targets keep a value's token order; ``answer``: a value's
+    words are the tokens its read-out answer writes (see :class:`VLMAlignConfig`)."""
     import torch
 
     if steps <= 0:
@@ -130,14 +131,17 @@ def train_projector(
     # Each slot's values in order of first appearance (their index is the class label), and each
     # example's (slot, label) pairs, found once before training.
     labels: dict[ReadoutSlot, dict[str, int]] = {}
+    holders: dict[tuple[ReadoutSlot, str], dict[str, Any]] = {}  # the first read-out that holds each value
     wanted: list[list[tuple[ReadoutSlot, int]]] = []
-    for _, pairs in readings:
+    for example, pairs in readings:
         row = []
         for slot, value in pairs:
             known = labels.setdefault(slot, {})
             row.append((slot, known.setdefault(json.dumps(value), len(known))))
+            holders.setdefault((slot, json.dumps(value)), example.values)
         wanted.append(row)
-    targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v), ordered=ordered)
+    targets = {slot: torch.stack([slot_target(model, processor, slot.key, slot.index, json.loads(v), ordered=ordered,
+                                              answer=holders[(slot, v)] if answer else None)
                                   for v in known])
                for slot, known in labels.items()}
     parameters = projector_parameters(model)
@@ -270,6 +274,12 @@ class VLMAlignConfig:
                 "kept) instead of their normalised mean: with numbers tokenized digit by digit the mean makes '1' and "
                 "'11' one target and '14' the digits 1 and 4 in no order (NumberLine 0..20, seed 0, fit only, 600 "
                 "language steps: states of the training side read 40/42 percent without it, 59/79 percent with it)."})
+    answer_slot_targets: bool = field(default=False, metadata={
+        "help": "Stage 1 builds each word of a value's target from the tokens the read-out answer writes for it, "
+                "not from the word tokenized alone. They differ where the tokenizer merges a value with its JSON "
+                "quotes: EZPoints' formula '*' is written as the one token ' \"*\"}', never '*', and the empty "
+                "formula as '\"}' (alone it has no token: its target held the field's name only). NumberLine's "
+                "digits stand alone, so its targets are unchanged."}),
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
@@ -307,12 +317,12 @@ class VLMAlignConfig:
         if self.projector_stage and self.model_name_or_path is None and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
             raise ValueError(f"VLMAlignConfig: the projector stage supports tiny_arch {' or '.join(PROJECTOR_ARCHITECTURES)}, "
                              f"not {self.tiny_arch!r}; use --projector_steps 0 (and no --projector_fit) for it")
-        for name in ("projector_fit", "quiet_image_tokens", "ordered_slot_targets"):
+        for name in ("projector_fit", "quiet_image_tokens", "ordered_slot_targets", "answer_slot_targets"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"VLMAlignConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        if (self.quiet_image_tokens or self.ordered_slot_targets) and not self.projector_stage:
-            raise ValueError("VLMAlignConfig: quiet_image_tokens and ordered_slot_targets shape stage 1; they need "
-                             "projector_steps > 0 or projector_fit")
+        if (self.quiet_image_tokens or self.ordered_slot_targets or self.answer_slot_targets) and not self.projector_stage:
+            raise ValueError("VLMAlignConfig: quiet_image_tokens, ordered_slot_targets and answer_slot_targets shape "
+                             "stage 1; they need projector_steps > 0 or projector_fit")
         if not self.output_norm_lr_factor > 0:
             raise ValueError(f"VLMAlignConfig needs output_norm_lr_factor > 0, got {self.output_norm_lr_factor}")
         if self.learning_rate <= 0 or self.eval_examples < 0:
@@ -370,7 +380,8 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
             for env_examples in per_env.values():
                 slots += find_readout_slots(torch.stack(image_tokens(model, processor, [e.image for e in env_examples])),
                                             env_examples)
-    stage1 = {"quiet": config.quiet_image_tokens, "ordered": config.ordered_slot_targets}
+    stage1 = {"quiet": config.quiet_image_tokens, "ordered": config.ordered_slot_targets,
+              "answer": config.answer_slot_targets}
     if config.projector_fit:
         fit_error = fit_projector(model, processor, examples, slots, **stage1)
     bar = tqdm(total=config.projector_steps + config.language_steps + config.full_steps, desc="alignment",
