@@ -279,7 +279,7 @@ class VLMAlignConfig:
                 "not from the word tokenized alone. They differ where the tokenizer merges a value with its JSON "
                 "quotes: EZPoints' formula '*' is written as the one token ' \"*\"}', never '*', and the empty "
                 "formula as '\"}' (alone it has no token: its target held the field's name only). NumberLine's "
-                "digits stand alone, so its targets are unchanged."}),
+                "digits stand alone, so its targets are unchanged."})
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
