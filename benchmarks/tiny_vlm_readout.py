@@ -59,6 +59,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--answer-slot-targets", action="store_true",
                         help="Stage 1 builds a value's target from the tokens its read-out answer writes "
                              "(VLMAlignConfig.answer_slot_targets: EZPoints' formula '*' is the token ' \"*\"}').")
+    parser.add_argument("--visible-slots", action="store_true",
+                        help="Stage 1 puts no slot on a token where one of the field's values draws nothing "
+                             "(VLMAlignConfig.visible_slots: EZPoints' empty formula).")
     parser.add_argument("--language-steps", type=int, default=defaults.language_steps)
     parser.add_argument("--full-steps", type=int, default=defaults.full_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -94,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny_arch=args.arch, env_ids=list(args.envs), env_kwargs=args.env_kwargs, num_examples=args.num_examples,
             projector_steps=args.projector_steps, projector_fit=args.projector_fit,
             quiet_image_tokens=args.quiet_image_tokens, ordered_slot_targets=args.ordered_slot_targets,
-            answer_slot_targets=args.answer_slot_targets, language_steps=args.language_steps, full_steps=args.full_steps,
+            answer_slot_targets=args.answer_slot_targets, visible_slots=args.visible_slots, language_steps=args.language_steps, full_steps=args.full_steps,
             learning_rate=args.learning_rate, output_norm_lr_factor=args.output_norm_lr_factor,
             eval_examples=args.eval_examples, seed=seed,
             output_dir=str(args.work_dir / f"aligned_seed{seed}"), progress_bar=True,
@@ -144,7 +147,8 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
          f"{config.projector_steps} steps of the projector (read-out slots"
          f"{'; the other image tokens sent to zero' if config.quiet_image_tokens else ''}"
          f"{'; a value token order kept in its target' if config.ordered_slot_targets else ''}"
-         f"{'; targets from the tokens the answer writes' if config.answer_slot_targets else ''}), "
+         f"{'; targets from the tokens the answer writes' if config.answer_slot_targets else ''}"
+         f"{'; no slot where a value draws nothing' if config.visible_slots else ''}), "
          f"{config.language_steps} steps "
          f"of the language model's layers (its final norm at {config.output_norm_lr_factor:g}x the learning rate), "
          f"{config.full_steps} of the whole model (batch {config.batch_size}, lr {config.learning_rate:g}), one alignment per seed ({', '.join(map(str, results))}: the tiny model, "

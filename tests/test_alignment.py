@@ -541,7 +541,40 @@ def test_answer_slot_targets_use_the_tokens_the_read_out_answer_writes(tmp_path:
     for ordered in (False, True):  # alone, '' has no token: the name alone, finite (was NaN unordered)
         assert torch.isfinite(target("current formula", None, "", None, ordered)).all()
     assert (target("current formula", None, "", empty) - key_only).norm() > 0.1
+    assert VLMAlignConfig().answer_slot_targets is False
     with pytest.raises(ValueError, match="answer_slot_targets must be true or false"):
         VLMAlignConfig(answer_slot_targets="yes")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="need projector_steps > 0 or projector_fit"):
         VLMAlignConfig(answer_slot_targets=True, projector_steps=0)
+
+
+def test_visible_slots_skip_a_token_where_a_value_draws_nothing() -> None:
+    """Two tokens tell a formula apart; at token 0 the empty formula is the blank frame's token (it
+    draws nothing there). Without a blank frame the slot takes token 0 (the wider spread); given one,
+    token 1, whose features differ from the background for every value."""
+    import torch
+
+    from vlm_agent.demo.readout import ReadoutExample
+    from vlm_agent.demo.readout_slots import find_readout_slots
+
+    rng = np.random.default_rng(0)
+    formulas = ["", "+", "*", "7"]
+    codes = {f: torch.tensor(rng.normal(size=8), dtype=torch.float32) for f in formulas}
+    background = torch.tensor(rng.normal(size=8), dtype=torch.float32)
+    examples, rows = [], []
+    for i in range(64):
+        formula = formulas[i % 4]
+        examples.append(ReadoutExample("gym_cards/EZPoints-v0", np.zeros((2, 2, 3), np.uint8),
+                                       {"current formula": formula}))
+        first = background if formula == "" else background + 3 * codes[formula]
+        second = 2 * background + codes[formula]  # the label's token: never the background
+        rows.append(torch.stack([first, second, background]))
+    features = torch.stack(rows)
+    blank = torch.stack([background, 2 * background, background])
+    assert [s.token for s in find_readout_slots(features, examples)] == [0]
+    visible = find_readout_slots(features, examples, blank=blank)
+    assert [(s.key, s.token) for s in visible] == [("current formula", 1)] and visible[0].accuracy == 1.0
+    with pytest.raises(ValueError, match="need projector_steps > 0 or projector_fit"):
+        VLMAlignConfig(visible_slots=True, projector_steps=0)
+    with pytest.raises(ValueError, match="visible_slots must be true or false"):
+        VLMAlignConfig(visible_slots=1)  # type: ignore[arg-type]

@@ -66,6 +66,7 @@ from typing import Any
 
 import numpy as np
 
+from vlm_agent.agents.blank import blank_like
 from vlm_agent.demo.readout import (
     CONTROLS,
     DEFAULT_ALIGN_ENVS,
@@ -280,6 +281,13 @@ class VLMAlignConfig:
                 "quotes: EZPoints' formula '*' is written as the one token ' \"*\"}', never '*', and the empty "
                 "formula as '\"}' (alone it has no token: its target held the field's name only). NumberLine's "
                 "digits stand alone, so its targets are unchanged."})
+    visible_slots: bool = field(default=False, metadata={
+        "help": "Stage 1 puts no read-out slot on a token where one of the field's values draws nothing (the "
+                "value's mean features there are a blank frame's): with quiet_image_tokens the fit sends those "
+                "same features to zero on every other token and cannot write the value into the slot. EZPoints: "
+                "the empty formula leaves the formula's token the background (its slot token then had a quarter "
+                "of the norm it had for a written formula); with this option the formula's slot is the "
+                "'Formula:' label's token, which tells the formula values apart as well."})
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
@@ -317,12 +325,14 @@ class VLMAlignConfig:
         if self.projector_stage and self.model_name_or_path is None and self.tiny_arch not in PROJECTOR_ARCHITECTURES:
             raise ValueError(f"VLMAlignConfig: the projector stage supports tiny_arch {' or '.join(PROJECTOR_ARCHITECTURES)}, "
                              f"not {self.tiny_arch!r}; use --projector_steps 0 (and no --projector_fit) for it")
-        for name in ("projector_fit", "quiet_image_tokens", "ordered_slot_targets", "answer_slot_targets"):
+        for name in ("projector_fit", "quiet_image_tokens", "ordered_slot_targets", "answer_slot_targets",
+                     "visible_slots"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"VLMAlignConfig.{name} must be true or false, got {getattr(self, name)!r}")
-        if (self.quiet_image_tokens or self.ordered_slot_targets or self.answer_slot_targets) and not self.projector_stage:
-            raise ValueError("VLMAlignConfig: quiet_image_tokens, ordered_slot_targets and answer_slot_targets shape "
-                             "stage 1; they need projector_steps > 0 or projector_fit")
+        shaping = (self.quiet_image_tokens, self.ordered_slot_targets, self.answer_slot_targets, self.visible_slots)
+        if any(shaping) and not self.projector_stage:
+            raise ValueError("VLMAlignConfig: quiet_image_tokens, ordered_slot_targets, answer_slot_targets and "
+                             "visible_slots shape stage 1; they need projector_steps > 0 or projector_fit")
         if not self.output_norm_lr_factor > 0:
             raise ValueError(f"VLMAlignConfig needs output_norm_lr_factor > 0, got {self.output_norm_lr_factor}")
         if self.learning_rate <= 0 or self.eval_examples < 0:
@@ -378,8 +388,10 @@ def run_alignment(config: VLMAlignConfig) -> AlignResult:
         model.eval()
         with torch.no_grad():
             for env_examples in per_env.values():
+                blank = (image_tokens(model, processor, [blank_like(env_examples[0].image)])[0]
+                         if config.visible_slots else None)
                 slots += find_readout_slots(torch.stack(image_tokens(model, processor, [e.image for e in env_examples])),
-                                            env_examples)
+                                            env_examples, blank=blank)
     stage1 = {"quiet": config.quiet_image_tokens, "ordered": config.ordered_slot_targets,
               "answer": config.answer_slot_targets}
     if config.projector_fit:

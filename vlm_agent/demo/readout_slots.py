@@ -34,6 +34,14 @@ MIN_SLOT_ACCURACY = 0.6
 MIN_SLOT_SHARE = 0.1
 
 
+#: :func:`find_readout_slots` given a blank frame's tokens: a token is no candidate for a field when
+#: one of the field's values has its class mean there within this share of the token's mean feature
+#: norm from the blank frame's token (that value draws nothing there). EZPoints, seed 0: the empty
+#: formula's class mean at the formula's token lay 0.038 from the blank frame's, the 'Formula:'
+#: label's token 0.75.
+BLANK_SLOT_DISTANCE = 0.1
+
+
 #: (read-out field, item position in a list field or None, the list's length or None)
 SlotKey = tuple[str, int | None, int | None]
 
@@ -85,7 +93,7 @@ class ReadoutSlot:
         return (self.key, self.index, self.length)
 
 
-def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> list[ReadoutSlot]:
+def find_readout_slots(features: Any, examples: Sequence[ReadoutExample], blank: Any = None) -> list[ReadoutSlot]:
     """For each slot of ``examples``' read-outs, the image token whose features best tell its value apart.
 
     ``features``: ``(images, tokens, width)`` of the (random) model. Score of a token: accuracy of
@@ -94,6 +102,12 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
     first); a token holds at most one slot per image, so slots never read out together (card 0 of
     a hand of two, card 1 of a hand of three) may share one. Slots under :data:`MIN_SLOT_ACCURACY`,
     or present in under :data:`MIN_SLOT_SHARE` of the images, get none.
+
+    ``blank``: the ``(tokens, width)`` features of a frame of the background colour. A token where
+    one of a slot's values draws nothing (its class mean lies within :data:`BLANK_SLOT_DISTANCE`
+    of the blank frame's token) is then no candidate for that slot: its features for that value
+    are the background's, which ``quiet_image_tokens`` sends to zero on every other token, so the
+    fit cannot write the value there (``VLMAlignConfig.visible_slots``).
     """
     import torch
 
@@ -114,6 +128,9 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
         for token in range(features.shape[1]):
             x = x_all[:, token]
             centroids = torch.stack([x[train][y[train] == c].mean(0) for c in range(len(classes))])
+            if blank is not None and float((centroids - blank[token]).norm(dim=-1).min()) < (
+                    BLANK_SLOT_DISTANCE * float(x.norm(dim=-1).mean())):
+                continue
             accuracy = float((torch.cdist(x[test], centroids).argmin(1) == y[test]).float().mean())
             spread = float(centroids.var(0).sum() / (x.pow(2).sum(-1).mean() + 1e-12)) if len(classes) > 1 else 0.0
             candidates.append(((accuracy, spread), key, token))
