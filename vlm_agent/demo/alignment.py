@@ -25,7 +25,11 @@ Three stages, like LLaVA's (projector first, then the language model):
    image token to zero, so the language model can only read each field from its slot (not learn
    the training images' states by heart from the rest, which failed on unseen states);
    ``ordered_slot_targets`` keeps the order and count of a value's tokens (digits one by one:
-   '14', '11') in its target.
+   '14', '11') in its target; ``answer_slot_targets`` builds a target from the tokens the read-out
+   answer writes for the value (the tokenizer merges EZPoints' formula ``*`` with its quotes into
+   one token, ``' "*"}'``, and writes the empty formula as ``'"}'``); ``visible_slots`` puts no
+   slot on a token where one of the field's values draws nothing (the empty formula leaves its
+   token the background, which quiet tokens send to zero).
 2. **Language model** (``language_steps``): the language model's layers learn the read-out with
    the word embeddings and the vision side frozen, so the tokens written in stage 1 keep their
    meaning while the language model learns to look them up (``output_norm_lr_factor``: the
