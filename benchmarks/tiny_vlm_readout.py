@@ -44,8 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="One alignment per seed (tiny model, images, batches): the read-out varies by seed.")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ALIGN_ENVS))
-    parser.add_argument("--env-kwargs", default='{"max_position": 9}',
-                        help="Options of every env (JSON): NumberLine's line 0..9 (90 states; 0..20: 420).")
+    parser.add_argument("--env-kwargs", default=None,
+                        help="Options of every env (JSON). Default: NumberLine's line 0..9 (90 states; 0..20: 420) "
+                             "when NumberLine is the only env, else none.")
     parser.add_argument("--num-examples", type=int, default=defaults.num_examples, help="Training images per env.")
     parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
     parser.add_argument("--projector-fit", action="store_true",
@@ -72,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--stem", default=None, help="Result file stem (default tiny_vlm_readout[_quick]).")
     args = parser.parse_args(argv)
+    if args.env_kwargs is None:
+        args.env_kwargs = '{"max_position": 9}' if set(args.envs) == {"gym_cards/NumberLine-v0"} else "{}"
     if args.quick:
         args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 128, 2, 4, 0, 8
     args.stem = args.stem or ("tiny_vlm_readout_quick" if args.quick else "tiny_vlm_readout")

@@ -53,6 +53,17 @@ def test_held_out_states_never_occur_in_training_images(env_id: str, env_kwargs:
         assert not any(evaluation_state(e.values) for e in train)
 
 
+@pytest.mark.parametrize("env_id", ["gym_cards/EZPoints-v0", "gym_cards/Points24-v0"])
+def test_formula_games_hold_out_whole_deals(env_id: str) -> None:
+    """A held-out deal (the cards) never occurs in a training image, with any formula."""
+    train = readout_examples(env_id, 300, seed=0)
+    held_out = held_out_examples(env_id, 100, seed=0)
+    deals = [{json.dumps(e.values["cards"]) for e in side} for side in (train, held_out)]
+    assert deals[0].isdisjoint(deals[1]) and len(deals[1]) >= 2
+    # The formula still varies on both sides: held-out states are deals, not only empty formulas.
+    assert len({e.values["current formula"] for e in held_out}) > 1
+
+
 def test_other_state_control_shows_each_prompt_another_states_image() -> None:
     from vlm_agent.demo.readout import other_state_images
 
