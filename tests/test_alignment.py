@@ -364,20 +364,22 @@ def test_quiet_ordered_alignment_reads_unseen_pairs_of_the_long_line_and_not_con
 
 
 @pytest.mark.slow
-def test_ezpoints_cards_and_formula_are_read_on_unseen_states_and_not_from_controls(
+def test_ezpoints_formula_is_read_on_unseen_deals_and_not_from_controls(
     tmp_path: Path, torch_single_thread: None
 ) -> None:
-    """The recipe benchmarks/results/tiny_vlm_readout_ezpoints.md measures, at seed 0 (cards 100%,
-    formula 95% there; 94-95% at seeds 0, 1, 2): EZPoints' cards and current formula, on states
-    (by the read-out's hash) that no training image shows. Without visible_slots the formula read
-    35% (chance 75%): the empty formula's slot token was the background."""
+    """The recipe benchmarks/results/tiny_vlm_readout_ezpoints.md measures, at seed 0: on deals (card
+    pairs) that no training image shows, the current formula is read above chance (80% against 65%
+    there), and neither field from a blank frame or another state's image. The cards of an unseen
+    deal are not read (11% there): EZPoints has 13 deals, and the 11 of training are learnt as
+    pairs. Without visible_slots the formula read 35% (chance 75%, states split by the whole
+    read-out then): the empty formula's slot token was the background."""
     config = VLMAlignConfig(env_ids=["gym_cards/EZPoints-v0"], projector_fit=True, projector_steps=0,
                             quiet_image_tokens=True, ordered_slot_targets=True, answer_slot_targets=True,
                             visible_slots=True, output_norm_lr_factor=10.0, language_steps=600, eval_examples=100,
                             seed=0, output_dir=str(tmp_path / "a"), progress_bar=False)
     result = run_alignment(config)
     image, blank, other = result.accuracy
-    assert image.fields["cards"] >= 0.95 and image.fields["current formula"] >= 0.9, image.fields
+    assert image.fields["current formula"] >= image.chance["current formula"] + 0.1, (image.fields, image.chance)
     assert [slot.key for slot in result.slots] == ["cards", "cards", "current formula"]
     for control in (blank, other):
         assert all(control.fields[k] <= control.chance[k] + 0.1 for k in control.fields), (control.control,
