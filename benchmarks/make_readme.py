@@ -131,7 +131,10 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
             "on evaluation states that no training image shows (NumberLine 0..9: its `split=\"eval\"` "
             "pairs), from the image alone and with two controls that must fall to chance: a blank "
             "image (the background colour only) and another state's image. Each row names the "
-            "aligned model (weights hash) and the commit."
+            "aligned model (weights hash) and the commit. The card games with a formula have their "
+            "own files under Other results: `tiny_vlm_readout_ezpoints` (EZPoints' two cards and "
+            "current formula) and `tiny_vlm_readout_points24` (Points24's four cards and formula), "
+            "each at seeds 0, 1 and 2 with `--answer-slot-targets --visible-slots`."
         ),
         command=("python -m benchmarks.tiny_vlm_readout --seeds 0 1 2 --env-kwargs '{\"max_position\": 9}' "
                  "--projector-fit --output-norm-lr-factor 10 --language-steps 600"),

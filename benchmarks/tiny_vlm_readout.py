@@ -44,8 +44,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                         help="One alignment per seed (tiny model, images, batches): the read-out varies by seed.")
     parser.add_argument("--envs", nargs="+", default=list(DEFAULT_ALIGN_ENVS))
-    parser.add_argument("--env-kwargs", default='{"max_position": 9}',
-                        help="Options of every env (JSON): NumberLine's line 0..9 (90 states; 0..20: 420).")
+    parser.add_argument("--env-kwargs", default=None,
+                        help="Options of every env (JSON). Default: NumberLine's line 0..9 (90 states; 0..20: 420) "
+                             "when NumberLine is the only env, else none.")
     parser.add_argument("--num-examples", type=int, default=defaults.num_examples, help="Training images per env.")
     parser.add_argument("--projector-steps", type=int, default=defaults.projector_steps)
     parser.add_argument("--projector-fit", action="store_true",
@@ -56,6 +57,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ordered-slot-targets", action="store_true",
                         help="Stage 1 keeps the order and count of a value's tokens ('14', '11') in its slot target "
                              "(VLMAlignConfig.ordered_slot_targets).")
+    parser.add_argument("--answer-slot-targets", action="store_true",
+                        help="Stage 1 builds a value's target from the tokens its read-out answer writes "
+                             "(VLMAlignConfig.answer_slot_targets: EZPoints' formula '*' is the token ' \"*\"}').")
+    parser.add_argument("--visible-slots", action="store_true",
+                        help="Stage 1 puts no slot on a token where one of the field's values draws nothing "
+                             "(VLMAlignConfig.visible_slots: EZPoints' empty formula).")
     parser.add_argument("--language-steps", type=int, default=defaults.language_steps)
     parser.add_argument("--full-steps", type=int, default=defaults.full_steps)
     parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -66,6 +73,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--stem", default=None, help="Result file stem (default tiny_vlm_readout[_quick]).")
     args = parser.parse_args(argv)
+    if args.env_kwargs is None:
+        args.env_kwargs = '{"max_position": 9}' if set(args.envs) == {"gym_cards/NumberLine-v0"} else "{}"
     if args.quick:
         args.num_examples, args.projector_steps, args.language_steps, args.full_steps, args.eval_examples = 128, 2, 4, 0, 8
     args.stem = args.stem or ("tiny_vlm_readout_quick" if args.quick else "tiny_vlm_readout")
@@ -91,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny_arch=args.arch, env_ids=list(args.envs), env_kwargs=args.env_kwargs, num_examples=args.num_examples,
             projector_steps=args.projector_steps, projector_fit=args.projector_fit,
             quiet_image_tokens=args.quiet_image_tokens, ordered_slot_targets=args.ordered_slot_targets,
-            language_steps=args.language_steps, full_steps=args.full_steps,
+            answer_slot_targets=args.answer_slot_targets, visible_slots=args.visible_slots, language_steps=args.language_steps, full_steps=args.full_steps,
             learning_rate=args.learning_rate, output_norm_lr_factor=args.output_norm_lr_factor,
             eval_examples=args.eval_examples, seed=seed,
             output_dir=str(args.work_dir / f"aligned_seed{seed}"), progress_bar=True,
@@ -140,7 +149,9 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
          f"per env: {'the least-squares fit of the projector output layer and ' if config.projector_fit else ''}"
          f"{config.projector_steps} steps of the projector (read-out slots"
          f"{'; the other image tokens sent to zero' if config.quiet_image_tokens else ''}"
-         f"{'; a value token order kept in its target' if config.ordered_slot_targets else ''}), "
+         f"{'; a value token order kept in its target' if config.ordered_slot_targets else ''}"
+         f"{'; targets from the tokens the answer writes' if config.answer_slot_targets else ''}"
+         f"{'; no slot where a value draws nothing' if config.visible_slots else ''}), "
          f"{config.language_steps} steps "
          f"of the language model's layers (its final norm at {config.output_norm_lr_factor:g}x the learning rate), "
          f"{config.full_steps} of the whole model (batch {config.batch_size}, lr {config.learning_rate:g}), one alignment per seed ({', '.join(map(str, results))}: the tiny model, "

@@ -4,8 +4,8 @@ read-out accuracy on held-out states (from the image, a blank frame, or another 
 
 Training and held-out states are disjoint by construction (:func:`state_split`): an env that
 takes a ``split`` option (NumberLine) plays its ``"train"`` or ``"eval"`` states; for the others a
-state belongs to the evaluation side when the hash of its read-out says so, and each side skips
-the other's states.
+state belongs to the evaluation side when the hash of its deal (a formula game's cards; Blackjack's
+whole read-out) says so, and each side skips the other's states.
 """
 
 from __future__ import annotations
@@ -55,10 +55,19 @@ def readout_values(env_id: str, info: dict[str, Any]) -> dict[str, Any]:
 HASH_EVAL_SHARE = 5  # one in five
 
 
+#: Read-out keys that make a state's deal: a formula game's (EZPoints, Points24) states are split by
+#: their cards alone, so an evaluation deal is never seen in training with any formula.
+DEAL_KEYS = ("cards",)
+
+
 def evaluation_state(values: Mapping[str, Any]) -> bool:
     """Whether a state with these read-out values is an evaluation state (envs without ``split``):
-    ``crc32`` of its sorted JSON is 0 mod :data:`HASH_EVAL_SHARE` (a fifth of the states)."""
-    return zlib.crc32(json.dumps(values, sort_keys=True).encode()) % HASH_EVAL_SHARE == 0
+    ``crc32`` of the sorted JSON of its deal (:data:`DEAL_KEYS`; the whole read-out for an env with
+    none, e.g. Blackjack) is 0 mod :data:`HASH_EVAL_SHARE` (a fifth of the deals). EZPoints has 13
+    deals: [2, 10] and [6, 6] are its evaluation deals (each card value occurs in training in
+    other deals; 10 only as the first card)."""
+    deal = {key: values[key] for key in DEAL_KEYS if key in values} or dict(values)
+    return zlib.crc32(json.dumps(deal, sort_keys=True).encode()) % HASH_EVAL_SHARE == 0
 
 
 def state_split(env_id: str, env_kwargs: Mapping[str, Any] | None, side: str) -> tuple[dict[str, Any], bool]:

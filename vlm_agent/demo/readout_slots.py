@@ -34,6 +34,14 @@ MIN_SLOT_ACCURACY = 0.6
 MIN_SLOT_SHARE = 0.1
 
 
+#: :func:`find_readout_slots` given a blank frame's tokens: a token is no candidate for a field when
+#: one of the field's values has its class mean there within this share of the token's mean feature
+#: norm from the blank frame's token (that value draws nothing there). EZPoints, seed 0: the empty
+#: formula's class mean at the formula's token lay 0.038 from the blank frame's, the 'Formula:'
+#: label's token 0.75.
+BLANK_SLOT_DISTANCE = 0.1
+
+
 #: (read-out field, item position in a list field or None, the list's length or None)
 SlotKey = tuple[str, int | None, int | None]
 
@@ -85,7 +93,7 @@ class ReadoutSlot:
         return (self.key, self.index, self.length)
 
 
-def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> list[ReadoutSlot]:
+def find_readout_slots(features: Any, examples: Sequence[ReadoutExample], blank: Any = None) -> list[ReadoutSlot]:
     """For each slot of ``examples``' read-outs, the image token whose features best tell its value apart.
 
     ``features``: ``(images, tokens, width)`` of the (random) model. Score of a token: accuracy of
@@ -94,6 +102,12 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
     first); a token holds at most one slot per image, so slots never read out together (card 0 of
     a hand of two, card 1 of a hand of three) may share one. Slots under :data:`MIN_SLOT_ACCURACY`,
     or present in under :data:`MIN_SLOT_SHARE` of the images, get none.
+
+    ``blank``: the ``(tokens, width)`` features of a frame of the background colour. A token where
+    one of a slot's values draws nothing (its class mean lies within :data:`BLANK_SLOT_DISTANCE`
+    of the blank frame's token) is then no candidate for that slot: its features for that value
+    are the background's, which ``quiet_image_tokens`` sends to zero on every other token, so the
+    fit cannot write the value there (``VLMAlignConfig.visible_slots``).
     """
     import torch
 
@@ -114,6 +128,9 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
         for token in range(features.shape[1]):
             x = x_all[:, token]
             centroids = torch.stack([x[train][y[train] == c].mean(0) for c in range(len(classes))])
+            if blank is not None and float((centroids - blank[token]).norm(dim=-1).min()) < (
+                    BLANK_SLOT_DISTANCE * float(x.norm(dim=-1).mean())):
+                continue
             accuracy = float((torch.cdist(x[test], centroids).argmin(1) == y[test]).float().mean())
             spread = float(centroids.var(0).sum() / (x.pow(2).sum(-1).mean() + 1e-12)) if len(classes) > 1 else 0.0
             candidates.append(((accuracy, spread), key, token))
@@ -130,7 +147,7 @@ def find_readout_slots(features: Any, examples: Sequence[ReadoutExample]) -> lis
 
 
 def slot_target(model: Any, processor: Any, key: str, index: int | None, value: Any, *, with_key: bool = True,
-                ordered: bool = False) -> Any:
+                ordered: bool = False, answer: dict[str, Any] | None = None) -> Any:
     """What stage 1 writes into a slot's token: the field's name plus its value, in word-embedding space.
 
     ``emb(' "<key>')`` + ``emb(str(value))`` (+ ``emb(str(index))`` for a list item), each the
@@ -143,23 +160,89 @@ def slot_target(model: Any, processor: Any, key: str, index: int | None, value: 
     ``ordered``: a word of the value of several tokens is :func:`ordered_tokens_vector` of its
     tokens instead of their normalised mean, which forgets their order and count (a tokenizer that splits digits
     makes '14' and '41', '1' and '11' the same target).
+
+    ``answer``: a read-out (read-out key -> value) that holds ``value`` at ``key`` (and ``index``):
+    each word of the value is then the tokens the read-out answer writes for it
+    (:func:`answer_word_tokens`), not the word tokenized alone. They differ where the tokenizer
+    merges a value with its JSON quotes: the formula ``*`` is written as the one token ``' "*"}'``,
+    never ``'*'``, and the empty formula as ``'"}'`` (tokenized alone it has no token, and its
+    value part of the target is zero). Digits stand alone in an answer, so NumberLine's targets
+    are the same either way.
     """
     tokenizer = processor.tokenizer
     embeddings = model.get_input_embeddings().weight.detach()
 
-    def words(text: str, in_order: bool = False) -> Any:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    def vector(ids: list[int], in_order: bool) -> Any:
+        if not ids:  # an empty value tokenized alone
+            return 0 * embeddings[0]
         if in_order:
             return ordered_tokens_vector(embeddings[ids])
-        vector = embeddings[ids].mean(0)
-        return vector / vector.norm()
+        mean = embeddings[ids].mean(0)
+        return mean / mean.norm()
 
-    first, *rest = str(value).split(" ")
-    target = words(first, ordered) + sum((words(f" {word}", ordered) for word in rest), start=0 * embeddings[0])
+    def words(text: str, in_order: bool = False) -> Any:
+        return vector(tokenizer(text, add_special_tokens=False)["input_ids"], in_order)
+
+    if answer is not None:
+        target = sum((vector(ids, ordered) for ids in answer_word_tokens(tokenizer, answer, key, index)),
+                     start=0 * embeddings[0])
+    else:
+        first, *rest = str(value).split(" ")
+        target = words(first, ordered) + sum((words(f" {word}", ordered) for word in rest), start=0 * embeddings[0])
     target = target + (words(f' "{key}') if with_key else 0)
     if index is not None and with_key:
         target = target + words(str(index))
     return target * embeddings.norm(dim=-1).mean()
+
+
+def answer_spans(values: dict[str, Any]) -> tuple[str, dict[tuple[str, int | None], tuple[int, int]]]:
+    """The read-out answer's text (``json.dumps(values, ensure_ascii=False)``, as
+    :attr:`~vlm_agent.demo.readout.ReadoutExample.answer` writes it) and, per ``(key, None)`` of a
+    scalar field or ``(key, index)`` of a list item, the character span of its value (inside the
+    quotes of a string)."""
+    text, spans = "{", {}
+    for n, (key, value) in enumerate(values.items()):
+        text += (", " if n else "") + json.dumps(key, ensure_ascii=False) + ": "
+        items = value if isinstance(value, list) else [value]
+        text += "[" if isinstance(value, list) else ""
+        for i, item in enumerate(items):
+            text += ", " if i else ""
+            dumped = json.dumps(item, ensure_ascii=False)
+            quoted = isinstance(item, str)
+            if quoted and dumped[1:-1] != item:
+                raise ValueError(f"read-out value {item!r} of {key!r} needs JSON escapes; answer slot targets "
+                                 "cannot place its words")
+            spans[(key, i if isinstance(value, list) else None)] = (len(text) + quoted, len(text) + len(dumped) - quoted)
+            text += dumped
+        text += "]" if isinstance(value, list) else ""
+    text += "}"
+    if text != json.dumps(values, ensure_ascii=False):
+        raise ValueError(f"answer slot targets support flat read-outs of scalars and lists, not {values!r}")
+    return text, spans
+
+
+def answer_word_tokens(tokenizer: Any, values: dict[str, Any], key: str, index: int | None) -> list[list[int]]:
+    """The token ids the read-out answer of ``values`` writes for each word of the value at ``key``
+    (item ``index`` of a list): the answer's tokens that overlap the word's characters, in order.
+    A token that merges a word with its quotes or the closing brace (``' "*"}'``) is that word's
+    token; an empty value is one word, the token that closes it (``'"}'``).
+
+    Needs a tokenizer that gives character offsets (a fast tokenizer).
+    """
+    text, spans = answer_spans(values)
+    if (key, index) not in spans:
+        raise ValueError(f"the read-out {values!r} has no value at {key!r}" + ("" if index is None else f"[{index}]"))
+    start, end = spans[(key, index)]
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    pieces = list(zip(encoded["input_ids"], encoded["offset_mapping"]))
+    if start == end:  # "": the token that holds its closing quote
+        return [[token for token, (a, b) in pieces if a <= end < b]]
+    groups, position = [], start
+    for word in text[start:end].split(" "):
+        if word:
+            groups.append([token for token, (a, b) in pieces if a < position + len(word) and b > position])
+        position += len(word) + 1
+    return groups
 
 
 #: :func:`ordered_tokens_vector`: the weight of a word's i-th token is ``ORDERED_TOKEN_DECAY ** i``.
@@ -223,7 +306,7 @@ def projector_output_layer(model: Any) -> Any:
 
 
 def fit_projector(model: Any, processor: Any, examples: Sequence[ReadoutExample], slots: Sequence[ReadoutSlot],
-                  *, batch_size: int = 64, quiet: bool = False, ordered: bool = False) -> float:
+                  *, batch_size: int = 64, quiet: bool = False, ordered: bool = False, answer: bool = False) -> float:
     """Stage 1 in closed form: refit the projector's output layer by (ridge) least squares so that
     each slot's token is its :func:`slot_target`, over every slot of every example; returns the
     fit's root-mean-square distance relative to the targets' mean norm.
@@ -236,8 +319,9 @@ def fit_projector(model: Any, processor: Any, examples: Sequence[ReadoutExample]
 
     ``quiet``: every other image token of those examples (:func:`quiet_tokens`) gets the target
     zero as well, so that the slots are all the language model can read in the image (see
-    ``VLMAlignConfig.quiet_image_tokens``); ``ordered``: the targets keep a value's token order
-    (:func:`slot_target`). The returned error is over the slot tokens alone.
+    ``VLMAlignConfig.quiet_image_tokens``); ``ordered``: the targets keep a value's token order;
+    ``answer``: a value's words are the tokens its read-out answer writes (:func:`slot_target`
+    given the first example that holds the value). The returned error is over the slot tokens alone.
     """
     import torch
 
@@ -257,11 +341,12 @@ def fit_projector(model: Any, processor: Any, examples: Sequence[ReadoutExample]
             with torch.no_grad():
                 tokens = image_tokens(model, processor, [example.image for example, _ in batch])
             hidden = captured[-1].split([len(t) for t in tokens])
-            for (_, pairs), features in zip(batch, hidden):
+            for (example, pairs), features in zip(batch, hidden):
                 for slot, value in pairs:
                     key = (slot.key, slot.index, json.dumps(value))
                     if key not in wanted:
-                        wanted[key] = slot_target(model, processor, slot.key, slot.index, value, ordered=ordered)
+                        wanted[key] = slot_target(model, processor, slot.key, slot.index, value, ordered=ordered,
+                                                  answer=example.values if answer else None)
                     rows.append(features[slot.token])
                     targets.append(wanted[key])
                 if quiet:
