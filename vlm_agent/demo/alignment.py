@@ -285,7 +285,7 @@ class VLMAlignConfig:
                 "quotes: EZPoints' formula '*' is written as the one token ' \"*\"}', never '*', and the empty "
                 "formula as '\"}' (alone it has no token: its target held the field's name only). NumberLine's "
                 "digits stand alone, so its targets are unchanged. EZPoints, seed 0, formula read on unseen "
-                "states: 18% with this option alone (35% without), 95% with visible_slots with or without it."})
+                "states: 18 percent with this option alone (35 percent without), 95 percent with visible_slots with or without it."})
     visible_slots: bool = field(default=False, metadata={
         "help": "Stage 1 puts no read-out slot on a token where one of the field's values draws nothing (the "
                 "value's mean features there are a blank frame's): with quiet_image_tokens the fit sends those "
@@ -293,7 +293,7 @@ class VLMAlignConfig:
                 "the empty formula leaves the formula's token the background (its slot token then had a quarter "
                 "of the norm it had for a written formula); with this option the formula's slot is the "
                 "'Formula:' label's token, which tells the formula values apart as well (seed 0: formula read on "
-                "unseen states 35% -> 95%; benchmarks/results/tiny_vlm_readout_ezpoints.md)."})
+                "unseen states 35 percent -> 95 percent; benchmarks/results/tiny_vlm_readout_ezpoints.md)."})
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})
