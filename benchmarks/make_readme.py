@@ -134,7 +134,8 @@ SECTIONS: tuple[BenchmarkSection, ...] = (
             "aligned model (weights hash) and the commit. The card games with a formula have their "
             "own files under Other results: `tiny_vlm_readout_ezpoints` (EZPoints' two cards and "
             "current formula) and `tiny_vlm_readout_points24` (Points24's four cards and formula), "
-            "each at seeds 0, 1 and 2 with `--answer-slot-targets --visible-slots`."
+            "each at seeds 0, 1 and 2 with `--answer-slot-targets --visible-slots`, their held-out states "
+            "split by the deal (the cards) so that no held-out deal occurs in training."
         ),
         command=("python -m benchmarks.tiny_vlm_readout --seeds 0 1 2 --env-kwargs '{\"max_position\": 9}' "
                  "--projector-fit --output-norm-lr-factor 10 --language-steps 600"),

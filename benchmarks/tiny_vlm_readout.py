@@ -6,7 +6,7 @@ A tiny Qwen2-VL-architecture model with the legible vision settings
 out evaluation states from the image alone, greedy decoding; each field must match exactly. The
 evaluation states are disjoint from the training states by construction
 (`vlm_agent.demo.readout.state_split`: NumberLine's `split="eval"` states, other envs' states by
-the read-out's hash); the results say how many distinct states each side had. Two controls give
+the read-out's hash, the formula games' by the hash of their deal: the cards); the results say how many distinct states each side had. Two controls give
 the same model, with the same prompt, a frame of the image's background colour, and the image of
 another evaluation state: both must fall to chance (the share of the most frequent true value),
 proof that the answer follows what is drawn. Every row names the aligned model
@@ -158,7 +158,7 @@ def write_results(rows: list[dict[str, Any]], results: dict[int, Any], config: A
          f"the images and the batches); env options {args.env_kwargs}; {seconds / 60:.1f} minutes in all, measurement "
          f"included. Accuracy in % on {rows[0]['images']} images of evaluation states per env (greedy read-out, exact "
          "match per field); train / eval states: the distinct states among the training and evaluation images, two "
-         "disjoint sets by construction (NumberLine's `split`, other envs by the read-out's hash); blank: the same "
+         "disjoint sets by construction (NumberLine's `split`, EZPoints and Points24 by the hash of the deal (their cards), other envs by the read-out's hash); blank: the same "
          "model given a frame of the background colour; other state: given another evaluation image (a different "
          "state), scored against the prompt's own state; chance: the most frequent true value's share; model: "
          f"the aligned model's weights hash. Commit {rows[0]['commit']}."),

@@ -50,7 +50,7 @@ trains the same layers further.
 
 :func:`readout_accuracy` measures the read-out from the image alone (greedy decoding, each field
 compared exactly) on evaluation states that no training image shows (:func:`held_out_examples`:
-NumberLine's ``split="eval"`` states, other envs' states by the read-out's hash); its controls
+NumberLine's ``split="eval"`` states, other envs' states by the read-out's hash: a formula game's deal); its controls
 replace every image by a frame of its background colour, or by another state's image, and must
 fall to chance if the model really reads the image. ``align_summary.json`` records the distinct
 states of each side and the model's identity (:func:`model_identity`).
@@ -285,7 +285,7 @@ class VLMAlignConfig:
                 "quotes: EZPoints' formula '*' is written as the one token ' \"*\"}', never '*', and the empty "
                 "formula as '\"}' (alone it has no token: its target held the field's name only). NumberLine's "
                 "digits stand alone, so its targets are unchanged. EZPoints, seed 0, formula read on unseen "
-                "states: 18 percent with this option alone (35 percent without), 95 percent with visible_slots with or without it."})
+                "states (split by the whole read-out): 18 percent with this option alone (35 percent without), 95 percent with visible_slots with or without it."})
     visible_slots: bool = field(default=False, metadata={
         "help": "Stage 1 puts no read-out slot on a token where one of the field's values draws nothing (the "
                 "value's mean features there are a blank frame's): with quiet_image_tokens the fit sends those "
@@ -293,7 +293,7 @@ class VLMAlignConfig:
                 "the empty formula leaves the formula's token the background (its slot token then had a quarter "
                 "of the norm it had for a written formula); with this option the formula's slot is the "
                 "'Formula:' label's token, which tells the formula values apart as well (seed 0: formula read on "
-                "unseen states 35 percent -> 95 percent; benchmarks/results/tiny_vlm_readout_ezpoints.md)."})
+                "unseen states split by the whole read-out 35 percent -> 95 percent; on unseen deals 80-95 percent, chance 62-66: benchmarks/results/tiny_vlm_readout_ezpoints.md)."})
     language_steps: int = field(default=300, metadata={
         "help": "Stage 2: steps training the language model's layers (word embeddings and vision side frozen)."})
     full_steps: int = field(default=0, metadata={"help": "Stage 3: steps training the whole model."})

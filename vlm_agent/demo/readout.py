@@ -75,7 +75,7 @@ def state_split(env_id: str, env_kwargs: Mapping[str, Any] | None, side: str) ->
     with, and whether states must still be filtered by :func:`evaluation_state`.
 
     An env that takes ``split`` (NumberLine: :func:`gym_cards.envs.number_line.evaluation_pair`)
-    gets ``split=side`` and no filter; the others are filtered by the read-out's hash.
+    gets ``split=side`` and no filter; the others are filtered by :func:`evaluation_state` (a hash of the read-out, of a formula game's cards alone).
     """
     from vlm_agent.rollout.environments import check_env
 
